@@ -1,0 +1,389 @@
+"""Attention kernels: dense causal, block-local sliding window + global tokens, gated branches, flex_attention.
+
+Shapes: q is (B, H, S, D); k and v are (B, Hkv, S, D) with Hkv dividing H. Query head h reads kv head
+h // (H // Hkv) (repeat_interleave semantics, as in GQA). Key j is visible to query i iff j <= i and
+(i - window < j or j < global_tokens).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+
+MAX_DEFAULT_BLOCK = 128  # measured best on CPU at W=256 (see default_block_size)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# mask_mods (flex_attention convention: (b, h, q_idx, kv_idx) -> bool)
+
+
+def sliding_window_mask_mod(window: int) -> MaskMod:
+    """Causal sliding window: key kv visible to query q iff q - window < kv <= q."""
+
+    def sliding_window(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        return (kv_idx <= q_idx) & (q_idx - window < kv_idx)
+
+    sliding_window.__name__ = f"sliding_window_{window}"
+    return sliding_window
+
+
+def global_tokens_mask_mod(global_tokens: int) -> MaskMod:
+    """Causal global tokens: key kv visible to query q iff kv < global_tokens and kv <= q."""
+
+    def global_tokens_(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        return (kv_idx <= q_idx) & (kv_idx < global_tokens)
+
+    global_tokens_.__name__ = f"global_tokens_{global_tokens}"
+    return global_tokens_
+
+
+def local_global_mask_mod(window: int, global_tokens: int) -> MaskMod:
+    """Union of the causal sliding window and the causal global tokens."""
+
+    def local_global(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        return (kv_idx <= q_idx) & ((q_idx - window < kv_idx) | (kv_idx < global_tokens))
+
+    local_global.__name__ = f"local_global_{window}_{global_tokens}"
+    return local_global
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pair counts (the cost model uses these)
+
+
+def _check_sizes(seq_len: int, window: int, global_tokens: int, block_size: int = 0) -> None:
+    if seq_len < 1 or window < 1 or global_tokens < 0 or block_size < 0:
+        raise ValueError(
+            f"attention sizes seq_len={seq_len}, window={window}, global_tokens={global_tokens}, "
+            f"block_size={block_size} are invalid: expected seq_len >= 1, window >= 1, global_tokens >= 0, "
+            "block_size >= 0 (0 = auto)"
+        )
+
+
+def default_block_size(window: int, seq_len: int) -> int:
+    """Query block of the block-local kernel: the window rounded up to a power of two, at most 128, at most S."""
+    # A query block of size b reads a key span of b * (1 + ceil((W - 1) / b)) keys, about W + b per query:
+    # a smaller block computes fewer masked scores but runs smaller, less efficient matmuls. On the 2-core CPU
+    # (S=8192, W=256, G=16, D=64, forward+backward) b=128 was fastest; b=256 was 10% and b=64 30% slower.
+    window = min(window, seq_len)
+    return min(1 << (window - 1).bit_length(), MAX_DEFAULT_BLOCK, 1 << (seq_len - 1).bit_length())
+
+
+def _layout(seq_len: int, window: int, global_tokens: int, block_size: int) -> tuple[int, int, int, int, int]:
+    """(window, block, n_blocks, span_blocks, kernel_globals) of the block kernel for these sizes."""
+    window = min(window, seq_len)
+    block = block_size or default_block_size(window, seq_len)
+    n_blocks = -(-seq_len // block)
+    span = -(-(window - 1) // block)  # key blocks before the query's own block that the window reaches
+    kernel_globals = max(0, min(global_tokens, seq_len - window))  # global keys some query sees outside its window
+    return window, block, n_blocks, span, kernel_globals
+
+
+def attention_pairs(seq_len: int, window: int, global_tokens: int) -> int:
+    """Exact number of visible (query, key) pairs."""
+    _check_sizes(seq_len, window, global_tokens)
+    w = min(window, seq_len)
+    local = w * (w + 1) // 2 + (seq_len - w) * w
+    outside = seq_len - w  # global key j adds the queries i >= j + w
+    n = min(global_tokens, outside)
+    return local + n * outside - n * (n - 1) // 2
+
+
+def computed_pairs(seq_len: int, window: int, global_tokens: int, block_size: int = 0) -> int:
+    """Number of score entries the block kernel computes, masked ones and padding included."""
+    _check_sizes(seq_len, window, global_tokens, block_size)
+    _, block, n_blocks, span, kernel_globals = _layout(seq_len, window, global_tokens, block_size)
+    return n_blocks * block * ((span + 1) * block + kernel_globals)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# dense
+
+
+def dense_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Causal softmax attention over the whole prefix (PyTorch SDPA)."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=q.shape[1] != k.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# block-local sliding window + global tokens
+#
+# Layout: queries are split into n_blocks blocks of `block` rows; the key span of block n is the `span` key
+# blocks before it plus its own block, then the n_glob global keys: Lk = (span + 1) * block + n_glob keys.
+# Tensors are block-major, (n_blocks * B * Hkv, rows, D), so a chunk of consecutive blocks is one contiguous
+# slice. The heads of a kv group are stacked along the rows (group * block rows), so K/V are never repeated.
+# The forward saves no probabilities; the backward recomputes them chunk by chunk (as flash attention
+# does), so memory stays O(S * D) beyond one chunk of scores, and every chunk of scores
+# stays in cache and reuses the allocator's memory instead of faulting fresh pages for an S x Lk buffer.
+
+CHUNK_SCORES_CPU = 1 << 19  # score entries per chunk on CPU: a few MiB, cache-sized (measured, 2 cores)
+CHUNK_SCORES_CUDA = 1 << 26
+
+
+@lru_cache(maxsize=8)
+def _block_bias(
+    seq_len: int, window: int, global_tokens: int, block: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Additive (0 / -inf) bias of shape (n_blocks, 1, 1, block, Lk) for the block kernel."""
+    _, _, n_blocks, span, kernel_globals = _layout(seq_len, window, global_tokens, block)
+    i = torch.arange(n_blocks * block, device=device).view(n_blocks, block, 1)  # query position
+    c = torch.arange((span + 1) * block, device=device)
+    j = (torch.arange(n_blocks, device=device).view(n_blocks, 1, 1) - span) * block + c  # key position in span
+    local = (j >= 0) & (j <= i) & (j > i - window)
+    glob = torch.arange(kernel_globals, device=device) <= i - window  # global keys outside the window
+    visible = torch.cat([local, glob.expand(n_blocks, block, kernel_globals)], dim=-1)
+    bias = torch.zeros(visible.shape, device=device, dtype=dtype).masked_fill_(~visible, float("-inf"))
+    return bias.view(n_blocks, 1, 1, block, -1)
+
+
+def _check_heads(q: Tensor, k: Tensor, v: Tensor) -> int:
+    if q.dim() != 4 or k.dim() != 4 or v.shape[:3] != k.shape[:3] or q.shape[1] % k.shape[1] or q.shape[::2] != k.shape[::2]:
+        raise ValueError(
+            f"attention shapes q={tuple(q.shape)}, k={tuple(k.shape)}, v={tuple(v.shape)} are invalid: expected "
+            "q (B, H, S, D) and k, v (B, Hkv, S, D) with Hkv dividing H"
+        )
+    return q.shape[1] // k.shape[1]
+
+
+class _BlockLayout:
+    """Sizes of one block-kernel call and the reshapes between (B, H, S, D) and the block-major layout."""
+
+    def __init__(self, q: Tensor, k: Tensor, window: int, global_tokens: int, block_size: int) -> None:
+        self.bsz, self.n_heads, self.seq_len, _ = q.shape
+        self.n_kv = k.shape[1]
+        self.group = self.n_heads // self.n_kv
+        self.window, self.block, self.n_blocks, self.span, self.n_glob = _layout(
+            self.seq_len, window, global_tokens, block_size
+        )
+        self.padded = self.n_blocks * self.block
+        self.rows = self.group * self.block
+        self.keys = (self.span + 1) * self.block + self.n_glob
+        per_block = self.bsz * self.n_kv * self.rows * self.keys
+        target = CHUNK_SCORES_CUDA if q.is_cuda else CHUNK_SCORES_CPU
+        self.chunk = max(1, target // per_block)  # blocks per chunk
+
+    def queries(self, x: Tensor) -> Tensor:
+        """(B, H, S, D) -> (n_blocks * B * Hkv, group * block, D)."""
+        x = F.pad(x, (0, 0, 0, self.padded - self.seq_len))
+        x = x.view(self.bsz, self.n_kv, self.group, self.n_blocks, self.block, -1).permute(3, 0, 1, 2, 4, 5)
+        return x.reshape(-1, self.rows, x.shape[-1])
+
+    def unqueries(self, x: Tensor) -> Tensor:
+        """(n_blocks * B * Hkv, group * block, D) -> (B, H, S, D)."""
+        x = x.view(self.n_blocks, self.bsz, self.n_kv, self.group, self.block, -1).permute(1, 2, 3, 0, 4, 5)
+        return x.reshape(self.bsz, self.n_heads, self.padded, -1)[:, :, : self.seq_len]
+
+    def key_spans(self, x: Tensor) -> Tensor:
+        """(B, Hkv, S, D) -> (n_blocks * B * Hkv, Lk, D): span blocks before each block, its own, the globals."""
+        xp = F.pad(x, (0, 0, self.span * self.block, self.padded - self.seq_len))
+        xp = xp.view(self.bsz, self.n_kv, self.n_blocks + self.span, self.block, -1).permute(2, 0, 1, 3, 4)
+        parts = [xp[s : s + self.n_blocks] for s in range(self.span + 1)]
+        if self.n_glob:
+            parts.append(x[:, :, : self.n_glob].expand(self.n_blocks, -1, -1, -1, -1))
+        return torch.cat(parts, dim=3).view(-1, self.keys, x.shape[-1])
+
+    def unkey_spans(self, x: Tensor) -> Tensor:
+        """Adjoint of key_spans: sum the gradients of every copy of a key back into (B, Hkv, S, D)."""
+        x = x.view(self.n_blocks, self.bsz, self.n_kv, self.keys, -1)
+        dim = x.shape[-1]
+        windows = x[:, :, :, : self.keys - self.n_glob].view(self.n_blocks, self.bsz, self.n_kv, self.span + 1,
+                                                             self.block, dim)
+        out = x.new_zeros(self.n_blocks + self.span, self.bsz, self.n_kv, self.block, dim)
+        for s in range(self.span + 1):
+            out[s : s + self.n_blocks] += windows[:, :, :, s]
+        out = out.permute(1, 2, 0, 3, 4).reshape(self.bsz, self.n_kv, -1, dim)
+        out = out[:, :, self.span * self.block : self.span * self.block + self.seq_len].contiguous()
+        if self.n_glob:
+            out[:, :, : self.n_glob] += x[:, :, :, self.keys - self.n_glob :].sum(0)
+        return out
+
+    def chunks(self) -> list[slice]:
+        """Row slices of the block-major layout, `chunk` blocks at a time."""
+        step = self.chunk * self.bsz * self.n_kv
+        total = self.n_blocks * self.bsz * self.n_kv
+        return [slice(s, min(s + step, total)) for s in range(0, total, step)]
+
+    def softmax(self, scores: Tensor, bias: Tensor, rows: slice) -> Tensor:
+        """Probabilities of a chunk of scores (its blocks start at row `rows.start`); scores are overwritten."""
+        first = rows.start // (self.bsz * self.n_kv)
+        n = scores.shape[0] // (self.bsz * self.n_kv)
+        view = scores.view(n, self.bsz * self.n_kv, self.group, self.block, self.keys)
+        view.add_(bias[first : first + n])
+        return torch.softmax(scores, -1)
+
+
+class _BlockAttention(torch.autograd.Function):
+    """Block-local attention with a flash-style backward that recomputes probabilities per chunk."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, window, global_tokens, block_size):  # noqa: ANN001, ANN205
+        lay = _BlockLayout(q, k, window, global_tokens, block_size)
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        qb = lay.queries(q * scale)
+        kb, vb = lay.key_spans(k), lay.key_spans(v)
+        bias = _block_bias(lay.seq_len, lay.window, lay.n_glob, lay.block, q.device, q.dtype)
+        out = qb.new_empty(qb.shape[0], lay.rows, vb.shape[-1])
+        for rows in lay.chunks():
+            probs = lay.softmax(torch.bmm(qb[rows], kb[rows].transpose(1, 2)), bias, rows)
+            torch.bmm(probs, vb[rows], out=out[rows])
+        ctx.save_for_backward(qb, kb, vb, out)
+        ctx.lay, ctx.scale = lay, scale
+        return lay.unqueries(out)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # noqa: ANN001, ANN205
+        qb, kb, vb, out = ctx.saved_tensors
+        lay = ctx.lay
+        bias = _block_bias(lay.seq_len, lay.window, lay.n_glob, lay.block, qb.device, qb.dtype)
+        dout = lay.queries(grad_out)
+        delta = (dout * out).sum(-1, keepdim=True)
+        dq, dk, dv = torch.empty_like(qb), torch.empty_like(kb), torch.empty_like(vb)
+        for rows in lay.chunks():
+            probs = lay.softmax(torch.bmm(qb[rows], kb[rows].transpose(1, 2)), bias, rows)
+            dscores = torch.bmm(dout[rows], vb[rows].transpose(1, 2)).sub_(delta[rows]).mul_(probs)
+            torch.bmm(dscores, kb[rows], out=dq[rows])
+            torch.bmm(dscores.transpose(1, 2), qb[rows], out=dk[rows])
+            torch.bmm(probs.transpose(1, 2), dout[rows], out=dv[rows])
+        dq = lay.unqueries(dq).mul_(ctx.scale)
+        return dq, lay.unkey_spans(dk), lay.unkey_spans(dv), None, None, None
+
+
+def local_global_attention(
+    q: Tensor, k: Tensor, v: Tensor, window: int, global_tokens: int, block_size: int = 0
+) -> Tensor:
+    """One softmax over the causal window and the global tokens, computed block-locally in O(S * (W + B + G)).
+
+    fp16/bf16 inputs are computed in fp32 and the result cast back.
+    """
+    _check_heads(q, k, v)
+    _check_sizes(q.shape[2], window, global_tokens, block_size)
+    work = torch.promote_types(q.dtype, torch.float32)
+    out = _BlockAttention.apply(q.to(work), k.to(work), v.to(work), window, global_tokens, block_size)
+    return out.to(q.dtype)
+
+
+def local_window_attention(q: Tensor, k: Tensor, v: Tensor, window: int, block_size: int = 0) -> Tensor:
+    """Causal sliding-window attention only (the local branch of the gate)."""
+    return local_global_attention(q, k, v, window, 0, block_size)
+
+
+def global_token_attention(q: Tensor, k: Tensor, v: Tensor, global_tokens: int) -> Tensor:
+    """Causal attention to the first G keys only (the global branch of the gate), in O(S * G); zero if G = 0."""
+    group = _check_heads(q, k, v)
+    bsz, n_heads, seq_len, dim = q.shape
+    n_kv = k.shape[1]
+    _check_sizes(seq_len, 1, global_tokens)
+    n_glob = min(global_tokens, seq_len)
+    if n_glob == 0:
+        return q.new_zeros(bsz, n_heads, seq_len, v.shape[-1])
+    qg = (q * (1.0 / math.sqrt(dim))).view(bsz, n_kv, group * seq_len, dim)
+    scores = torch.matmul(qg, k[:, :, :n_glob].transpose(-1, -2)).view(bsz, n_kv, group, seq_len, n_glob)
+    # only the first n_glob queries see fewer than n_glob keys: an upper-triangular -inf bias on those rows
+    tri = torch.ones(n_glob, n_glob, dtype=torch.bool, device=q.device).triu_(1)
+    bias = torch.zeros(n_glob, n_glob, dtype=scores.dtype, device=q.device).masked_fill_(tri, float("-inf"))
+    scores[..., :n_glob, :] += bias
+    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(q.dtype)
+    probs = probs.view(bsz, n_kv, group * seq_len, n_glob)
+    return torch.matmul(probs, v[:, :, :n_glob]).view(bsz, n_heads, seq_len, v.shape[-1])
+
+
+def _gated_branch(branch: Callable[[Tensor, Tensor, Tensor], Tensor], q: Tensor, k: Tensor, v: Tensor,
+                  gate: Tensor, threshold: float) -> Tensor | None:
+    """gate * branch(q, k, v), computed only for the heads with some gate >= threshold; None if there are none."""
+    if threshold > 0:
+        gate = torch.where(gate >= threshold, gate, torch.zeros_like(gate))
+        heads = (gate > 0).any(2).any(0).nonzero().flatten()
+        if heads.numel() == 0:
+            return None
+        if heads.numel() < q.shape[1]:
+            kv = heads // (q.shape[1] // k.shape[1])
+            out = q.new_zeros(*q.shape[:3], v.shape[-1])
+            out[:, heads] = branch(q[:, heads], k[:, kv], v[:, kv])
+            return gate[..., None] * out
+    return gate[..., None] * branch(q, k, v)
+
+
+def gated_local_global_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    window: int,
+    global_tokens: int,
+    gate_local: Tensor,
+    gate_global: Tensor,
+    threshold: float = 0.0,
+    block_size: int = 0,
+) -> Tensor:
+    """gate_local * local window branch + gate_global * global token branch, gates (B, H, S) in [0, 1].
+
+    With threshold > 0, gates below it are cut to 0, and a branch is computed only for the heads where some
+    gate (over batch and positions) survives; a branch with no surviving head is skipped entirely.
+    """
+    _check_heads(q, k, v)
+    if gate_local.shape != q.shape[:3] or gate_global.shape != q.shape[:3]:
+        raise ValueError(
+            f"attention gate shapes {tuple(gate_local.shape)}, {tuple(gate_global.shape)} are invalid: "
+            f"expected (B, H, S) = {tuple(q.shape[:3])}"
+        )
+    local = _gated_branch(lambda a, b, c: local_window_attention(a, b, c, window, block_size),
+                          q, k, v, gate_local, threshold)
+    glob = None
+    if global_tokens > 0:
+        glob = _gated_branch(lambda a, b, c: global_token_attention(a, b, c, global_tokens),
+                             q, k, v, gate_global, threshold)
+    if local is None and glob is None:
+        return q.new_zeros(*q.shape[:3], v.shape[-1])
+    if local is None or glob is None:
+        return local if glob is None else glob
+    return local + glob
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# flex_attention
+
+
+def flex_available() -> bool:
+    """True when torch.nn.attention.flex_attention can be imported."""
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=32)
+def _flex_block_mask(seq_len: int, window: int, global_tokens: int, device: torch.device):  # noqa: ANN202
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    return create_block_mask(
+        local_global_mask_mod(window, global_tokens), None, None, seq_len, seq_len, device=device
+    )
+
+
+@lru_cache(maxsize=1)
+def _compiled_flex() -> Callable[..., Tensor]:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_local_global_attention(
+    q: Tensor, k: Tensor, v: Tensor, window: int, global_tokens: int, compiled: bool = False
+) -> Tensor:
+    """Local + global attention through flex_attention with a cached block mask (compiled or eager)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    _check_heads(q, k, v)
+    seq_len = q.shape[2]
+    _check_sizes(seq_len, window, global_tokens)
+    block_mask = _flex_block_mask(seq_len, window, global_tokens, q.device)
+    fn = _compiled_flex() if compiled else flex_attention
+    return fn(q, k, v, block_mask=block_mask, enable_gqa=q.shape[1] != k.shape[1])

@@ -1,0 +1,208 @@
+"""ArchConfig: the one typed, validated description of a model that search, export and train share."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ATTENTION_KINDS = ("dense", "local_global")
+ATTENTION_BACKENDS = ("block", "flex")
+GATE_KINDS = ("none", "dynamic")
+GROUP_SHARE = ("kv", "qkv")
+SHARING_PATTERNS = ("none", "all", "sequence", "cycle", "cycle_rev", "adjacent", "ffn_block_diag")
+SHARING_SCOPES = ("attention", "ffn", "both")
+FORMATS = ("fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2")
+FFN_FORMATS = FORMATS + ("adaptive",)
+FP8_FORMATS = ("fp8_e4m3", "fp8_e5m2")
+
+
+def _fail(key: str, value: Any, valid: str) -> None:
+    raise ValueError(f"ArchConfig.{key}={value!r} is invalid: {valid}")
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(key, value, f"expected one of {', '.join(choices)}")
+
+
+def _check_positive_int(key: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        _fail(key, value, "expected an integer >= 1")
+
+
+@dataclass
+class PrecisionConfig:
+    """Numeric format per layer type; `ffn` may also be `adaptive` (fp32 -> fp8 once the loss is stable)."""
+
+    attention: str = "fp32"
+    ffn: str = "fp32"
+    embed: str = "fp32"
+    adaptive_format: str = "fp8_e4m3"
+    adaptive_window: int = 50
+    adaptive_threshold: float = 0.01
+
+    def validate(self) -> None:
+        _check_choice("precision.attention", self.attention, FORMATS)
+        _check_choice("precision.ffn", self.ffn, FFN_FORMATS)
+        _check_choice("precision.embed", self.embed, FORMATS)
+        _check_choice("precision.adaptive_format", self.adaptive_format, FP8_FORMATS)
+        _check_positive_int("precision.adaptive_window", self.adaptive_window)
+        if not (isinstance(self.adaptive_threshold, (int, float)) and self.adaptive_threshold > 0):
+            _fail("precision.adaptive_threshold", self.adaptive_threshold, "expected a number > 0")
+
+
+@dataclass
+class ArchConfig:
+    """A decoder-only causal LM and the value of every efficiency knob."""
+
+    vocab_size: int = 256
+    seq_len: int = 256
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    head_dim: int | None = None  # default d_model // n_heads
+    ffn_mult: float = 4.0
+    tie_embeddings: bool = True
+    # attention: dense (SDPA) or causal sliding window + global tokens
+    attention: str = "dense"
+    backend: str = "block"
+    window: int = 64  # keys j visible to query i iff i - window < j <= i
+    global_tokens: int = 0  # the first G positions: every query sees them
+    block_size: int = 0  # query block of the block-local kernel; 0 picks one from the window
+    gate: str = "none"
+    gate_threshold: float = 0.0  # at inference, skip a branch whose gate is below this
+    # head grouping: kv_heads groups; the heads of a group share K,V (kv) or Q,K,V (qkv)
+    kv_heads: int | None = None  # default n_heads (MHA); 1 = MQA
+    group_share: str = "kv"
+    # layer sharing
+    sharing: str = "none"
+    unique_layers: int | None = None  # M; default depends on the pattern
+    sharing_scope: str = "both"
+    ffn_blocks: int = 4  # k for ffn_block_diag
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.precision, dict):
+            self.precision = _from_dict(PrecisionConfig, self.precision, "precision.")
+        self.validate()
+
+    # ---- derived sizes -------------------------------------------------------------
+    @property
+    def hd(self) -> int:
+        """Head dimension."""
+        return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
+
+    @property
+    def n_kv(self) -> int:
+        """Number of K/V head groups."""
+        return self.kv_heads if self.kv_heads is not None else self.n_heads
+
+    @property
+    def ffn_hidden(self) -> int:
+        """FFN hidden width, rounded up to a multiple of ffn_blocks."""
+        hidden = int(round(self.ffn_mult * self.d_model))
+        k = self.ffn_blocks
+        return ((hidden + k - 1) // k) * k
+
+    @property
+    def n_unique(self) -> int:
+        """M: how many distinct layers the sharing pattern keeps."""
+        if self.sharing in ("none", "ffn_block_diag"):
+            return self.n_layers
+        if self.sharing == "all":
+            return 1
+        if self.sharing == "adjacent":
+            return (self.n_layers + 1) // 2
+        return self.unique_layers if self.unique_layers is not None else max(1, self.n_layers // 2)
+
+    # ---- validation ------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ValueError naming the field, the value and what is valid."""
+        for key in ("vocab_size", "seq_len", "n_layers", "d_model", "n_heads", "window", "ffn_blocks"):
+            _check_positive_int(key, getattr(self, key))
+        if self.head_dim is not None:
+            _check_positive_int("head_dim", self.head_dim)
+        elif self.d_model % self.n_heads:
+            _fail("n_heads", self.n_heads, f"must divide d_model={self.d_model} (or set head_dim)")
+        if not (isinstance(self.ffn_mult, (int, float)) and self.ffn_mult > 0):
+            _fail("ffn_mult", self.ffn_mult, "expected a number > 0")
+        _check_choice("attention", self.attention, ATTENTION_KINDS)
+        _check_choice("backend", self.backend, ATTENTION_BACKENDS)
+        _check_choice("gate", self.gate, GATE_KINDS)
+        _check_choice("group_share", self.group_share, GROUP_SHARE)
+        _check_choice("sharing", self.sharing, SHARING_PATTERNS)
+        _check_choice("sharing_scope", self.sharing_scope, SHARING_SCOPES)
+        if not isinstance(self.global_tokens, int) or self.global_tokens < 0:
+            _fail("global_tokens", self.global_tokens, "expected an integer >= 0")
+        if self.global_tokens >= self.seq_len:
+            _fail("global_tokens", self.global_tokens, f"must be below seq_len={self.seq_len}")
+        if not isinstance(self.block_size, int) or self.block_size < 0:
+            _fail("block_size", self.block_size, "expected an integer >= 0 (0 = automatic)")
+        if self.gate == "dynamic" and self.attention != "local_global":
+            _fail("gate", self.gate, "dynamic gate needs attention=local_global")
+        if self.backend == "flex" and self.gate != "none":
+            _fail("backend", self.backend, "flex supports gate=none only; use backend=block with the dynamic gate")
+        if not (isinstance(self.gate_threshold, (int, float)) and 0.0 <= self.gate_threshold < 1.0):
+            _fail("gate_threshold", self.gate_threshold, "expected a number in [0, 1)")
+        if self.kv_heads is not None:
+            _check_positive_int("kv_heads", self.kv_heads)
+            if self.n_heads % self.kv_heads:
+                _fail("kv_heads", self.kv_heads, f"must divide n_heads={self.n_heads}")
+        if self.unique_layers is not None:
+            _check_positive_int("unique_layers", self.unique_layers)
+            if self.unique_layers > self.n_layers:
+                _fail("unique_layers", self.unique_layers, f"must be <= n_layers={self.n_layers}")
+            if self.sharing in ("sequence", "cycle_rev") and self.n_layers % self.unique_layers:
+                _fail("unique_layers", self.unique_layers, f"must divide n_layers={self.n_layers} for {self.sharing}")
+        if self.sharing == "ffn_block_diag" and self.sharing_scope != "ffn":
+            _fail("sharing_scope", self.sharing_scope, "ffn_block_diag shares FFN sub-blocks: use sharing_scope=ffn")
+        if self.sharing == "ffn_block_diag" and (self.d_model % self.ffn_blocks or self.ffn_hidden % self.ffn_blocks):
+            _fail("ffn_blocks", self.ffn_blocks, f"must divide d_model={self.d_model}")
+        self.precision.validate()
+
+    # ---- round trip ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (YAML/JSON ready)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ArchConfig":
+        """Build from a plain dict; unknown keys raise ValueError naming them."""
+        return _from_dict(cls, dict(data), "")
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """YAML text (written to `path` when given)."""
+        import yaml
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ArchConfig":
+        """Load from a YAML file."""
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of ArchConfig fields, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "ArchConfig":
+        """A validated copy with some fields changed."""
+        data = self.to_dict()
+        data.update(changes)
+        return ArchConfig.from_dict(data)
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(
+            f"ArchConfig.{prefix}{unknown[0]} is not a known field: valid fields are {', '.join(sorted(names))}"
+        )
+    return cls(**data)

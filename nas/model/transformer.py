@@ -1,0 +1,205 @@
+"""TransformerLM: a decoder-only causal byte LM whose attention, grouping, sharing and precision are knobs."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.model import attention as attn_kernels
+from nas.model.config import ArchConfig
+from nas.model.precision import precision_linear, quantize_activation
+from nas.model.sharing import BlockDiagSharedWeight, sublayer_maps
+
+
+def attention_core_dtype(fmt: str, device: torch.device) -> torch.dtype | None:
+    """dtype the attention core (scores, softmax, values) runs in on a CUDA device; None = as is.
+
+    fp8 formats apply to the projections; the core stays in bf16 (as in Transformer Engine's recipe).
+    """
+    if device.type != "cuda" or fmt == "fp32":
+        return None
+    return torch.float16 if fmt == "fp16" else torch.bfloat16
+
+
+class FormatLinear(nn.Module):
+    """A bias-free linear layer computed in a named numeric format (fp32 master weight)."""
+
+    def __init__(self, in_features: int, out_features: int, fmt: str) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.fmt = fmt
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return precision_linear(x, self.weight, None, self.fmt)
+
+
+class Attention(nn.Module):
+    """Causal self-attention: fused grouped QKV projection, dense or local+global kernel, optional gate."""
+
+    def __init__(self, cfg: ArchConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        H, KV, hd, d = cfg.n_heads, cfg.n_kv, cfg.hd, cfg.d_model
+        self.n_q = H if cfg.group_share == "kv" else KV  # distinct query projections
+        self.norm = nn.RMSNorm(d)
+        self.wqkv = FormatLinear(d, (self.n_q + 2 * KV) * hd, cfg.precision.attention)
+        self.wo = FormatLinear(H * hd, d, cfg.precision.attention)
+        self.g_proj = nn.Linear(d, 2 * H) if cfg.gate == "dynamic" else None
+        self.last_gates: torch.Tensor | None = None  # (B, H, S, 2): local, global
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        B, S, _ = x.shape
+        H, KV, hd = cfg.n_heads, cfg.n_kv, cfg.hd
+        h = self.norm(x)
+        q, k, v = self.wqkv(h).split([self.n_q * hd, KV * hd, KV * hd], dim=-1)
+        q = q.view(B, S, self.n_q, hd).transpose(1, 2)  # (B, n_q, S, hd)
+        k = k.view(B, S, KV, hd).transpose(1, 2)  # (B, KV, S, hd)
+        v = v.view(B, S, KV, hd).transpose(1, 2)
+        if self.n_q != H:  # qkv sharing: the heads of a group share Q too
+            q = q.repeat_interleave(H // KV, dim=1)  # (B, H, S, hd)
+        core_dtype = attention_core_dtype(cfg.precision.attention, x.device)
+        if core_dtype is not None:
+            q, k, v = q.to(core_dtype), k.to(core_dtype), v.to(core_dtype)
+        y = self._core(h, q, k, v).to(x.dtype)  # (B, H, S, hd)
+        return self.wo(y.transpose(1, 2).reshape(B, S, H * hd))
+
+    def _core(self, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.attention == "dense":
+            return attn_kernels.dense_attention(q, k, v)
+        if self.g_proj is None:
+            if cfg.backend == "flex":
+                if q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad:
+                    raise ValueError("ArchConfig.backend='flex' cannot train on CPU (PyTorch's FlexAttention has no "
+                                     "CPU backward): use backend=block, which computes the same attention")
+                return attn_kernels.flex_local_global_attention(q, k, v, cfg.window, cfg.global_tokens)
+            return attn_kernels.local_global_attention(q, k, v, cfg.window, cfg.global_tokens, cfg.block_size)
+        B, S, _ = h.shape
+        gates = torch.sigmoid(self.g_proj(h)).view(B, S, cfg.n_heads, 2).permute(0, 2, 1, 3)  # (B, H, S, 2)
+        self.last_gates = gates.detach()
+        threshold = 0.0 if self.training else cfg.gate_threshold
+        return attn_kernels.gated_local_global_attention(
+            q, k, v, cfg.window, cfg.global_tokens, gates[..., 0].to(q.dtype), gates[..., 1].to(q.dtype),
+            threshold=threshold, block_size=cfg.block_size,
+        )
+
+
+class FeedForward(nn.Module):
+    """Pre-norm GELU MLP; with `diagonals`, its weights take their diagonal sub-blocks from shared tensors."""
+
+    def __init__(self, cfg: ArchConfig, diagonals: tuple[nn.Parameter, nn.Parameter] | None = None) -> None:
+        super().__init__()
+        d, hidden, k = cfg.d_model, cfg.ffn_hidden, cfg.ffn_blocks
+        self.fmt = "fp32" if cfg.precision.ffn == "adaptive" else cfg.precision.ffn
+        self.norm = nn.RMSNorm(d)
+        if diagonals is None:
+            self.fc1_weight = nn.Parameter(torch.empty(hidden, d))
+            self.fc2_weight = nn.Parameter(torch.empty(d, hidden))
+            self.fc1_blocks = self.fc2_blocks = None
+        else:
+            self.fc1_blocks = BlockDiagSharedWeight(diagonals[0], hidden, d, k)
+            self.fc2_blocks = BlockDiagSharedWeight(diagonals[1], d, hidden, k)
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fc1, fc2) weights, assembled from sub-blocks when they are shared."""
+        if self.fc1_blocks is None:
+            return self.fc1_weight, self.fc2_weight
+        return self.fc1_blocks(), self.fc2_blocks()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w1, w2 = self.weights()
+        h = F.gelu(precision_linear(self.norm(x), w1, None, self.fmt), approximate="tanh")
+        return precision_linear(h, w2, None, self.fmt)
+
+
+class TransformerLM(nn.Module):
+    """Decoder-only causal LM built from an ArchConfig; shared layers are the same modules (one tensor)."""
+
+    def __init__(self, cfg: ArchConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.tok_emb = nn.Embedding(cfg.vocab_size, d)
+        self.pos_emb = nn.Embedding(cfg.seq_len, d)
+        self.attn_map, self.ffn_map = sublayer_maps(cfg)
+        self.attns = nn.ModuleList(Attention(cfg) for _ in range(max(self.attn_map) + 1))
+        self.ffns = nn.ModuleList(self._build_ffns(cfg))
+        self.norm = nn.RMSNorm(d)
+        self.lm_head = None if cfg.tie_embeddings else nn.Parameter(torch.empty(cfg.vocab_size, d))
+        self._init_weights()
+
+    @staticmethod
+    def _build_ffns(cfg: ArchConfig) -> list[FeedForward]:
+        if cfg.sharing != "ffn_block_diag":
+            return [FeedForward(cfg) for _ in range(max(sublayer_maps(cfg)[1]) + 1)]
+        k, d, hidden = cfg.ffn_blocks, cfg.d_model, cfg.ffn_hidden
+        ffns = []
+        for i in range(cfg.n_layers):
+            if i % 2 == 0:  # a new pair (2p, 2p+1) gets its own diagonal blocks; an odd last layer keeps them
+                diagonals = (nn.Parameter(torch.empty(k, hidden // k, d // k)),
+                             nn.Parameter(torch.empty(k, d // k, hidden // k)))
+            ffns.append(FeedForward(cfg, diagonals))
+        return ffns
+
+    def _init_weights(self) -> None:
+        """GPT-2 init: N(0, 0.02), residual output projections scaled by 1/sqrt(2L)."""
+        std_resid = 0.02 / math.sqrt(2 * self.cfg.n_layers)
+        for name, p in self.named_parameters():
+            if p.dim() == 1 and ("norm" in name):
+                nn.init.ones_(p)
+            elif name.endswith("g_proj.bias"):
+                nn.init.zeros_(p)
+            else:
+                resid = name.endswith(("wo.weight", "fc2_weight")) or ".fc2_blocks." in name
+                nn.init.normal_(p, mean=0.0, std=std_resid if resid else 0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, S, vocab) and the mean cross-entropy against `targets` when given."""
+        B, S = idx.shape
+        if S > self.cfg.seq_len:
+            raise ValueError(f"input length {S} exceeds ArchConfig.seq_len={self.cfg.seq_len}")
+        fmt = self.cfg.precision.embed
+        pos = torch.arange(S, device=idx.device)
+        x = quantize_activation(self.tok_emb(idx) + self.pos_emb(pos), fmt)
+        self._gates = []
+        for a, f in zip(self.attn_map, self.ffn_map):
+            x = x + self.attns[a](x)
+            if self.attns[a].last_gates is not None:
+                self._gates.append(self.attns[a].last_gates)  # per position: a shared module runs several times
+            x = x + self.ffns[f](x)
+        head = self.tok_emb.weight if self.lm_head is None else self.lm_head
+        logits = precision_linear(self.norm(x), head, None, fmt)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    def param_counts(self) -> dict[str, int]:
+        """Parameters counted per layer as if unshared (total) and once per tensor (unique)."""
+        def numel(module: nn.Module) -> int:
+            return sum(p.numel() for p in module.parameters())
+
+        shared_free = numel(self.tok_emb) + numel(self.pos_emb) + numel(self.norm)
+        if self.lm_head is not None:
+            shared_free += self.lm_head.numel()
+        per_layer = sum(numel(self.attns[a]) + numel(self.ffns[f]) for a, f in zip(self.attn_map, self.ffn_map))
+        return {"total": shared_free + per_layer, "unique": sum(p.numel() for p in self.parameters())}
+
+    def gate_stats(self, threshold: float = 0.5) -> dict[str, list[list[float]]]:
+        """Per layer, per head: mean gate and fraction below `threshold`, for the local and global branches."""
+        stats: dict[str, list[list[float]]] = {k: [] for k in ("local_mean", "global_mean", "local_below", "global_below")}
+        for gates in getattr(self, "_gates", []):
+            for j, branch in enumerate(("local", "global")):
+                g = gates[..., j].transpose(0, 1).reshape(self.cfg.n_heads, -1)  # (H, B*S)
+                stats[f"{branch}_mean"].append(g.mean(dim=1).tolist())
+                stats[f"{branch}_below"].append((g < threshold).float().mean(dim=1).tolist())
+        return stats
+
+    def set_ffn_format(self, fmt: str) -> None:
+        """Switch every FFN to a numeric format (the adaptive-precision move)."""
+        for ffn in self.ffns:
+            ffn.fmt = fmt

@@ -1,0 +1,11 @@
+"""Test-wide settings: one torch thread, deterministic seeds."""
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

@@ -1,0 +1,36 @@
+"""ArchConfig: round trips and one-line errors naming field, value and what is valid."""
+
+import pytest
+
+from nas.model import ArchConfig
+
+
+def test_round_trip_dict_and_yaml(tmp_path):
+    cfg = ArchConfig(attention="local_global", window=16, global_tokens=2, gate="dynamic", kv_heads=2,
+                     sharing="cycle", unique_layers=2, precision={"ffn": "adaptive", "attention": "bf16"})
+    assert ArchConfig.from_dict(cfg.to_dict()) == cfg
+    path = tmp_path / "m.yaml"
+    cfg.to_yaml(path)
+    assert ArchConfig.from_yaml(path) == cfg
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "valid"),
+    [
+        ({"kv_heads": 3}, "kv_heads=3", "divide n_heads=4"),
+        ({"window": 0}, "window=0", ">= 1"),
+        ({"global_tokens": 256}, "global_tokens=256", "below seq_len=256"),
+        ({"sharing": "spiral"}, "sharing='spiral'", "cycle_rev"),
+        ({"precision": {"ffn": "int4"}}, "precision.ffn='int4'", "fp8_e4m3"),
+        ({"attention": "linear"}, "attention='linear'", "local_global"),
+        ({"colour": 1}, "colour", "valid fields are"),
+        ({"precision": {"speed": 1}}, "precision.speed", "valid fields are"),
+        ({"gate": "dynamic"}, "gate='dynamic'", "local_global"),
+        ({"sharing": "sequence", "n_layers": 4, "unique_layers": 3}, "unique_layers=3", "divide n_layers=4"),
+    ],
+)
+def test_bad_config_names_field_value_and_valid(changes, field, valid):
+    with pytest.raises(ValueError) as err:
+        ArchConfig.from_dict(changes)
+    message = str(err.value)
+    assert field in message and valid in message and "\n" not in message
