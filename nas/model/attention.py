@@ -71,7 +71,7 @@ def default_block_size(window: int, seq_len: int) -> int:
     """Query block of the block-local kernel: the window rounded up to a power of two, at most 128, at most S."""
     # A query block of size b reads a key span of b * (1 + ceil((W - 1) / b)) keys, about W + b per query:
     # a smaller block computes fewer masked scores but runs smaller, less efficient matmuls. On the 2-core CPU
-    # (S=8192, W=256, G=16, D=64, forward+backward) b=128 was fastest; b=256 was 10% and b=64 30% slower.
+    # (S=8192, W=256, G=16, D=64, forward+backward) b=128 was fastest; b=64 and b=256 were 8-15% slower.
     window = min(window, seq_len)
     return min(1 << (window - 1).bit_length(), MAX_DEFAULT_BLOCK, 1 << (seq_len - 1).bit_length())
 
@@ -115,23 +115,25 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 # block-local sliding window + global tokens
 #
-# Layout: queries are split into n_blocks blocks of `block` rows; the key span of block n is the `span` key
-# blocks before it plus its own block, then the n_glob global keys: Lk = (span + 1) * block + n_glob keys.
-# Tensors are block-major, (n_blocks * B * Hkv, rows, D), so a chunk of consecutive blocks is one contiguous
-# slice. The heads of a kv group are stacked along the rows (group * block rows), so K/V are never repeated.
-# The forward saves no probabilities; the backward recomputes them chunk by chunk (as flash attention
-# does), so memory stays O(S * D) beyond one chunk of scores, and every chunk of scores
-# stays in cache and reuses the allocator's memory instead of faulting fresh pages for an S x Lk buffer.
+# Queries are split into n_blocks blocks of `block` rows; the keys of block n are the `span` key blocks before
+# it, its own block, then the n_glob global keys: Lk = (span + 1) * block + n_glob keys, masked by a cached
+# additive bias. Blocks are processed in chunks of consecutive blocks: each chunk gathers its queries
+# (B * Hkv * count, group * block, D) - the heads of a kv group stacked along the rows, so K/V are never
+# repeated - and its key spans (B * Hkv * count, Lk, D), then runs batched matmuls and one softmax. The
+# forward saves no probabilities; the backward recomputes them chunk by chunk (as flash attention does). So
+# memory beyond the inputs and outputs is one chunk of scores, which the allocator reuses instead of faulting
+# in fresh pages for an S x Lk buffer on every call. Every op on a chunk is one OpenMP parallel region: on an
+# oversubscribed CPU each region can stall on a descheduled thread, so chunks are not made smaller than needed.
 
-CHUNK_SCORES_CPU = 1 << 19  # score entries per chunk on CPU: a few MiB, cache-sized (measured, 2 cores)
-CHUNK_SCORES_CUDA = 1 << 26
+CHUNK_SCORES_CPU = 1 << 20  # score entries per chunk on CPU (4 MiB fp32); 2^19..2^21 ran equally fast on 2 cores
+CHUNK_SCORES_CUDA = 1 << 24
 
 
 @lru_cache(maxsize=8)
 def _block_bias(
     seq_len: int, window: int, global_tokens: int, block: int, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
-    """Additive (0 / -inf) bias of shape (n_blocks, 1, 1, block, Lk) for the block kernel."""
+    """Additive (0 / -inf) bias of shape (n_blocks, 1, block, Lk) for the block kernel."""
     _, _, n_blocks, span, kernel_globals = _layout(seq_len, window, global_tokens, block)
     i = torch.arange(n_blocks * block, device=device).view(n_blocks, block, 1)  # query position
     c = torch.arange((span + 1) * block, device=device)
@@ -140,11 +142,13 @@ def _block_bias(
     glob = torch.arange(kernel_globals, device=device) <= i - window  # global keys outside the window
     visible = torch.cat([local, glob.expand(n_blocks, block, kernel_globals)], dim=-1)
     bias = torch.zeros(visible.shape, device=device, dtype=dtype).masked_fill_(~visible, float("-inf"))
-    return bias.view(n_blocks, 1, 1, block, -1)
+    return bias.view(n_blocks, 1, block, -1)
 
 
 def _check_heads(q: Tensor, k: Tensor, v: Tensor) -> int:
-    if q.dim() != 4 or k.dim() != 4 or v.shape[:3] != k.shape[:3] or q.shape[1] % k.shape[1] or q.shape[::2] != k.shape[::2]:
+    """Query heads per kv head, after checking q (B, H, S, D) and k, v (B, Hkv, S, D)."""
+    same = q.dim() == k.dim() == v.dim() == 4 and q.shape[::2] == k.shape[::2] and k.shape[:3] == v.shape[:3]
+    if not same or q.shape[1] % k.shape[1] or q.shape[3] != k.shape[3]:
         raise ValueError(
             f"attention shapes q={tuple(q.shape)}, k={tuple(k.shape)}, v={tuple(v.shape)} are invalid: expected "
             "q (B, H, S, D) and k, v (B, Hkv, S, D) with Hkv dividing H"
@@ -153,7 +157,7 @@ def _check_heads(q: Tensor, k: Tensor, v: Tensor) -> int:
 
 
 class _BlockLayout:
-    """Sizes of one block-kernel call and the reshapes between (B, H, S, D) and the block-major layout."""
+    """Sizes of one block-kernel call and the gathers between (B, H, S, D) tensors and chunks of blocks."""
 
     def __init__(self, q: Tensor, k: Tensor, window: int, global_tokens: int, block_size: int) -> None:
         self.bsz, self.n_heads, self.seq_len, _ = q.shape
@@ -165,57 +169,75 @@ class _BlockLayout:
         self.padded = self.n_blocks * self.block
         self.rows = self.group * self.block
         self.keys = (self.span + 1) * self.block + self.n_glob
-        per_block = self.bsz * self.n_kv * self.rows * self.keys
         target = CHUNK_SCORES_CUDA if q.is_cuda else CHUNK_SCORES_CPU
-        self.chunk = max(1, target // per_block)  # blocks per chunk
+        self.chunk = max(1, target // (self.bsz * self.n_kv * self.rows * self.keys))  # blocks per chunk
 
-    def queries(self, x: Tensor) -> Tensor:
-        """(B, H, S, D) -> (n_blocks * B * Hkv, group * block, D)."""
-        x = F.pad(x, (0, 0, 0, self.padded - self.seq_len))
-        x = x.view(self.bsz, self.n_kv, self.group, self.n_blocks, self.block, -1).permute(3, 0, 1, 2, 4, 5)
-        return x.reshape(-1, self.rows, x.shape[-1])
+    def chunks(self) -> list[tuple[int, int]]:
+        """(first block, end block) of each chunk."""
+        return [(n, min(n + self.chunk, self.n_blocks)) for n in range(0, self.n_blocks, self.chunk)]
 
-    def unqueries(self, x: Tensor) -> Tensor:
-        """(n_blocks * B * Hkv, group * block, D) -> (B, H, S, D)."""
-        x = x.view(self.n_blocks, self.bsz, self.n_kv, self.group, self.block, -1).permute(1, 2, 3, 0, 4, 5)
-        return x.reshape(self.bsz, self.n_heads, self.padded, -1)[:, :, : self.seq_len]
+    def pad(self, x: Tensor) -> Tensor:
+        """(B, H, S, ...) -> (B, H, n_blocks * block, ...), zero rows appended."""
+        if self.padded == self.seq_len:
+            return x
+        return F.pad(x, (0, 0) * (x.dim() - 3) + (0, self.padded - self.seq_len))
 
-    def key_spans(self, x: Tensor) -> Tensor:
-        """(B, Hkv, S, D) -> (n_blocks * B * Hkv, Lk, D): span blocks before each block, its own, the globals."""
-        xp = F.pad(x, (0, 0, self.span * self.block, self.padded - self.seq_len))
-        xp = xp.view(self.bsz, self.n_kv, self.n_blocks + self.span, self.block, -1).permute(2, 0, 1, 3, 4)
-        parts = [xp[s : s + self.n_blocks] for s in range(self.span + 1)]
+    def _rows_view(self, x: Tensor, first: int, last: int) -> Tensor:
+        """View of x (B, H, n_blocks * block, *rest) as (B, Hkv, count, group, block, *rest)."""
+        x = x.view(self.bsz, self.n_kv, self.group, self.n_blocks, self.block, *x.shape[3:])
+        return x[:, :, :, first:last].transpose(2, 3)
+
+    def gather_rows(self, x: Tensor, first: int, last: int, scale: float = 1.0) -> Tensor:
+        """scale * the rows of blocks first..last-1 of x (B, H, n_blocks * block, D), as (B * Hkv * count, rows, D)."""
+        src = self._rows_view(x, first, last)
+        out = x.new_empty(src.shape)
+        if scale == 1.0:
+            out.copy_(src)
+        else:
+            torch.mul(src, scale, out=out)
+        return out.view(-1, self.rows, *x.shape[3:])
+
+    def scatter_rows(self, x: Tensor, chunk: Tensor, first: int, last: int, scale: float = 1.0) -> None:
+        """Write scale * chunk (B * Hkv * count, group * block, D) into blocks first..last-1 of x."""
+        dst = self._rows_view(x, first, last)
+        if scale == 1.0:
+            dst.copy_(chunk.view(dst.shape))
+        else:
+            torch.mul(chunk.view(dst.shape), scale, out=dst)
+
+    def _span_bounds(self, first: int, last: int) -> tuple[int, int]:
+        return (first - self.span) * self.block, last * self.block
+
+    def key_spans(self, x: Tensor, first: int, last: int) -> Tensor:
+        """Keys of blocks first..last-1: (B * Hkv * count, Lk, D), the span blocks before each, its own, globals."""
+        lo, hi = self._span_bounds(first, last)
+        win = x[:, :, max(lo, 0) : min(hi, self.seq_len)]
+        if lo < 0 or hi > self.seq_len:
+            win = F.pad(win, (0, 0, max(-lo, 0), max(hi - self.seq_len, 0)))
+        count, dim = last - first, x.shape[-1]
+        win = win.reshape(self.bsz, self.n_kv, count + self.span, self.block, dim)
+        parts = [win[:, :, s : s + count] for s in range(self.span + 1)]
         if self.n_glob:
-            parts.append(x[:, :, : self.n_glob].expand(self.n_blocks, -1, -1, -1, -1))
-        return torch.cat(parts, dim=3).view(-1, self.keys, x.shape[-1])
+            parts.append(x[:, :, None, : self.n_glob].expand(-1, -1, count, -1, -1))
+        return torch.cat(parts, dim=3).view(-1, self.keys, dim)
 
-    def unkey_spans(self, x: Tensor) -> Tensor:
-        """Adjoint of key_spans: sum the gradients of every copy of a key back into (B, Hkv, S, D)."""
-        x = x.view(self.n_blocks, self.bsz, self.n_kv, self.keys, -1)
-        dim = x.shape[-1]
-        windows = x[:, :, :, : self.keys - self.n_glob].view(self.n_blocks, self.bsz, self.n_kv, self.span + 1,
-                                                             self.block, dim)
-        out = x.new_zeros(self.n_blocks + self.span, self.bsz, self.n_kv, self.block, dim)
+    def add_key_spans_(self, dx: Tensor, grad: Tensor, first: int, last: int) -> None:
+        """Adjoint of key_spans: add the gradient of every copy of a key into dx (B, Hkv, n_blocks * block, D)."""
+        count, dim = last - first, dx.shape[-1]
+        grad = grad.view(self.bsz, self.n_kv, count, self.keys, dim)
+        blocks = dx.view(self.bsz, self.n_kv, self.n_blocks, self.block, dim)
         for s in range(self.span + 1):
-            out[s : s + self.n_blocks] += windows[:, :, :, s]
-        out = out.permute(1, 2, 0, 3, 4).reshape(self.bsz, self.n_kv, -1, dim)
-        out = out[:, :, self.span * self.block : self.span * self.block + self.seq_len].contiguous()
+            start = first - self.span + s  # key block of the first query block's part s
+            skip = max(0, -start)  # zero padding in front of the sequence
+            part = grad[:, :, skip:, s * self.block : (s + 1) * self.block]
+            blocks[:, :, start + skip : last - self.span + s] += part
         if self.n_glob:
-            out[:, :, : self.n_glob] += x[:, :, :, self.keys - self.n_glob :].sum(0)
-        return out
+            dx[:, :, : self.n_glob] += grad[:, :, :, self.keys - self.n_glob :].sum(2)
 
-    def chunks(self) -> list[slice]:
-        """Row slices of the block-major layout, `chunk` blocks at a time."""
-        step = self.chunk * self.bsz * self.n_kv
-        total = self.n_blocks * self.bsz * self.n_kv
-        return [slice(s, min(s + step, total)) for s in range(0, total, step)]
-
-    def softmax(self, scores: Tensor, bias: Tensor, rows: slice) -> Tensor:
-        """Probabilities of a chunk of scores (its blocks start at row `rows.start`); scores are overwritten."""
-        first = rows.start // (self.bsz * self.n_kv)
-        n = scores.shape[0] // (self.bsz * self.n_kv)
-        view = scores.view(n, self.bsz * self.n_kv, self.group, self.block, self.keys)
-        view.add_(bias[first : first + n])
+    def softmax(self, scores: Tensor, bias: Tensor, first: int, last: int) -> Tensor:
+        """Probabilities of the scores of blocks first..last-1; the scores are overwritten."""
+        view = scores.view(self.bsz * self.n_kv, last - first, self.group, self.block, self.keys)
+        view.add_(bias[first:last])
         return torch.softmax(scores, -1)
 
 
@@ -226,34 +248,37 @@ class _BlockAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, window, global_tokens, block_size):  # noqa: ANN001, ANN205
         lay = _BlockLayout(q, k, window, global_tokens, block_size)
         scale = 1.0 / math.sqrt(q.shape[-1])
-        qb = lay.queries(q * scale)
-        kb, vb = lay.key_spans(k), lay.key_spans(v)
         bias = _block_bias(lay.seq_len, lay.window, lay.n_glob, lay.block, q.device, q.dtype)
-        out = qb.new_empty(qb.shape[0], lay.rows, vb.shape[-1])
-        for rows in lay.chunks():
-            probs = lay.softmax(torch.bmm(qb[rows], kb[rows].transpose(1, 2)), bias, rows)
-            torch.bmm(probs, vb[rows], out=out[rows])
-        ctx.save_for_backward(qb, kb, vb, out)
+        qp = lay.pad(q)
+        out = q.new_empty(lay.bsz, lay.n_heads, lay.padded, v.shape[-1])
+        for first, last in lay.chunks():
+            scores = torch.bmm(lay.gather_rows(qp, first, last, scale), lay.key_spans(k, first, last).transpose(1, 2))
+            probs = lay.softmax(scores, bias, first, last)
+            lay.scatter_rows(out, torch.bmm(probs, lay.key_spans(v, first, last)), first, last)
+        ctx.save_for_backward(qp, k, v, out)
         ctx.lay, ctx.scale = lay, scale
-        return lay.unqueries(out)
+        return out[:, :, : lay.seq_len]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # noqa: ANN001, ANN205
-        qb, kb, vb, out = ctx.saved_tensors
-        lay = ctx.lay
-        bias = _block_bias(lay.seq_len, lay.window, lay.n_glob, lay.block, qb.device, qb.dtype)
-        dout = lay.queries(grad_out)
-        delta = (dout * out).sum(-1, keepdim=True)
-        dq, dk, dv = torch.empty_like(qb), torch.empty_like(kb), torch.empty_like(vb)
-        for rows in lay.chunks():
-            probs = lay.softmax(torch.bmm(qb[rows], kb[rows].transpose(1, 2)), bias, rows)
-            dscores = torch.bmm(dout[rows], vb[rows].transpose(1, 2)).sub_(delta[rows]).mul_(probs)
-            torch.bmm(dscores, kb[rows], out=dq[rows])
-            torch.bmm(dscores.transpose(1, 2), qb[rows], out=dk[rows])
-            torch.bmm(probs.transpose(1, 2), dout[rows], out=dv[rows])
-        dq = lay.unqueries(dq).mul_(ctx.scale)
-        return dq, lay.unkey_spans(dk), lay.unkey_spans(dv), None, None, None
+        qp, k, v, out = ctx.saved_tensors
+        lay, scale = ctx.lay, ctx.scale
+        bias = _block_bias(lay.seq_len, lay.window, lay.n_glob, lay.block, qp.device, qp.dtype)
+        dout = lay.pad(grad_out)
+        delta = (dout * out).sum(-1, keepdim=True)  # (B, H, n_blocks * block, 1)
+        dq = torch.empty_like(qp)
+        dk, dv = (t.new_zeros(lay.bsz, lay.n_kv, lay.padded, t.shape[-1]) for t in (k, v))
+        for first, last in lay.chunks():
+            qc, doc = lay.gather_rows(qp, first, last, scale), lay.gather_rows(dout, first, last)
+            keys, values = lay.key_spans(k, first, last), lay.key_spans(v, first, last)
+            probs = lay.softmax(torch.bmm(qc, keys.transpose(1, 2)), bias, first, last)
+            dscores = torch.bmm(doc, values.transpose(1, 2)).sub_(lay.gather_rows(delta, first, last)).mul_(probs)
+            lay.scatter_rows(dq, torch.bmm(dscores, keys), first, last, scale)
+            lay.add_key_spans_(dk, torch.bmm(dscores.transpose(1, 2), qc), first, last)
+            lay.add_key_spans_(dv, torch.bmm(probs.transpose(1, 2), doc), first, last)
+        crop = slice(0, lay.seq_len)
+        return dq[:, :, crop], dk[:, :, crop], dv[:, :, crop], None, None, None
 
 
 def local_global_attention(
@@ -284,7 +309,7 @@ def global_token_attention(q: Tensor, k: Tensor, v: Tensor, global_tokens: int) 
     n_glob = min(global_tokens, seq_len)
     if n_glob == 0:
         return q.new_zeros(bsz, n_heads, seq_len, v.shape[-1])
-    qg = (q * (1.0 / math.sqrt(dim))).view(bsz, n_kv, group * seq_len, dim)
+    qg = (q * (1.0 / math.sqrt(dim))).reshape(bsz, n_kv, group * seq_len, dim)
     scores = torch.matmul(qg, k[:, :, :n_glob].transpose(-1, -2)).view(bsz, n_kv, group, seq_len, n_glob)
     # only the first n_glob queries see fewer than n_glob keys: an upper-triangular -inf bias on those rows
     tri = torch.ones(n_glob, n_glob, dtype=torch.bool, device=q.device).triu_(1)

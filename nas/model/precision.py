@@ -81,7 +81,7 @@ class _QuantLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, fmt: str, scaled_mm: bool) -> Tensor:
-        x2 = x.reshape(-1, x.shape[-1]).float()  # (rows, in)
+        x2 = x.reshape(-1, x.shape[-1]).float().contiguous()  # (rows, in), row-major for _scaled_mm
         w = weight.float()  # (out, in)
         if is_fp8(fmt):
             sx, sw = fp8_scale(x2, fmt), fp8_scale(w, fmt)
@@ -99,8 +99,8 @@ class _QuantLinear(torch.autograd.Function):
         if bias is not None:
             out = out + bias.float()
         ctx.save_for_backward(xq, wq)
-        ctx.fmt, ctx.x_shape, ctx.x_dtype, ctx.has_bias = fmt, x.shape, x.dtype, bias is not None
-        ctx.w_dtype = weight.dtype
+        ctx.fmt, ctx.has_bias = fmt, bias is not None
+        ctx.x_shape, ctx.x_dtype, ctx.w_dtype = x.shape, x.dtype, weight.dtype
         return out.reshape(*x.shape[:-1], out.shape[-1]).to(x.dtype)
 
     @staticmethod

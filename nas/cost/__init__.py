@@ -1,0 +1,22 @@
+"""Analytic cost model: FLOPs, parameters, memory and roofline step time of an architecture at target scale.
+
+counts (FLOPs: matmuls only, training = 3x forward; parameters total and unique), memory (weights, grads,
+optimizer state, activations by precision), roofline (bytes moved and modelled step time on a hardware
+profile), target (conf/target/*.yaml and a trial's knobs at that size), report (the trial's cost objective:
+absolute and as ratios to the target's dense baseline).
+"""
+
+from __future__ import annotations
+
+from nas.cost.counts import FlopBreakdown, flops, param_counts
+from nas.cost.hardware import Hardware, load_hardware
+from nas.cost.memory import MemoryBreakdown, memory
+from nas.cost.report import CostReport, estimate
+from nas.cost.roofline import StepTime, step_time
+from nas.cost.target import apply_knobs, load_target
+from nas.cost.workload import Workload
+
+__all__ = [
+    "CostReport", "FlopBreakdown", "Hardware", "MemoryBreakdown", "StepTime", "Workload", "apply_knobs",
+    "estimate", "flops", "load_hardware", "load_target", "memory", "param_counts", "step_time",
+]

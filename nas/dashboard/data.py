@@ -1,0 +1,185 @@
+"""What the dashboard draws: studies and trials read from the store (read-only) as plain views."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+QUALITY = "quality"
+ABSOLUTE_OF = {  # compute ratio -> the absolute cost figure it divides by the dense baseline's
+    "flops_ratio": "step_flops",
+    "time_ratio": "step_time_s",
+    "memory_ratio": "memory_bytes",
+    "unique_params_ratio": "params_unique",
+}
+
+
+class DashboardError(ValueError):
+    """Bad dashboard input: unknown study, empty or unreachable store, bad option."""
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """One rung of a learning curve."""
+
+    step: int
+    tokens: int
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """One trial as drawn: knobs, objectives (quality, compute ratio), absolute costs and its learning curve."""
+
+    number: int
+    state: str  # RUNNING | COMPLETE | PRUNED | FAIL
+    params: dict[str, Any]
+    quality: float | None  # final objective (COMPLETE), the last rung's (PRUNED, RUNNING), None (FAIL); lower is better
+    compute: float | None  # compute ratio to the dense baseline, lower is better
+    cost: dict[str, Any] = field(default_factory=dict)
+    reports: tuple[ReportView, ...] = ()
+    is_baseline: bool = False
+    error: str | None = None
+    duration_s: float | None = None
+
+    @property
+    def tokens(self) -> int:
+        """Proxy training tokens this trial consumed (its last report)."""
+        return self.reports[-1].tokens if self.reports else 0
+
+
+@dataclass(frozen=True)
+class StudyView:
+    """One study as drawn: its objectives' names and its trials by number."""
+
+    name: str
+    compute_key: str
+    quality_label: str
+    trials: tuple[TrialView, ...]
+    space: str = ""
+
+    def by_state(self, state: str) -> list[TrialView]:
+        """Trials in `state`."""
+        return [t for t in self.trials if t.state == state]
+
+    def counts(self) -> dict[str, int]:
+        """Number of trials per state."""
+        return {s: len(self.by_state(s)) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+
+    def digest(self) -> str:
+        """A hash of everything drawn (changes when a trial lands or reports)."""
+        rows = [(t.number, t.state, t.quality, t.compute, len(t.reports)) for t in self.trials]
+        return hashlib.sha256(json.dumps([self.name, rows], default=str).encode()).hexdigest()[:16]
+
+
+def last_quality(reports: tuple[ReportView, ...]) -> float | None:
+    """The quality at the last rung that reported one."""
+    for r in reversed(reports):
+        q = r.metrics.get(QUALITY)
+        if isinstance(q, (int, float)):
+            return float(q)
+    return None
+
+
+def quality_label(config: dict[str, Any]) -> str:
+    """'quality (w*term + ...)' from the study's task objective, lower is better."""
+    objective = (config.get("task") or {}).get("objective") or {}
+    terms = " + ".join(f"{w:g}*{t}" if w != 1 else str(t) for t, w in objective.items())
+    return f"quality ({terms})" if terms else QUALITY
+
+
+def trial_view(t: Any, compute_key: str, baseline: dict[str, Any] | None) -> TrialView:
+    """A store Trial as a TrialView."""
+    reports = tuple(ReportView(r.step, r.tokens, dict(r.metrics)) for r in t.reports)
+    objectives, cost = t.objectives or {}, t.cost or {}
+    quality = objectives.get(QUALITY) if t.state == "COMPLETE" else \
+        last_quality(reports) if t.state in ("PRUNED", "RUNNING") else None
+    compute = objectives.get(compute_key, cost.get(compute_key))
+    return TrialView(t.number, t.state, dict(t.params), None if quality is None else float(quality),
+                     None if compute is None else float(compute), dict(cost), reports,
+                     baseline is not None and dict(t.params) == baseline, t.error, t.duration_s)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:/// URL (None for other databases and in-memory SQLite)."""
+    if not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        return None
+    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+class StoreReader:
+    """Read-only access to the store's studies, trials and the Optuna studies in the same database."""
+
+    def __init__(self, url: str) -> None:
+        from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+        from nas.store import Store
+
+        path = sqlite_path(url)
+        if path is not None and not path.is_file():
+            raise DashboardError(f"store.url={url} is unreachable: no such SQLite file (run python -m nas.search "
+                                 "first or set store.url)")
+        self.url = url
+        try:
+            self.store = Store(url, migrate=False)
+            self.names = [s.name for s in self.store.studies()]
+        except ModuleNotFoundError as err:
+            raise DashboardError(f"store.url={url} needs the database driver {err.name!r}: pip install it") from err
+        except ArgumentError as err:
+            raise DashboardError(f"store.url={url!r} is not a valid SQLAlchemy URL") from err
+        except SQLAlchemyError as err:
+            if _missing_tables(err):
+                self.names = []
+            else:
+                first = str(getattr(err, "orig", err)).strip().splitlines()[0]
+                raise DashboardError(f"store.url={url} is unreachable: {first}") from err
+        if not self.names:
+            raise DashboardError(f"store.url={url} holds no studies: run python -m nas.search first")
+
+    def close(self) -> None:
+        """Release connections."""
+        self.store.close()
+
+    def check(self, names: list[str]) -> None:
+        """Raise a one-line DashboardError for any name that is not a study in the store."""
+        unknown = [n for n in names if n not in self.names]
+        if unknown:
+            raise DashboardError(f"study={unknown[0]!r} not found in {self.url}: known studies are "
+                                 f"{', '.join(self.names)}")
+
+    def study(self, name: str) -> StudyView:
+        """The study's view, trials by number."""
+        self.check([name])
+        row = self.store.study(name)
+        compute_key = str(((row.config or {}).get("objectives") or {}).get("compute") or "flops_ratio")
+        baseline = (row.search_space or {}).get("baseline")
+        trials = tuple(trial_view(t, compute_key, baseline) for t in self.store.trials(name))
+        return StudyView(name, compute_key, quality_label(row.config or {}), trials,
+                         str((row.search_space or {}).get("name") or ""))
+
+    def optuna_study(self, name: str) -> Any:
+        """The Optuna study of the same name in the store's database, or None when it is not there."""
+        from sqlalchemy import inspect, text
+
+        engine = self.store.engine
+        if "studies" not in inspect(engine).get_table_names():
+            return None
+        with engine.connect() as conn:
+            found = conn.execute(text("SELECT 1 FROM studies WHERE study_name = :n"), {"n": name}).first()
+        if found is None:
+            return None
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            return optuna.load_study(study_name=name, storage=self.url)
+        except (RuntimeError, KeyError):  # an Optuna schema this version cannot read: no importance panel
+            return None
+
+
+def _missing_tables(err: Exception) -> bool:
+    text = str(getattr(err, "orig", err)).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)

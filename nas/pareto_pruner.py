@@ -1,0 +1,47 @@
+"""Pareto-aware successive halving: stop a trial that enough peers dominate in (compute, quality at the rung)."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.pruners import BasePruner
+from optuna.trial import FrozenTrial, TrialState
+
+COMPUTE_ATTR = "compute"  # user attr: the trial's compute objective, known analytically before training
+
+
+class ParetoPruner(BasePruner):
+    """At each reported step (a rung), prune when >= min_dominators trials that reached the rung dominate.
+
+    Trial j dominates trial t at step s by `margin` when compute_j <= compute_t and
+    quality_j(s) < quality_t(s) - margin * |quality_t(s)| (quality lower is better; the study's
+    objective is the rung quality). Nothing is pruned before `n_warmup_steps`, or at a rung that fewer than
+    `n_startup_trials` other trials have reached.
+    """
+
+    def __init__(self, margin: float = 0.01, min_dominators: int = 2, n_startup_trials: int = 3,
+                 n_warmup_steps: int = 0) -> None:
+        if margin < 0:
+            raise ValueError(f"pruner.margin={margin!r} is invalid: expected a number >= 0")
+        if min_dominators < 1:
+            raise ValueError(f"pruner.min_dominators={min_dominators!r} is invalid: expected an integer >= 1")
+        if n_startup_trials < 0 or n_warmup_steps < 0:
+            raise ValueError("pruner.n_startup_trials and pruner.n_warmup_steps must be >= 0")
+        self.margin, self.min_dominators = margin, min_dominators
+        self.n_startup_trials, self.n_warmup_steps = n_startup_trials, n_warmup_steps
+
+    def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
+        """Whether `trial` should stop at its last reported step."""
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps or COMPUTE_ATTR not in trial.user_attrs:
+            return False
+        quality = trial.intermediate_values[step]
+        compute = trial.user_attrs[COMPUTE_ATTR]
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        peers = [t for t in study.get_trials(deepcopy=False, states=states)
+                 if t.number != trial.number and step in t.intermediate_values and COMPUTE_ATTR in t.user_attrs]
+        if len(peers) < self.n_startup_trials:
+            return False
+        bar = quality - self.margin * abs(quality)
+        dominators = sum(1 for t in peers
+                         if t.user_attrs[COMPUTE_ATTR] <= compute and t.intermediate_values[step] < bar)
+        return dominators >= self.min_dominators

@@ -1,0 +1,396 @@
+"""The proxy trainer: one small model, trained on a task for a token budget, reported at geometric rungs.
+
+`train_proxy` returns an iterator of RungReport; the caller stops a run early by not iterating further
+(that is how the search prunes). A NaN or inf training loss raises NonFiniteLoss; the reports already
+yielded are the partial learning curve. `python -m nas.proxy arch.attention=local_global proxy=tiny task=lm`
+runs one trial from the command line (Hydra, conf/proxy_run.yaml).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from nas.data import IGNORE, Batch, TaskData, TaskSpec, conf_dir, load_task
+from nas.model import ArchConfig, TransformerLM
+from nas.model.config import PrecisionConfig
+from nas.model.precision import AdaptivePrecision
+
+KNOB_FIELDS = ("attention", "backend", "window", "global_tokens", "gate", "gate_threshold", "kv_heads",
+               "group_share", "sharing", "unique_layers", "sharing_scope", "ffn_blocks", "precision")
+_LN2 = math.log(2.0)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or inf; the run cannot continue."""
+
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"training loss is {value} at step {step}: the run diverged (lower proxy.lr or check the arch)")
+        self.step, self.value = step, value
+
+
+@dataclass
+class ProxySpec:
+    """Size and training recipe of a proxy model (conf/proxy/*.yaml)."""
+
+    name: str = "tiny"
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    ffn_mult: float = 4.0
+    seq_len: int = 128
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0
+    budget_tokens: int = 524_288
+    rungs: int = 4  # evaluations at steps total / rung_base**k, k = rungs-1 .. 0
+    rung_base: float = 2.0
+    eval_batches: int = 4
+
+    def __post_init__(self) -> None:
+        for key in ("n_layers", "d_model", "n_heads", "seq_len", "batch_size", "budget_tokens", "rungs", "eval_batches"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"proxy.{key}={value!r} is invalid: expected an integer >= 1")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"proxy.warmup_steps={self.warmup_steps!r} is invalid: expected an integer >= 0")
+        for key, low in (("lr", 0.0), ("ffn_mult", 0.0), ("grad_clip", 0.0)):
+            if not (isinstance(getattr(self, key), (int, float)) and getattr(self, key) > low):
+                raise ValueError(f"proxy.{key}={getattr(self, key)!r} is invalid: expected a number > {low}")
+        if not (0.0 <= self.min_lr_ratio <= 1.0):
+            raise ValueError(f"proxy.min_lr_ratio={self.min_lr_ratio!r} is invalid: expected a number in [0, 1]")
+        if not self.weight_decay >= 0.0:
+            raise ValueError(f"proxy.weight_decay={self.weight_decay!r} is invalid: expected a number >= 0")
+        if not self.rung_base > 1.0:
+            raise ValueError(f"proxy.rung_base={self.rung_base!r} is invalid: expected a number > 1")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ProxySpec":
+        """Build from a plain dict; unknown keys raise ValueError naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"proxy.{unknown[0]} is not a known key: valid keys are {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def load_proxy(name: str) -> ProxySpec:
+    """A proxy size from conf/proxy/<name>.yaml."""
+    import yaml
+
+    folder = conf_dir() / "proxy"
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        valid = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        raise ValueError(f"proxy={name!r} is unknown: expected one of {valid} (conf/proxy/*.yaml)")
+    data = yaml.safe_load(path.read_text()) or {}
+    data.setdefault("name", name)
+    return ProxySpec.from_dict(data)
+
+
+def _largest_divisor_at_most(n: int, k: int) -> int:
+    return max(d for d in range(1, max(1, min(n, k)) + 1) if n % d == 0)
+
+
+def _rescale(value: int, source_total: int | None, target_total: int) -> int:
+    """A count of `source_total` (heads, layers) carried to `target_total` at the same fraction, >= 1."""
+    if source_total:
+        value = round(target_total * value / source_total)
+    return max(1, min(target_total, value))
+
+
+def proxy_arch(knobs: dict[str, Any] | ArchConfig, proxy: ProxySpec) -> ArchConfig:
+    """The knobs of an arch (or knob dict) at the proxy's size.
+
+    Sizes come from the proxy. The window and global tokens are clipped below seq_len; kv_heads and
+    unique_layers keep their fraction of n_heads / n_layers when the source names those, and are moved
+    to the nearest valid value below (a divisor of n_heads; of n_layers for sequence / cycle_rev).
+    """
+    source = knobs.to_dict() if isinstance(knobs, ArchConfig) else dict(knobs)
+    known = {f.name for f in fields(ArchConfig)}
+    unknown = sorted(set(source) - known)
+    if unknown:
+        raise ValueError(f"arch.{unknown[0]} is not a known field: valid fields are {', '.join(sorted(known))}")
+    arch = {k: source[k] for k in KNOB_FIELDS if k in source}
+    seq_len, heads, layers = proxy.seq_len, proxy.n_heads, proxy.n_layers
+    if "window" in arch:
+        arch["window"] = min(arch["window"], seq_len - 1)
+    if "global_tokens" in arch:
+        arch["global_tokens"] = min(arch["global_tokens"], seq_len - 1)
+    if arch.get("kv_heads") is not None:
+        kv = _rescale(arch["kv_heads"], source.get("n_heads"), heads)
+        arch["kv_heads"] = _largest_divisor_at_most(heads, kv)
+    if arch.get("unique_layers") is not None:
+        m = _rescale(arch["unique_layers"], source.get("n_layers"), layers)
+        if arch.get("sharing") in ("sequence", "cycle_rev"):
+            m = _largest_divisor_at_most(layers, m)
+        arch["unique_layers"] = m
+    if arch.get("sharing") == "ffn_block_diag" and "ffn_blocks" in arch:
+        arch["ffn_blocks"] = _largest_divisor_at_most(proxy.d_model, arch["ffn_blocks"])
+    if isinstance(arch.get("precision"), PrecisionConfig):
+        arch["precision"] = asdict(arch["precision"])
+    return ArchConfig(vocab_size=256, seq_len=seq_len, n_layers=layers, d_model=proxy.d_model, n_heads=heads,
+                      ffn_mult=proxy.ffn_mult, **arch)
+
+
+@dataclass
+class RungReport:
+    """Metrics of a proxy run at one rung.
+
+    val_loss is the task's validation loss (LM cross-entropy in nats, MQAR cross-entropy on the queries,
+    their sum for mixed); val_bpb the LM bits per byte (None without LM data); val_acc the next-byte
+    accuracy for lm / mixed and the MQAR accuracy for mqar. metrics holds every measured term.
+    """
+
+    rung: int
+    step: int
+    tokens: int
+    wall_s: float
+    lr: float
+    train_loss: float  # mean training loss since the previous rung
+    val_loss: float
+    val_bpb: float | None
+    val_acc: float
+    metrics: dict[str, float]
+    gate_stats: dict[str, list[list[float]]]
+    precision_switch_step: int | None
+    final: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def quality(report: RungReport | dict[str, Any], task: TaskSpec) -> float:
+    """The task's objective (lower is better): sum of weight * term over task.objective.
+
+    Terms: bpb = validation bits per byte; byte_error = 1 - next-byte accuracy; mqar_error = 1 - MQAR accuracy.
+    """
+    metrics = report.metrics if isinstance(report, RungReport) else report["metrics"]
+    terms = {"bpb": metrics.get("bpb"), "byte_error": 1.0 - metrics["byte_acc"] if "byte_acc" in metrics else None,
+             "mqar_error": 1.0 - metrics["mqar_acc"] if "mqar_acc" in metrics else None}
+    total = 0.0
+    for term, weight in task.objective.items():
+        if terms[term] is None:
+            raise ValueError(f"task.objective.{term}: the report has no such metric (task.kind={task.kind!r})")
+        total += weight * terms[term]
+    return total
+
+
+def rung_steps(total_steps: int, rungs: int, base: float) -> list[int]:
+    """Geometrically spaced evaluation steps ending at total_steps (duplicates merged)."""
+    return sorted({max(1, round(total_steps / base**k)) for k in range(rungs)})
+
+
+def lr_at(step: int, proxy: ProxySpec, total_steps: int) -> float:
+    """Linear warmup to proxy.lr, then cosine decay to lr * min_lr_ratio at total_steps (step is 1-based)."""
+    warmup = min(proxy.warmup_steps, total_steps // 2)
+    if step <= warmup:
+        return proxy.lr * step / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return proxy.lr * (proxy.min_lr_ratio + (1 - proxy.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _losses(logits: torch.Tensor, batch: Batch, accuracy: bool = False) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Per part (LM rows, MQAR rows): summed cross-entropy, label count and, if asked, correct predictions."""
+    out = {}
+    for part, rows in (("lm", slice(None, batch.n_lm)), ("mqar", slice(batch.n_lm, None))):
+        y = batch.y[rows].reshape(-1)
+        if y.numel() == 0:
+            continue
+        lg = logits[rows].reshape(-1, logits.size(-1)).float()
+        mask = y != IGNORE
+        nll = F.cross_entropy(lg, y, ignore_index=IGNORE, reduction="sum")
+        out[part] = (nll, mask.sum()) + (((lg.argmax(-1)[mask] == y[mask]).sum(),) if accuracy else ())
+    return out
+
+
+def _train_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The task's training loss: the sum over parts of each part's mean cross-entropy."""
+    return sum(nll / count for nll, count in _losses(logits, batch).values())
+
+
+@torch.no_grad()
+def evaluate(model: TransformerLM, val_set: list[Batch], device: torch.device) -> dict[str, float]:
+    """Validation metrics over the fixed set: lm_loss, bpb, byte_acc and/or mqar_loss, mqar_acc."""
+    model.eval()
+    sums: dict[str, list[float]] = {}
+    for batch in val_set:
+        batch = _to(batch, device)
+        logits, _ = model(batch.x)
+        for part, values in _losses(logits, batch, accuracy=True).items():
+            acc = sums.setdefault(part, [0.0, 0.0, 0.0])
+            for i, v in enumerate(values):
+                acc[i] += float(v)
+    model.train()
+    metrics = {}
+    if "lm" in sums:
+        nll, count, correct = sums["lm"]
+        metrics.update(lm_loss=nll / count, bpb=nll / count / _LN2, byte_acc=correct / count)
+    if "mqar" in sums:
+        nll, count, correct = sums["mqar"]
+        metrics.update(mqar_loss=nll / count, mqar_acc=correct / count)
+    return metrics
+
+
+def _optimizer(model: torch.nn.Module, proxy: ProxySpec) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not norms, biases)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": proxy.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=proxy.lr, betas=(0.9, 0.95))
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    return Batch(batch.x.to(device), batch.y.to(device), batch.n_lm)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu" or device.startswith("cuda") and torch.cuda.is_available():
+        return torch.device(device)
+    raise ValueError(f"device={device!r} is invalid here: expected auto, cpu"
+                     f"{' or cuda[:N]' if torch.cuda.is_available() else ' (no CUDA device is available)'}")
+
+
+def train_proxy(
+    arch: ArchConfig | dict[str, Any],
+    proxy: ProxySpec | str,
+    task: TaskSpec | str,
+    *,
+    budget_tokens: int | None = None,
+    seed: int = 0,
+    threads: int = 1,
+    device: str = "auto",
+    progress: bool = False,
+    cache_dir: str | Path | None = None,
+) -> Iterator[RungReport]:
+    """Train the arch's knobs at proxy size on the task; yield a RungReport at each rung (the last has final=True).
+
+    Inputs are checked here, before the first report; NaN / inf training loss raises NonFiniteLoss.
+    """
+    proxy = load_proxy(proxy) if isinstance(proxy, str) else proxy
+    task = load_task(task) if isinstance(task, str) else task
+    cfg = proxy_arch(arch, proxy)
+    budget = proxy.budget_tokens if budget_tokens is None else budget_tokens
+    total_steps = budget // proxy.tokens_per_step
+    if total_steps < 1:
+        raise ValueError(f"budget_tokens={budget} is too small for one rung: one step of proxy {proxy.name!r} "
+                         f"is batch_size*seq_len={proxy.tokens_per_step} tokens")
+    if task.uses_mqar and task.mqar.vocab > cfg.vocab_size:
+        raise ValueError(f"task.mqar.vocab={task.mqar.vocab} exceeds the model vocabulary ({cfg.vocab_size})")
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads={threads!r} is invalid: expected an integer >= 1")
+    data = TaskData(task, proxy.seq_len, cache_dir=cache_dir)
+    return _run(cfg, proxy, data, total_steps, seed, threads, _resolve_device(device), progress)
+
+
+def _run(cfg: ArchConfig, proxy: ProxySpec, data: TaskData, total_steps: int, seed: int, threads: int,
+         device: torch.device, progress: bool) -> Iterator[RungReport]:
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    bar = tqdm(total=total_steps, disable=not progress, desc=f"proxy {proxy.name} {cfg.attention}", leave=False)
+    try:
+        torch.manual_seed(seed)
+        model = TransformerLM(cfg).to(device)
+        optimizer = _optimizer(model, proxy)
+        gen = torch.Generator().manual_seed(seed)
+        val_set = data.val_set(proxy.eval_batches, proxy.batch_size)
+        rungs = rung_steps(total_steps, proxy.rungs, proxy.rung_base)
+        adaptive = AdaptivePrecision.from_config(cfg.precision) if cfg.precision.ffn == "adaptive" else None
+        start, loss_sum, loss_count = time.perf_counter(), 0.0, 0
+        for step in range(1, total_steps + 1):
+            lr = lr_at(step, proxy, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = _to(data.batch(proxy.batch_size, gen), device)
+            logits, _ = model(batch.x)
+            loss = _train_loss(logits, batch)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise NonFiniteLoss(step, value)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), proxy.grad_clip)
+            optimizer.step()
+            loss_sum, loss_count = loss_sum + value, loss_count + 1
+            if adaptive is not None and adaptive.observe(step, value):
+                model.set_ffn_format(adaptive.target_format)
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{value:.3f}")
+            if step in rungs:
+                metrics = evaluate(model, val_set, device)
+                primary = "byte_acc" if "byte_acc" in metrics else "mqar_acc"
+                report = RungReport(
+                    rung=rungs.index(step), step=step, tokens=step * proxy.tokens_per_step,
+                    wall_s=time.perf_counter() - start, lr=lr, train_loss=loss_sum / loss_count,
+                    val_loss=metrics.get("lm_loss", 0.0) + metrics.get("mqar_loss", 0.0),
+                    val_bpb=metrics.get("bpb"), val_acc=metrics[primary], metrics=metrics,
+                    gate_stats=model.gate_stats() if cfg.gate == "dynamic" else {},
+                    precision_switch_step=adaptive.switch_step if adaptive is not None else None,
+                    final=step == total_steps,
+                )
+                loss_sum, loss_count = 0.0, 0
+                bar.set_postfix(loss=f"{value:.3f}", val_loss=f"{report.val_loss:.3f}")
+                yield report
+    finally:
+        bar.close()
+        torch.set_num_threads(previous_threads)
+
+
+def _format(report: RungReport) -> str:
+    """One progress line per rung."""
+    extra = "".join(f" {k}={v:.4f}" for k, v in report.metrics.items())
+    switch = f" fp8_from={report.precision_switch_step}" if report.precision_switch_step is not None else ""
+    return (f"rung {report.rung} step={report.step} tokens={report.tokens} wall_s={report.wall_s:.1f} "
+            f"train_loss={report.train_loss:.4f} val_loss={report.val_loss:.4f}{extra}{switch}")
+
+
+def _knobs_from_conf(arch: dict[str, Any]) -> dict[str, Any]:
+    """The arch node of proxy_run.yaml without its nulls (null = the ArchConfig default)."""
+    knobs = {k: v for k, v in arch.items() if v is not None and k != "precision"}
+    precision = {k: v for k, v in (arch.get("precision") or {}).items() if v is not None}
+    if precision:
+        knobs["precision"] = precision
+    return knobs
+
+
+def main() -> None:
+    """`python -m nas.proxy`: one proxy run from conf/proxy_run.yaml, one line per rung."""
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    @hydra.main(config_path=str(conf_dir()), config_name="proxy_run", version_base="1.3")
+    def run(conf: DictConfig) -> None:
+        plain = OmegaConf.to_container(conf, resolve=True)
+        proxy = ProxySpec.from_dict(plain["proxy"])
+        task = TaskSpec.from_dict(plain["task"])
+        reports = train_proxy(_knobs_from_conf(plain["arch"]), proxy, task, budget_tokens=plain["budget_tokens"],
+                              seed=plain["seed"], threads=plain["threads"], device=plain["device"],
+                              progress=plain["progress"])
+        print(f"arch: {proxy_arch(_knobs_from_conf(plain['arch']), proxy).to_dict()}")
+        for report in reports:
+            print(_format(report), flush=True)
+        print(f"quality ({', '.join(f'{w:g}*{t}' for t, w in task.objective.items())}) = {quality(report, task):.4f}")
+
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m nas.search`."""
+
+from nas.search import main
+
+main()

@@ -1,0 +1,256 @@
+"""The search driver: validate the config, open the store and the Optuna study, run trials on Ray Tune, report."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from omegaconf import DictConfig, OmegaConf
+
+from nas import space
+from nas.data import TaskSpec
+from nas.proxy import ProxySpec, proxy_arch
+from nas.pareto_pruner import COMPUTE_ATTR
+from nas.search.bridge import INTERRUPTED, OptunaBridge, make_pruner, make_sampler, make_storage
+from nas.search.config import SearchConf
+from nas.search.runner import ProxyRunner, TrialRunner, trainable
+from nas.store import DEFAULT_URL, Store
+
+QUIET_TUNE = {  # no CSV/JSON/TensorBoard loggers, no progress tables, rare experiment snapshots: the store is the record
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_GLOBAL_CHECKPOINT_S": "600",
+}
+FIXED_PER_STUDY = ("proxy", "task", "budget_tokens", "objectives", "target", "hardware")  # resume must match
+COMPUTE_KEYS = ("flops_ratio", "time_ratio", "memory_ratio", "unique_params_ratio")
+
+
+class SearchError(ValueError):
+    """A search that cannot start (bad config, or a study name already used by another search space)."""
+
+
+@dataclass
+class Setup:
+    """Everything validated before anything is written."""
+
+    conf: SearchConf
+    plain: dict[str, Any]
+    spec: space.SearchSpec
+    proxy: ProxySpec
+    task: TaskSpec
+    url: str
+
+
+@dataclass
+class SearchResult:
+    """What a finished search leaves: its name, store URL, counts of this run and the Pareto front."""
+
+    study: str
+    url: str
+    counts: dict[str, int]
+    front: list[dict[str, Any]]
+    wall_s: float
+
+
+def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setup:
+    """Check every setting (types via the schema, names, the search space against the proxy); writes nothing."""
+    node = OmegaConf.merge(OmegaConf.structured(SearchConf), cfg)
+    plain = OmegaConf.to_container(node, resolve=True)
+    conf = OmegaConf.to_object(node)
+    for key, value, low in (("n_trials", conf.n_trials, 1), ("ray.max_concurrent", conf.ray.max_concurrent, 1),
+                            ("ray.cpus_per_trial", conf.ray.cpus_per_trial, 1)):
+        if value < low:
+            raise SearchError(f"{key}={value!r} is invalid: expected an integer >= {low}")
+    if conf.ray.gpus_per_trial < 0:
+        raise SearchError(f"ray.gpus_per_trial={conf.ray.gpus_per_trial!r} is invalid: expected a number >= 0")
+    if conf.objectives.compute not in COMPUTE_KEYS:
+        raise SearchError(f"objectives.compute={conf.objectives.compute!r} is invalid: expected one of "
+                          f"{', '.join(COMPUTE_KEYS)}")
+    if not conf.study or any(c in conf.study for c in "/\\"):
+        raise SearchError(f"study={conf.study!r} is invalid: expected a non-empty name without slashes")
+    try:
+        proxy = ProxySpec.from_dict(dict(plain["proxy"]))
+        task = TaskSpec.from_dict(dict(plain["task"]))
+    except (TypeError, ValueError) as err:
+        raise SearchError(str(err)) from err
+    spec = space.parse(plain["search_space"], space_source, proxy_arch({}, proxy))
+    make_sampler(conf.sampler, conf.seed, spec)
+    make_pruner(conf.pruner)
+    _cost(proxy_arch(spec.knobs(dict(spec.baseline)), proxy), plain)  # the target and hardware profiles load
+    return Setup(conf, plain, spec, proxy, task, conf.store.url or DEFAULT_URL)
+
+
+def _cost(arch: Any, plain: dict) -> dict[str, Any]:
+    from nas.cost import estimate
+
+    try:
+        return estimate(arch, target=plain["target"]["name"], hardware=plain["hardware"]["name"]).to_dict()
+    except (KeyError, TypeError) as err:
+        raise SearchError(f"target / hardware config needs a name ({err})") from err
+
+
+def _evaluator(setup: Setup):
+    def evaluate(knobs: dict[str, Any]) -> tuple[dict, dict, dict]:
+        arch = proxy_arch(knobs, setup.proxy)
+        cost = _cost(arch, setup.plain)
+        from nas.cost import apply_knobs, load_target
+
+        target_arch = apply_knobs(load_target(setup.plain["target"]["name"])[0], arch)
+        return arch.to_dict(), target_arch.to_dict(), cost
+    return evaluate
+
+
+def _checker(setup: Setup):
+    limits = setup.conf.constraints
+
+    def check(cost: dict[str, Any]) -> str | None:
+        if limits.max_unique_params is not None and cost["params_unique"] > limits.max_unique_params:
+            return f"unique params {cost['params_unique']:.4g} > constraints.max_unique_params={limits.max_unique_params:.4g}"
+        if limits.max_memory_gb is not None and cost["memory_bytes"] / 1e9 > limits.max_memory_gb:
+            return f"memory {cost['memory_bytes'] / 1e9:.4g} GB > constraints.max_memory_gb={limits.max_memory_gb:.4g}"
+        return None
+    return check
+
+
+def _reconcile(store: Store, bridge: OptunaBridge, study: str, rerun: list[int]) -> None:
+    """After a killed driver: store rows left RUNNING take Optuna's outcome if it was told, else are interrupted."""
+    for t in store.trials(study, states=("RUNNING",)):
+        if t.number in rerun:
+            continue
+        told = bridge.study.trials[t.number]
+        objectives = {bridge.compute_key: told.user_attrs.get(COMPUTE_ATTR)}
+        if told.values is not None:
+            objectives = {"quality": told.values[0], bridge.compute_key: told.values[1]}
+        store.finish_trial(study, t.number, told.state.name, objectives=objectives)
+    store.mark_interrupted(study, INTERRUPTED)
+
+
+def _ray_init(conf: SearchConf) -> bool:
+    """Start a local Ray (or join ray.address); True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
+                              "logging_level": "ERROR"}
+    if conf.ray.address:
+        ray.init(address=conf.ray.address, **kwargs)
+    else:
+        ray.init(num_cpus=conf.ray.num_cpus or os.cpu_count(), num_gpus=conf.ray.num_gpus, **kwargs)
+    return True
+
+
+def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = None, out: TextIO | None = sys.stdout,
+               space_source: str = "search_space") -> SearchResult:
+    """Run (or resume) the study: Optuna samples, Ray Tune trains, every report lands in the store."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from nas.search.tune_parts import BridgeSearcher, DriverState, PruningScheduler, StoreCallback
+
+    t0 = time.perf_counter()
+    setup = validate(cfg, space_source)
+    conf, spec = setup.conf, setup.spec
+    store = Store(setup.url)
+    existing = store.study(conf.study)
+    if existing is not None and existing.space_hash != spec.digest():
+        store.close()
+        raise SearchError(f"study={conf.study!r} already exists in {setup.url} with a different search space "
+                          f"({existing.search_space.get('name')}); resume it with that space or choose another "
+                          "study=NAME")
+    changed = [k for k in FIXED_PER_STUDY if existing is not None and existing.config.get(k) != setup.plain.get(k)]
+    if changed:
+        store.close()
+        raise SearchError(f"study={conf.study!r} already exists in {setup.url} with a different {changed[0]} "
+                          f"({existing.config.get(changed[0])!r}); results would not be comparable: resume it with "
+                          "the same settings or choose another study=NAME")
+    bridge = OptunaBridge(make_storage(setup.url), conf.study, spec, make_sampler(conf.sampler, conf.seed, spec),
+                          make_pruner(conf.pruner), conf.objectives.compute, _evaluator(setup), _checker(setup))
+    if existing is None:
+        store.create_study(conf.study, setup.plain, spec.to_dict(), spec.digest())
+        bridge.enqueue_baseline()
+    else:
+        rerun = bridge.recover()
+        _reconcile(store, bridge, conf.study, rerun)
+        if out is not None:
+            print(f"resuming study {conf.study!r}: {bridge.n_done()} trials kept"
+                  + (f", re-running interrupted trials {rerun}" if rerun else ""), file=out, flush=True)
+    remaining = conf.n_trials - bridge.n_done()
+    counts: Counter = Counter({"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "infeasible": 0})
+    if remaining > 0:
+        for key, value in QUIET_TUNE.items():
+            os.environ.setdefault(key, value)
+        started_ray = _ray_init(conf)
+        state = DriverState(bridge, store, conf.study, conf.seed, conf.ray.cpus_per_trial,
+                            out if conf.progress else None)
+        counts = state.counts
+        runner = trial_runner or ProxyRunner(setup.proxy, setup.task, conf.budget_tokens, conf.device)
+        resources = {"cpu": conf.ray.cpus_per_trial, "gpu": conf.ray.gpus_per_trial}
+        if out is not None:
+            print(f"study {conf.study!r}: {remaining} trials to run, {conf.ray.max_concurrent} at a time "
+                  f"({conf.sampler.name} sampler, {conf.pruner.name} pruner, store {setup.url})", file=out, flush=True)
+        try:
+            with tempfile.TemporaryDirectory(prefix="nas-ray-") as tmp:
+                tune.Tuner(
+                    tune.with_resources(tune.with_parameters(trainable, runner=runner), resources),
+                    tune_config=tune.TuneConfig(
+                        search_alg=ConcurrencyLimiter(BridgeSearcher(state), max_concurrent=conf.ray.max_concurrent),
+                        scheduler=PruningScheduler(state), num_samples=remaining, reuse_actors=True,
+                        time_budget_s=conf.time_budget_s),
+                    run_config=tune.RunConfig(
+                        name=conf.study, storage_path=conf.ray.storage_path or tmp, callbacks=[StoreCallback(state)],
+                        verbose=0, log_to_file=False,
+                        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+                ).fit()
+        finally:
+            state.close()
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+    front = [_front_row(t, conf.objectives.compute) for t in bridge.front()]
+    store.close()
+    result = SearchResult(conf.study, setup.url, dict(counts), front, time.perf_counter() - t0)
+    if out is not None:
+        _summary(result, conf.objectives.compute, out, conf.dashboard)
+    return result
+
+
+def _front_row(t: Any, compute_key: str) -> dict[str, Any]:
+    return {"number": t.number, "quality": t.values[0], compute_key: t.values[1], "params": t.params,
+            "baseline": bool(t.user_attrs.get("baseline"))}
+
+
+def _dashboard(result: SearchResult) -> str:
+    """Build the study's dashboard page; its path, or the command to build it when that is not possible."""
+    command = f"python -m nas.dashboard study={result.study}"
+    if importlib.util.find_spec("nas.dashboard") is None:
+        return command
+    from nas.dashboard import build
+
+    try:
+        pages = build(result.url, [result.study], None)
+    except Exception as err:  # the search's results are safe in the store; the page can be built later
+        return f"{command} (building it here failed: {type(err).__name__}: {err})"
+    page = [p for p in pages if p.name != "index.html"]
+    return str(page[0] if page else pages[0]) if pages else command
+
+
+def _summary(result: SearchResult, compute_key: str, out: TextIO, build_dashboard: bool) -> None:
+    """The Pareto front as a table, then where to look next."""
+    print(f"\nPareto front of study {result.study!r} ({len(result.front)} trials; this run: "
+          f"{result.counts.get('COMPLETE', 0)} complete, {result.counts.get('PRUNED', 0)} pruned, "
+          f"{result.counts.get('FAIL', 0)} failed, {result.wall_s:.0f} s)", file=out)
+    print(f"{'trial':>5}  {'quality':>8}  {compute_key:>18}  params", file=out)
+    for row in result.front:
+        tag = " (dense baseline)" if row["baseline"] else ""
+        params = " ".join(f"{k}={v}" for k, v in row["params"].items())
+        print(f"{row['number']:>5}  {row['quality']:>8.4f}  {row[compute_key]:>18.4f}  {params}{tag}", file=out)
+    print(f"dashboard: {_dashboard(result) if build_dashboard else 'python -m nas.dashboard study=' + result.study}",
+          file=out)
+    print(f"optuna-dashboard: optuna-dashboard {result.url}", file=out)
+    print(f"export: python -m nas.export study={result.study} policy=knee", file=out, flush=True)

@@ -1,0 +1,154 @@
+"""Ray Tune side of the search: a Searcher over the Optuna bridge, a pruning scheduler and the store callback.
+
+They share one DriverState that lives in the driver process only. Ray pickles its tune/run configs into an
+experiment snapshot (never restored here: the store is the record), so these objects pickle a key, not it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from nas.search.bridge import OptunaBridge, Sampled
+from nas.store import Store
+
+_DRIVERS: dict[str, "DriverState"] = {}
+
+
+@dataclass
+class DriverState:
+    """Live objects of one search run: Optuna bridge, store, Ray trial id -> sampled config, progress counts."""
+
+    bridge: OptunaBridge
+    store: Store
+    study: str
+    seed: int
+    threads: int
+    out: TextIO | None
+    trials: dict[str, Sampled] = field(default_factory=dict)
+    counts: Counter = field(default_factory=lambda: Counter({"COMPLETE": 0, "PRUNED": 0, "FAIL": 0,
+                                                             "infeasible": 0}))
+    t0: float = field(default_factory=time.perf_counter)
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        _DRIVERS[self.key] = self
+
+    def close(self) -> None:
+        """Forget this run's live objects."""
+        _DRIVERS.pop(self.key, None)
+
+
+class _Bound:
+    """Holds a DriverState by key so that Ray's snapshot pickling skips the live objects."""
+
+    def _bind(self, state: DriverState) -> None:
+        self.key, self.d = state.key, state
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "d"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.d = _DRIVERS.get(state["key"])
+
+
+class BridgeSearcher(_Bound, Searcher):
+    """Ray Tune Searcher that asks the Optuna study (define-by-run over the search space) and tells it outcomes."""
+
+    def __init__(self, state: DriverState) -> None:
+        super().__init__()
+        self._bind(state)
+
+    def suggest(self, trial_id: str) -> dict[str, Any]:
+        s = self.d.bridge.ask(record_infeasible(self.d))
+        self.d.trials[trial_id] = s
+        return {"number": s.number, "knobs": s.knobs, "seed": self.d.seed, "threads": self.d.threads}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        s = self.d.trials[trial_id]
+        self.d.bridge.finish(s, result, "the trial's worker raised or died (see the Ray error)" if error else None)
+
+
+class PruningScheduler(_Bound, FIFOScheduler):
+    """FIFO scheduling that stops a trial when the Optuna pruner says so at a rung."""
+
+    def __init__(self, state: DriverState) -> None:
+        super().__init__()
+        self._bind(state)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        if "error" in result or result.get("final") or "quality" not in result:
+            return TrialScheduler.CONTINUE
+        s = self.d.trials[trial.trial_id]
+        stop = self.d.bridge.report(s, int(result["step"]), float(result["quality"]))
+        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+
+
+class StoreCallback(_Bound, Callback):
+    """Writes every trial start, rung report and outcome to the store (one transaction each); prints progress."""
+
+    def __init__(self, state: DriverState) -> None:
+        self._bind(state)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        s = self.d.trials[trial.trial_id]
+        self.d.store.start_trial(self.d.study, s.number, s.params, s.arch, target_arch=s.target_arch, cost=s.cost,
+                                 rerun_of=s.rerun_of)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any) -> None:
+        if "quality" not in result:
+            return
+        s = self.d.trials[trial.trial_id]
+        metrics = {"quality": result["quality"], **result.get("metrics", {})}
+        self.d.store.add_report(self.d.study, s.number, int(result["step"]), int(result["tokens"]), metrics)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        s = self.d.trials[trial.trial_id]
+        objectives = {self.d.bridge.compute_key: s.compute}
+        if s.state == "COMPLETE":
+            objectives = {"quality": s.last_quality, **objectives}
+        self.d.store.finish_trial(self.d.study, s.number, s.state, objectives=objectives, error=s.error)
+        progress(self.d, s, s.state, s.error)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        s = self.d.trials[trial.trial_id]
+        text = trial.get_error() or "the trial's worker died"
+        lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
+        s.error = lines[-1] if lines else str(text)
+        self.d.store.finish_trial(self.d.study, s.number, "FAIL",
+                                  objectives={self.d.bridge.compute_key: s.compute}, error=s.error)
+        progress(self.d, s, "FAIL", s.error)
+
+
+def record_infeasible(d: DriverState):
+    """Store a configuration rejected by a hard constraint as PRUNED with the reason (it is never trained)."""
+    def record(s: Sampled, reason: str) -> None:
+        d.store.start_trial(d.study, s.number, s.params, s.arch, target_arch=s.target_arch, cost=s.cost)
+        d.store.finish_trial(d.study, s.number, "PRUNED", objectives={d.bridge.compute_key: s.compute},
+                             error=f"infeasible: {reason}")
+        d.counts["infeasible"] += 1
+    return record
+
+
+def progress(d: DriverState, s: Sampled, state: str, error: str | None) -> None:
+    """Count an outcome and print one progress line."""
+    d.counts[state] += 1
+    if d.out is None:
+        return
+    c = d.counts
+    detail = f"quality={s.last_quality:.4f} " if s.last_quality is not None and state != "FAIL" else ""
+    if error:
+        detail += f"error={error[:120]!r} "
+    print(f"[{time.perf_counter() - d.t0:7.1f}s] trial {s.number:3d} {state:8s} {detail}"
+          f"{d.bridge.compute_key}={s.compute:.3f} | done {c['COMPLETE'] + c['PRUNED'] + c['FAIL']} "
+          f"(complete {c['COMPLETE']}, pruned {c['PRUNED']}, failed {c['FAIL']}), front {len(d.bridge.front())}",
+          file=d.out, flush=True)

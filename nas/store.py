@@ -1,0 +1,279 @@
+"""The SQL store: studies, trials and their learning-curve reports (SQLAlchemy 2.0, Alembic-versioned)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_URL = f"sqlite:///{REPO_ROOT / 'trials_db' / 'nas.db'}"
+VERSION_TABLE = "nas_alembic_version"  # Optuna's own tables use `alembic_version` in the same database
+STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the nas_* tables."""
+
+
+class StudyRow(Base):
+    """One search: its name, composed config, search space and the code that ran it."""
+
+    __tablename__ = "nas_study"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    config: Mapped[dict] = mapped_column(JSON, nullable=False)
+    search_space: Mapped[dict] = mapped_column(JSON, nullable=False)
+    space_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, nullable=False)
+    code_version: Mapped[str] = mapped_column(String(255), nullable=False)
+    trials: Mapped[list["TrialRow"]] = relationship(back_populates="study", order_by="TrialRow.number")
+
+
+class TrialRow(Base):
+    """One trial: sampled knobs, the architectures they give, objectives, costs, outcome and timings."""
+
+    __tablename__ = "nas_trial"
+    __table_args__ = (UniqueConstraint("study_id", "number", name="uq_nas_trial_study_number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("nas_study.id", ondelete="CASCADE"), nullable=False, index=True)
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    params: Mapped[dict] = mapped_column(JSON, nullable=False)
+    arch: Mapped[dict] = mapped_column(JSON, nullable=False)  # proxy ArchConfig.to_dict()
+    target_arch: Mapped[dict | None] = mapped_column(JSON)  # target-scale ArchConfig.to_dict()
+    objectives: Mapped[dict | None] = mapped_column(JSON)  # objective name -> value
+    cost: Mapped[dict | None] = mapped_column(JSON)  # CostReport.to_dict()
+    error: Mapped[str | None] = mapped_column(Text)
+    rerun_of: Mapped[int | None] = mapped_column(Integer)
+    started: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, nullable=False)
+    finished: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    study: Mapped[StudyRow] = relationship(back_populates="trials")
+    reports: Mapped[list["ReportRow"]] = relationship(back_populates="trial", order_by="ReportRow.step")
+
+
+class ReportRow(Base):
+    """One intermediate evaluation of a trial (a rung of its learning curve)."""
+
+    __tablename__ = "nas_report"
+    __table_args__ = (UniqueConstraint("trial_id", "step", name="uq_nas_report_trial_step"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("nas_trial.id", ondelete="CASCADE"), nullable=False, index=True)
+    step: Mapped[int] = mapped_column(Integer, nullable=False)
+    tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    metrics: Mapped[dict] = mapped_column(JSON, nullable=False)
+    trial: Mapped[TrialRow] = relationship(back_populates="reports")
+
+
+@dataclass(frozen=True)
+class Report:
+    """A detached report row."""
+
+    step: int
+    tokens: int
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A detached trial row with its reports."""
+
+    number: int
+    state: str
+    params: dict[str, Any]
+    arch: dict[str, Any]
+    target_arch: dict[str, Any] | None
+    objectives: dict[str, float] | None
+    cost: dict[str, Any] | None
+    error: str | None
+    rerun_of: int | None
+    started: dt.datetime
+    finished: dt.datetime | None
+    duration_s: float | None
+    reports: tuple[Report, ...]
+
+
+@dataclass(frozen=True)
+class Study:
+    """A detached study row."""
+
+    name: str
+    config: dict[str, Any]
+    search_space: dict[str, Any]
+    space_hash: str
+    created: dt.datetime
+    code_version: str
+
+
+def code_version() -> str:
+    """`git describe` of the repository when available, else the package version."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=5, check=True,
+        )
+        if out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"nas {version('nas')}"
+    except PackageNotFoundError:
+        return "nas (unknown version)"
+
+
+def make_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for `url`; SQLite files get their folder created and a busy timeout."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+        tune_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def tune_sqlite(engine: Engine) -> None:
+    """Per connection: foreign keys on, WAL journal with synchronous=NORMAL.
+
+    WAL lets readers (dashboards) work while the driver writes, and makes a commit ~0.05 ms instead of
+    ~20 ms of fsync; a killed process loses nothing committed (only a power cut can drop the last commits).
+    """
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    engine.dispose()  # connections opened before this hook get the pragmas when reopened
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the nas_* tables to the newest Alembic revision shipped in nas/migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class Store:
+    """Reads and writes studies, trials and reports; every write is its own transaction."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, migrate: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        if migrate:
+            upgrade_schema(self.engine)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+    # ---- studies -----------------------------------------------------------------------
+    def study(self, name: str) -> Study | None:
+        """The study called `name`, or None."""
+        with self._session() as s:
+            row = s.scalar(select(StudyRow).where(StudyRow.name == name))
+            return None if row is None else _study(row)
+
+    def studies(self) -> list[Study]:
+        """Every study, oldest first."""
+        with self._session() as s:
+            return [_study(r) for r in s.scalars(select(StudyRow).order_by(StudyRow.created))]
+
+    def create_study(self, name: str, config: dict, search_space: dict, space_hash: str) -> Study:
+        """Insert a new study row."""
+        with self._session.begin() as s:
+            row = StudyRow(name=name, config=config, search_space=search_space, space_hash=space_hash,
+                           code_version=code_version())
+            s.add(row)
+            s.flush()
+            return _study(row)
+
+    # ---- trials ------------------------------------------------------------------------
+    def start_trial(self, study: str, number: int, params: dict, arch: dict, *, target_arch: dict | None = None,
+                    cost: dict | None = None, rerun_of: int | None = None) -> None:
+        """Record a trial as RUNNING."""
+        with self._session.begin() as s:
+            s.add(TrialRow(study_id=self._study_id(s, study), number=number, state="RUNNING", params=params,
+                           arch=arch, target_arch=target_arch, cost=cost, rerun_of=rerun_of))
+
+    def add_report(self, study: str, number: int, step: int, tokens: int, metrics: dict) -> None:
+        """Append one intermediate report to a trial."""
+        with self._session.begin() as s:
+            trial_id = self._trial_id(s, study, number)
+            s.add(ReportRow(trial_id=trial_id, step=int(step), tokens=int(tokens), metrics=metrics))
+
+    def finish_trial(self, study: str, number: int, state: str, *, objectives: dict | None = None,
+                     error: str | None = None) -> None:
+        """Set a trial's final state (COMPLETE, PRUNED or FAIL), objectives, error text and timings."""
+        if state not in STATES[1:]:
+            raise ValueError(f"trial state={state!r} is invalid: expected one of {', '.join(STATES[1:])}")
+        with self._session.begin() as s:
+            row = s.get(TrialRow, self._trial_id(s, study, number))
+            row.state, row.objectives, row.error = state, objectives, error
+            row.finished = _now()
+            row.duration_s = (row.finished - row.started).total_seconds()
+
+    def mark_interrupted(self, study: str, reason: str) -> list[int]:
+        """Mark the study's RUNNING trials as FAIL with `reason`; returns their numbers."""
+        with self._session.begin() as s:
+            sid = self._study_id(s, study)
+            numbers = list(s.scalars(select(TrialRow.number).where(TrialRow.study_id == sid,
+                                                                    TrialRow.state == "RUNNING")))
+            s.execute(update(TrialRow).where(TrialRow.study_id == sid, TrialRow.state == "RUNNING")
+                      .values(state="FAIL", error=reason, finished=_now()))
+            return numbers
+
+    def trials(self, study: str, states: tuple[str, ...] | None = None) -> list[Trial]:
+        """The study's trials (optionally only those in `states`) with their reports, by number."""
+        with self._session() as s:
+            q = select(TrialRow).where(TrialRow.study_id == self._study_id(s, study)).order_by(TrialRow.number)
+            if states is not None:
+                q = q.where(TrialRow.state.in_(states))
+            return [_trial(r) for r in s.scalars(q)]
+
+    # ---- helpers -----------------------------------------------------------------------
+    @staticmethod
+    def _study_id(s: Session, name: str) -> int:
+        sid = s.scalar(select(StudyRow.id).where(StudyRow.name == name))
+        if sid is None:
+            raise ValueError(f"study={name!r} not found in the store")
+        return sid
+
+    def _trial_id(self, s: Session, study: str, number: int) -> int:
+        tid = s.scalar(select(TrialRow.id).where(TrialRow.study_id == self._study_id(s, study),
+                                                 TrialRow.number == number))
+        if tid is None:
+            raise ValueError(f"trial number={number} not found in study {study!r}")
+        return tid
+
+
+def _study(r: StudyRow) -> Study:
+    return Study(r.name, r.config, r.search_space, r.space_hash, r.created, r.code_version)
+
+
+def _trial(r: TrialRow) -> Trial:
+    reports = tuple(Report(p.step, p.tokens, p.metrics) for p in r.reports)
+    return Trial(r.number, r.state, r.params, r.arch, r.target_arch, r.objectives, r.cost, r.error, r.rerun_of,
+                 r.started, r.finished, r.duration_s, reports)

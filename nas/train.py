@@ -1,0 +1,53 @@
+"""`python -m nas.train model=<name>`: train an exported architecture (conf/model/<name>.yaml) at full size.
+
+Sizes come from `target=<conf/target name>` or the model file, with `size.*` overrides; the recipe
+(steps, batch and micro-batch, lr, checkpoints, resume, evaluation, device, seed) from conf/train.yaml.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from nas.model.config import ArchConfig
+from nas.training.loop import TrainResult, train
+from nas.training.spec import TrainSpec, sized_arch
+
+__all__ = ["TrainResult", "TrainSpec", "run_from_config", "sized_arch", "train"]
+
+_ARCH_KEYS = ("model", "target", "size")
+
+
+def run_from_config(conf: dict[str, Any]) -> TrainResult:
+    """Train from a composed conf/train.yaml as a plain dict (model, target, size and the TrainSpec keys)."""
+    arch: ArchConfig = sized_arch(conf["model"], conf.get("size"), conf.get("target"))
+    spec = TrainSpec.from_dict({k: v for k, v in conf.items() if k not in _ARCH_KEYS})
+    result = train(arch, spec)
+    last = max(result.evals) if result.evals else None
+    summary = f"trained steps={result.start_step}..{spec.steps} out_dir={result.out_dir}"
+    if last is not None:
+        summary += f" val_loss={result.evals[last]['val_loss']:.4f}"
+    print(summary, flush=True)
+    return result
+
+
+def main() -> None:
+    """The Hydra entry point; a bad value ends with one line on stderr and exit status 2."""
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from nas.data import conf_dir
+
+    @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
+    def run(conf: DictConfig) -> None:
+        try:
+            run_from_config(OmegaConf.to_container(conf, resolve=True))
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The decision at the end of a search: a study's completed points, its Pareto front and the export policies.
+
+Both objectives are minimised: quality (the proxy task's objective, e.g. bits per byte) and compute (a
+ratio to the dense target, e.g. flops_ratio). The quality ratio of a point is dense_quality / quality:
+1.0 is as good as the dense baseline, 0.97 means a 3% worse objective (for lower-is-better quality).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from nas.store import Store, Study, Trial
+
+POLICIES = ("knee", "max_quality", "min_compute", "trial")
+QUALITY = "quality"
+
+
+@dataclass(frozen=True)
+class Point:
+    """A COMPLETE trial as a point of (quality, compute), both lower-is-better."""
+
+    number: int
+    quality: float
+    compute: float
+    trial: Trial
+
+    def describe(self, compute_key: str) -> str:
+        return f"trial {self.number} (quality={self.quality:.4f}, {compute_key}={self.compute:.4f})"
+
+
+@dataclass(frozen=True)
+class StudyPoints:
+    """A study, the name of its compute objective, its completed points and how many trials are in each state."""
+
+    study: Study
+    compute_key: str
+    points: list[Point]
+    states: dict[str, int]
+
+    def dense_quality(self) -> float | None:
+        """Quality of the dense baseline: the COMPLETE trial whose parameters are the search space's baseline."""
+        baseline = self.study.search_space.get("baseline")
+        found = [p.quality for p in self.points if baseline is not None and p.trial.params == baseline]
+        return min(found) if found else None
+
+
+def load_points(store: Store, study: str) -> StudyPoints:
+    """The study's COMPLETE trials with finite objectives; ValueError naming the valid studies when unknown."""
+    meta = store.study(study)
+    if meta is None:
+        names = ", ".join(s.name for s in store.studies()) or "none"
+        raise ValueError(f"study={study!r} not found in the store {store.url}: studies are {names}")
+    trials = store.trials(study)
+    compute_key = (meta.config.get("objectives") or {}).get("compute")
+    if compute_key is None:  # a study without the search's config: the one objective besides quality
+        keys = {k for t in trials if t.objectives for k in t.objectives if k != QUALITY}
+        compute_key = sorted(keys)[0] if keys else "flops_ratio"
+    points = []
+    for t in trials:
+        obj = t.objectives or {}
+        if t.state == "COMPLETE" and QUALITY in obj and compute_key in obj:
+            q, c = float(obj[QUALITY]), float(obj[compute_key])
+            if math.isfinite(q) and math.isfinite(c):
+                points.append(Point(t.number, q, c, t))
+    return StudyPoints(meta, compute_key, points, dict(Counter(t.state for t in trials)))
+
+
+def pareto_front(points: list[Point]) -> list[Point]:
+    """The points no other point dominates (<= in both objectives, < in one), by increasing compute."""
+    def dominated(p: Point) -> bool:
+        return any(o.quality <= p.quality and o.compute <= p.compute
+                   and (o.quality < p.quality or o.compute < p.compute) for o in points)
+    return sorted((p for p in points if not dominated(p)), key=lambda p: (p.compute, p.quality, p.number))
+
+
+def knee(front: list[Point]) -> Point:
+    """The front point farthest from the line joining its two extremes, on the side of the ideal point.
+
+    Both objectives are normalised to [0, 1] over the front. Ties (a front of one or two points, or
+    points on the line) go to the point nearest the ideal (0, 0), then to the lower compute.
+    """
+    lo_c, hi_c = min(p.compute for p in front), max(p.compute for p in front)
+    lo_q, hi_q = min(p.quality for p in front), max(p.quality for p in front)
+
+    def norm(p: Point) -> tuple[float, float]:
+        return ((p.compute - lo_c) / (hi_c - lo_c) if hi_c > lo_c else 0.0,
+                (p.quality - lo_q) / (hi_q - lo_q) if hi_q > lo_q else 0.0)
+
+    # the extremes are (0, 1) (least compute) and (1, 0) (best quality): the line x + y = 1; distance
+    # towards the ideal point is (1 - x - y) / sqrt(2)
+    def key(p: Point) -> tuple[float, float, float]:
+        x, y = norm(p)
+        return (round((1.0 - x - y) / math.sqrt(2.0), 12), -math.hypot(x, y), -p.compute)
+
+    return max(front, key=key)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How to pick the exported point."""
+
+    name: str = "knee"
+    max_compute: float | None = None  # max_quality: compute objective <= this
+    min_quality_ratio: float | None = None  # min_compute: dense_quality / quality >= this
+    dense_quality: float | None = None  # min_compute: overrides the study's baseline trial
+    trial: int | None = None  # trial: the trial number
+
+    def __post_init__(self) -> None:
+        if self.name not in POLICIES:
+            raise ValueError(f"policy={self.name!r} is unknown: expected one of {', '.join(POLICIES)}")
+        needs = {"max_quality": "max_compute", "min_compute": "min_quality_ratio", "trial": "trial"}.get(self.name)
+        if needs is not None and getattr(self, needs) is None:
+            raise ValueError(f"policy={self.name} needs {needs}=<value>")
+        for key in ("max_compute", "min_quality_ratio", "dense_quality"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"{key}={value!r} is invalid: expected a number > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The policy and the bound it used (for provenance)."""
+        bound = {"max_quality": "max_compute", "min_compute": "min_quality_ratio", "trial": "trial"}.get(self.name)
+        out: dict[str, Any] = {"policy": self.name}
+        if bound is not None:
+            out[bound] = getattr(self, bound)
+        if self.name == "min_compute" and self.dense_quality is not None:
+            out["dense_quality"] = self.dense_quality
+        return out
+
+
+def select(sp: StudyPoints, policy: Policy) -> Point:
+    """The point the policy picks; ValueError naming the closest point when none qualifies."""
+    name, key, points = sp.study.name, sp.compute_key, sp.points
+    if not points:
+        states = ", ".join(f"{n} {s}" for s, n in sorted(sp.states.items())) or "no trials"
+        raise ValueError(f"study={name!r} has no COMPLETE trial with objectives {QUALITY} and {key} ({states}): "
+                         "nothing to export; run or resume the search first")
+    if policy.name == "knee":
+        return knee(pareto_front(points))
+    if policy.name == "trial":
+        found = [p for p in points if p.number == policy.trial]
+        if not found:
+            closest = min(points, key=lambda p: (abs(p.number - policy.trial), p.number))
+            raise ValueError(f"trial={policy.trial} is not a COMPLETE trial of study {name!r}: the closest is "
+                             f"{closest.describe(key)}")
+        return found[0]
+    if policy.name == "max_quality":
+        ok = [p for p in points if p.compute <= policy.max_compute]
+        if not ok:
+            closest = min(points, key=lambda p: (p.compute, p.quality))
+            raise ValueError(f"no COMPLETE trial of study {name!r} has {key} <= max_compute={policy.max_compute:g}: "
+                             f"the closest is {closest.describe(key)}")
+        return min(ok, key=lambda p: (p.quality, p.compute, p.number))
+    dense = policy.dense_quality if policy.dense_quality is not None else sp.dense_quality()
+    if dense is None:
+        raise ValueError(f"policy=min_compute needs the dense quality, but study {name!r} has no COMPLETE dense "
+                         "baseline trial: pass dense_quality=<value>")
+    def ratio(p: Point) -> float:
+        return dense / p.quality if p.quality > 0 else math.inf
+
+    ok = [p for p in points if ratio(p) >= policy.min_quality_ratio]
+    if not ok:
+        closest = min(points, key=lambda p: (p.quality, p.compute))
+        raise ValueError(f"no COMPLETE trial of study {name!r} has quality ratio (dense {dense:.4f} / quality) >= "
+                         f"min_quality_ratio={policy.min_quality_ratio:g}: the closest is {closest.describe(key)}, "
+                         f"ratio {ratio(closest):.4f}")
+    return min(ok, key=lambda p: (p.compute, p.quality, p.number))

@@ -1,0 +1,120 @@
+"""build() and `python -m nas.dashboard`: pages from the store alone, escaping, offline, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.dashboard import DashboardError, build, build_comparison
+from nas.dashboard.pages import page_name
+from nas.store import Store
+from dashboard_seed import EVIL, Seed, lg, seed_study
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_build_writes_index_and_pages_without_touching_the_store(seeded, tmp_path: Path) -> None:
+    before = _sha(seeded.path)
+    paths = build(seeded.url, None, tmp_path)
+    assert _sha(seeded.path) == before  # read-only
+    assert [p.name for p in paths] == ["index.html", "alpha.html", "beta.html", page_name(EVIL)]
+    index = (tmp_path / "index.html").read_text()
+    for name in ("alpha", "beta"):
+        assert f'<a href="{name}.html">{name}</a>' in index
+    assert re.search(r'<a href="alpha.html">alpha</a></td><td[^>]*>sparse_attn</td><td data-v="7">7</td>'
+                     r'<td data-v="1">1</td><td data-v="1">1</td>', index)  # complete, pruned, failed
+    assert "#7: quality 1.3, flops_ratio 0.45" in index  # a best point of alpha's front
+    page = (tmp_path / "alpha.html").read_text()
+    for div in ("pareto", "hypervolume", "curves", "parallel", "importance", "trials", "failed"):
+        assert f'id="{div}"' in page
+    assert "trial 5: RuntimeError: &lt;b&gt;out of memory&lt;/b&gt;" in page  # failed trials listed, escaped
+
+
+def test_pages_are_offline(seeded, tmp_path: Path) -> None:
+    build(seeded.url, ["alpha"], tmp_path)
+    page = (tmp_path / "alpha.html").read_text()
+    assert re.findall(r'<script src="([^"]+)"', page) == ["plotly.min.js"]
+    assert "cdn" not in page.lower() and "https://" not in re.sub(r"<script>.*?</script>", "", page, flags=re.S)
+    js = (tmp_path / "plotly.min.js").read_text()
+    assert len(js) > 1_000_000 and "plotly.js" in js[:400]
+
+
+def test_html_like_names_and_params_are_escaped(seeded, tmp_path: Path) -> None:
+    build(seeded.url, [EVIL], tmp_path)
+    page = (tmp_path / page_name(EVIL)).read_text()
+    assert "alert(1)" in page and "<script>alert(1)" not in page
+    assert "<h1>Study &lt;script&gt;alert(1)&lt;/script&gt;</h1>" in page
+    assert "<script>alert" not in (tmp_path / "index.html").read_text()
+    assert "/" not in page_name(EVIL) and page_name("alpha") == "alpha.html" and page_name("index") != "index.html"
+
+
+def test_comparison_page(seeded, tmp_path: Path) -> None:
+    path = build_comparison(seeded.url, ["alpha", "beta"], tmp_path)
+    page = path.read_text()
+    assert path.name == "compare--alpha--beta.html" and 'id="pareto"' in page
+    assert "alpha: Pareto front" in page and "beta: Pareto front" in page
+    with pytest.raises(DashboardError, match=r"studies=\['alpha'\] is invalid: a comparison needs at least two"):
+        build_comparison(seeded.url, ["alpha"], tmp_path)
+
+
+def test_unknown_study_lists_known_ones(seeded, tmp_path: Path) -> None:
+    with pytest.raises(DashboardError) as err:
+        build(seeded.url, ["nope"], tmp_path / "out")
+    assert str(err.value).startswith("study='nope' not found in sqlite:///") and "alpha, beta" in str(err.value)
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+
+
+def test_empty_and_unreachable_stores(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    Store(f"sqlite:///{empty}").close()  # the nas tables, no study
+    with pytest.raises(DashboardError, match=r"holds no studies: run python -m nas.search first"):
+        build(f"sqlite:///{empty}", None, tmp_path)
+    bare = tmp_path / "bare.db"
+    bare.write_bytes(b"")  # a SQLite file without tables
+    with pytest.raises(DashboardError, match="holds no studies"):
+        build(f"sqlite:///{bare}", None, tmp_path)
+    missing = f"sqlite:///{tmp_path / 'missing' / 'nas.db'}"
+    with pytest.raises(DashboardError, match=re.escape(f"store.url={missing} is unreachable: no such SQLite file")):
+        build(missing, None, tmp_path)
+    assert not (tmp_path / "missing").exists()  # nothing created
+    server = "postgresql://nas@127.0.0.1:9/nas"  # the discard port: nothing listens
+    with pytest.raises(DashboardError, match=re.escape(f"store.url={server}")) as err:
+        build(server, None, tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_studies_without_results_still_get_pages(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'edge.db'}"
+    seed_study(url, "fresh", [])
+    seed_study(url, "broken", [Seed(0, "FAIL", lg(8), None, 0.5, rungs=1, error="boom")])
+    build(url, None, tmp_path)
+    fresh, broken = (tmp_path / "fresh.html").read_text(), (tmp_path / "broken.html").read_text()
+    assert "No intermediate reports yet." in fresh and "needs at least 2 completed trials" in fresh
+    assert "trial 0: boom" in broken and 'id="curves"' in broken and 'id="pareto"' in broken
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "nas.dashboard", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_cli_builds_pages_and_fails_cleanly(seeded, tmp_path: Path) -> None:
+    ok = _cli(f"store.url={seeded.url}", f"out_dir={tmp_path}", "studies=[alpha,beta]")
+    assert ok.returncode == 0, ok.stderr
+    printed = [line.removeprefix("dashboard: ") for line in ok.stdout.splitlines() if line.startswith("dashboard: ")]
+    assert [Path(p).name for p in printed] == ["index.html", "alpha.html", "beta.html", "compare--alpha--beta.html"]
+    bad = _cli(f"store.url={seeded.url}", f"out_dir={tmp_path}", "study=nope")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [f"error: study='nope' not found in {seeded.url}: known studies are "
+                                               f"alpha, beta, {EVIL}"]

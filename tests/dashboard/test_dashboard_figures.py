@@ -1,0 +1,137 @@
+"""Figure functions on seeded trials, against Optuna's own Pareto front, hypervolume and importances."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+
+from nas.dashboard.data import ReportView, StudyView, TrialView
+from nas.dashboard.hypervolume import hypervolume_history, plot_hypervolume, reference_point
+from nas.dashboard.importance import param_importances, plot_importances
+from nas.dashboard.learning_curves import plot_learning_curves
+from nas.dashboard.parallel import plot_parallel_coordinates
+from nas.dashboard.pareto import front, non_dominated, plot_pareto_front
+from nas.dashboard.table import trial_table
+from dashboard_seed import EVIL, KNOWN, KNOWN_FRONT, optuna_trial
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _optuna_front(points: list[tuple[float, float]]) -> set[int]:
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for c, q in points:
+        study.add_trial(optuna.trial.create_trial(values=[q, c], params={"c": c},
+                                                  distributions={"c": FloatDistribution(0, 10)}))
+    return {t.number for t in study.best_trials}
+
+
+def _view(points: list[tuple[float, float]]) -> StudyView:
+    trials = tuple(TrialView(i, "COMPLETE", {"c": c}, q, c) for i, (c, q) in enumerate(points))
+    return StudyView("synthetic", "flops_ratio", "quality", trials)
+
+
+def test_known_front_matches_optuna_and_expectation(reader, seeded) -> None:
+    view = reader.study("alpha")
+    ours = {t.number for t in front(view)}
+    oracle = {t.number for t in optuna.load_study(study_name="alpha", storage=seeded.url).best_trials}
+    assert ours == oracle == KNOWN_FRONT
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_fronts_match_optuna(seed: int) -> None:
+    rng = random.Random(seed)
+    grid = [round(rng.uniform(0.1, 1.0), 1) for _ in range(40)]  # coarse values: many ties and duplicates
+    points = [(c, round(rng.uniform(0.9, 1.5), 1)) for c in grid]
+    assert set(non_dominated(points)) == _optuna_front(points)
+    assert {t.number for t in front(_view(points))} == _optuna_front(points)
+
+
+def test_pareto_figure_shows_every_trial_kind(reader) -> None:
+    view = reader.study("alpha")
+    fig = plot_pareto_front([view])
+    traces = {t.name: t for t in fig.data}
+    assert sorted(traces["completed"].x) == sorted(s.compute for s in KNOWN if s.state == "COMPLETE")
+    pruned = traces["pruned (last rung)"]
+    assert list(pruned.x) == [0.4] and list(pruned.y) == [1.40] and pruned.opacity < 1  # at its last rung, dimmed
+    line = traces["Pareto front"]
+    assert "lines" in line.mode and list(line.x) == sorted(line.x)
+    expected = {(s.compute, s.quality) for s in KNOWN if s.number in KNOWN_FRONT}
+    assert set(zip(line.x, line.y)) == expected
+    assert set(traces["dense baseline"].x) == {1.0} and len(traces["dense baseline"].x) == 2  # trials 0 and 8
+    hover = traces["completed"].text[0]
+    assert "attention = dense" in hover and "step_flops = 6e+12" in hover  # knobs and absolute cost on hover
+
+
+def test_comparison_has_one_front_per_study(reader) -> None:
+    fig = plot_pareto_front([reader.study("alpha"), reader.study("beta")])
+    fronts = [t for t in fig.data if t.name.endswith("Pareto front")]
+    assert [t.name for t in fronts] == ["alpha: Pareto front", "beta: Pareto front"]
+    assert list(fronts[1].x) == [0.6, 0.75, 1.0]  # beta: 1 (0.6, 1.03), 3 (0.75, 1.01), 0 (1.0, 0.98)
+
+
+def test_hypervolume_matches_optuna_history(reader, seeded) -> None:
+    view = reader.study("alpha")
+    history = hypervolume_history(view)
+    ref = reference_point(view)
+    oracle = optuna.visualization.plot_hypervolume_history(
+        optuna.load_study(study_name="alpha", storage=seeded.url), reference_point=[ref[1], ref[0]])
+    complete = [s.number for s in KNOWN if s.state == "COMPLETE"]
+    ours = [v for n, v in zip(history.numbers, history.values) if n in complete]
+    np.testing.assert_allclose(ours, oracle.data[0].y, rtol=1e-12)
+    # closed form of the final front: staircase area under the reference point
+    pts = sorted((s.compute, s.quality) for s in KNOWN if s.number in KNOWN_FRONT)
+    area = sum((nxt[0] - c) * (ref[1] - q) for (c, q), nxt in zip(pts, pts[1:] + [(ref[0], 0)]))
+    assert history.values[-1] == pytest.approx(area)
+    assert history.tokens == sorted(history.tokens) and history.tokens[-1] == sum(t.tokens for t in view.trials)
+    assert len(plot_hypervolume(view).data) == 2
+
+
+def test_learning_curves_cut_pruned_trials(reader) -> None:
+    view = reader.study("alpha")
+    fig = plot_learning_curves(view)
+    by_name = {t.name: t for t in fig.data}
+    pruned = by_name["trial 4 (pruned)"]
+    done = by_name["trial 1 (complete)"]
+    assert len(pruned.x) == 2 < len(done.x) == 3 and pruned.line.dash == "dot" and pruned.marker.symbol[-1] == "x"
+    assert list(pruned.x) == [10 * 1024, 20 * 1024]
+
+
+def test_parallel_coordinates_axes(reader) -> None:
+    view = reader.study("alpha")
+    dims = plot_parallel_coordinates(view).data[0].dimensions
+    labels = [d.label for d in dims]
+    assert labels == ["attention", "window", "global_tokens", "gate", "flops_ratio", "quality (bpb)"]
+    window = dims[1]
+    assert list(window.ticktext) == ["n/a", "8", "16", "24", "32", "64"]  # dense has no window; numeric order
+    assert len(dims[-1].values) == sum(s.state == "COMPLETE" for s in KNOWN)
+
+
+def test_importances_are_optunas() -> None:
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for s in KNOWN:
+        study.add_trial(optuna_trial(s))
+    ours = param_importances(study, ["quality", "flops_ratio"])
+    expected = optuna.importance.get_param_importances(study, target=lambda t: t.values[1])
+    assert ours["flops_ratio"] == pytest.approx(expected)
+    fig = plot_importances(ours)
+    assert [b.name for b in fig.data] == ["quality", "flops_ratio"] and set(fig.data[0].y) == set(ours["quality"])
+
+
+def test_table_and_hover_escape_html(reader) -> None:
+    view = reader.study(EVIL)
+    html = trial_table(view)
+    assert "<script>" not in html and "&lt;script&gt;" not in html  # the name is not in the table; params are
+    alpha = trial_table(reader.study("alpha"))
+    assert "&lt;b&gt;out of memory&lt;/b&gt;" in alpha and "<b>out" not in alpha
+    assert alpha.count("<tr class=") == len(KNOWN)
+    fig = plot_pareto_front([view])
+    assert EVIL not in fig.to_json() and "&lt;script&gt;alert(1)&lt;/script&gt;" in fig.data[0].text[0]
+
+
+def test_views_of_reports() -> None:
+    t = TrialView(0, "PRUNED", {}, 1.2, 0.5, reports=(ReportView(1, 64, {"quality": 2.0}), ReportView(2, 128, {})))
+    assert t.tokens == 128

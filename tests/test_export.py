@@ -1,0 +1,219 @@
+"""nas.export: policies on a study seeded through the store API, the written file, refusals, fidelity (Kendall tau)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.export import export, run_from_config
+from nas.model.config import ArchConfig
+from nas.store import Store
+from nas.training.fidelity import kendall_tau_b, top_points
+from nas.training.front import Policy, knee, load_points, pareto_front
+from nas.training.records import exports, fidelity_results
+
+REPO = Path(__file__).resolve().parents[1]
+PROXY = dict(name="micro", n_layers=1, d_model=16, n_heads=2, ffn_mult=2.0, seq_len=32, batch_size=4, lr=3e-3,
+             weight_decay=0.1, warmup_steps=2, min_lr_ratio=0.1, grad_clip=1.0, budget_tokens=4 * 32 * 6, rungs=1,
+             rung_base=2.0, eval_batches=1)
+# (quality, flops_ratio, params) of COMPLETE trials 0..4; trial 0 is the dense baseline, trial 3 is dominated by 1
+POINTS = [
+    (1.00, 1.00, {"attention": "dense"}),
+    (1.02, 0.50, {"attention": "local_global", "window": 16}),
+    (1.10, 0.30, {"attention": "local_global", "window": 8}),
+    (1.05, 0.60, {"attention": "local_global", "window": 24}),
+    (1.50, 0.20, {"attention": "local_global", "window": 4}),
+]
+
+
+def _arch(params: dict, **sizes) -> dict:
+    base = dict(seq_len=32, n_layers=2, d_model=16, n_heads=2, ffn_mult=2.0, kv_heads=1)
+    return ArchConfig.from_dict({**base, **sizes, **params}).to_dict()
+
+
+def seed_study(store: Store, name: str, corpus: Path, points=POINTS, extra_states=("PRUNED", "FAIL")) -> None:
+    """A study with COMPLETE trials at `points`, then one trial in each of `extra_states`."""
+    config = {"proxy": PROXY, "task": {"name": "lm", "kind": "lm", "corpus": str(corpus)}, "seed": 0,
+              "budget_tokens": None, "objectives": {"compute": "flops_ratio"}, "target": {"name": "tiny_target"},
+              "hardware": {"name": "cpu"}}
+    store.create_study(name, config, {"name": "test_space", "baseline": {"attention": "dense"}}, "f" * 64)
+    for number, (quality, compute, params) in enumerate(points):
+        store.start_trial(name, number, params, _arch(params), target_arch=_arch(params, seq_len=64, d_model=32))
+        store.finish_trial(name, number, "COMPLETE", objectives={"quality": quality, "flops_ratio": compute})
+    for number, state in enumerate(extra_states, start=len(points)):
+        store.start_trial(name, number, {"attention": "dense"}, _arch({"attention": "dense"}))
+        store.finish_trial(name, number, state, objectives={"flops_ratio": 0.1})
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_bytes((REPO / "nas" / "model" / "attention.py").read_bytes() * 2)
+    return path
+
+
+@pytest.fixture()
+def store(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    s = Store(f"sqlite:///{tmp_path / 'nas.db'}")
+    seed_study(s, "s1", corpus)
+    yield s
+    s.close()
+
+
+# ---- the front and the policies (oracles: hand-computed from POINTS) ---------------------
+
+
+def test_front_drops_dominated_and_incomplete_trials(store):
+    sp = load_points(store, "s1")
+    assert [p.number for p in sp.points] == [0, 1, 2, 3, 4]
+    assert [p.number for p in pareto_front(sp.points)] == [4, 2, 1, 0]
+    assert sp.dense_quality() == 1.0
+    assert sp.states == {"COMPLETE": 5, "PRUNED": 1, "FAIL": 1}
+
+
+def test_knee_is_farthest_from_the_extremes_line(store):
+    # normalised (compute, quality): 4 (0, 1), 2 (0.125, 0.2), 1 (0.375, 0.04), 0 (1, 0);
+    # 1 - x - y: trial 2 0.675 > trial 1 0.585 > the extremes 0
+    assert knee(pareto_front(load_points(store, "s1").points)).number == 2
+
+
+@pytest.mark.parametrize("policy, expected", [
+    (Policy("knee"), 2),
+    (Policy("max_quality", max_compute=0.4), 2),
+    (Policy("max_quality", max_compute=0.55), 1),
+    (Policy("max_quality", max_compute=1.0), 0),
+    (Policy("min_compute", min_quality_ratio=0.97), 1),  # 1.00 / 1.02 = 0.980
+    (Policy("min_compute", min_quality_ratio=0.9), 2),  # 1.00 / 1.10 = 0.909
+    (Policy("min_compute", min_quality_ratio=0.99), 0),  # only 1.00 / 1.00 >= 0.99
+    (Policy("min_compute", min_quality_ratio=0.99, dense_quality=1.1), 2),  # 1.1 / 1.10 = 1.0; 1.1 / 1.5 < 0.99
+    (Policy("trial", trial=3), 3),
+])
+def test_policies_pick_the_expected_trial(store, tmp_path, policy, expected):
+    done = export(store, "s1", policy, name=f"m_{policy.name}", model_dir=tmp_path / "model", force=True)
+    assert done.point.number == expected
+
+
+def test_exported_file_is_the_target_arch_with_provenance(store, tmp_path):
+    done = export(store, "s1", Policy("max_quality", max_compute=0.4), name="pick", model_dir=tmp_path / "model")
+    text = done.path.read_text()
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    assert any("study: s1" in line for line in header)
+    assert any("trial: 2 chosen by policy=max_quality max_compute=0.4" in line for line in header)
+    assert any("quality=1.1" in line and "flops_ratio=0.3" in line for line in header)
+    assert any(line.startswith("# code: ") for line in header)
+    loaded = ArchConfig.from_yaml(done.path)
+    assert loaded.to_dict() == _arch(POINTS[2][2], seq_len=64, d_model=32)
+    rows = exports(store, "s1")
+    assert [(r["trial"], r["name"], r["policy"]) for r in rows] == [(2, "pick", {"policy": "max_quality",
+                                                                                 "max_compute": 0.4})]
+
+
+# ---- refusals ----------------------------------------------------------------------------
+
+
+def test_budget_no_point_meets_names_the_closest(store, tmp_path):
+    with pytest.raises(ValueError, match=r"flops_ratio <= max_compute=0.1: the closest is trial 4 "
+                                         r"\(quality=1.5000, flops_ratio=0.2000\)"):
+        export(store, "s1", Policy("max_quality", max_compute=0.1), model_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"min_quality_ratio=1.01: the closest is trial 0 .*ratio 1.0000"):
+        export(store, "s1", Policy("min_compute", min_quality_ratio=1.01), model_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"trial=5 is not a COMPLETE trial of study 's1': the closest is trial 4"):
+        export(store, "s1", Policy("trial", trial=5), model_dir=tmp_path)
+    assert not list(tmp_path.glob("*.yaml"))
+
+
+def test_empty_study_fails_clearly(store, tmp_path, corpus):
+    seed_study(store, "empty", corpus, points=[], extra_states=("PRUNED",))
+    with pytest.raises(ValueError, match=r"study='empty' has no COMPLETE trial with objectives quality and "
+                                         r"flops_ratio \(1 PRUNED\): nothing to export"):
+        export(store, "empty", Policy("knee"), model_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"study='nope' not found .*studies are s1, empty"):
+        export(store, "nope", Policy("knee"), model_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["a/b", "..\\x", ".hidden", ""])
+def test_names_with_separators_are_refused(store, tmp_path, name):
+    with pytest.raises(ValueError, match="name="):
+        export(store, "s1", Policy("knee"), name=name, model_dir=tmp_path / "model")
+    assert not (tmp_path / "model").exists() and not (tmp_path / "b.yaml").exists()
+
+
+def test_existing_file_kept_unless_force(store, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "mine.yaml").write_text("# hand-written\n")
+    with pytest.raises(ValueError, match=r"mine.yaml already exists and is kept: pass force=true"):
+        export(store, "s1", Policy("knee"), name="mine", model_dir=folder)
+    assert (folder / "mine.yaml").read_text() == "# hand-written\n"
+    export(store, "s1", Policy("knee"), name="mine", model_dir=folder, force=True)
+    assert ArchConfig.from_yaml(folder / "mine.yaml").window == 8
+    assert len(exports(store, "s1")) == 1
+
+
+def test_policy_needs_its_bound():
+    with pytest.raises(ValueError, match="policy=max_quality needs max_compute=<value>"):
+        Policy("max_quality")
+    with pytest.raises(ValueError, match="policy='best' is unknown: expected one of knee, max_quality"):
+        Policy("best")
+
+
+def test_cli_exports_and_refuses_in_one_line(store, tmp_path):
+    cmd = [sys.executable, "-m", "nas.export", "study=s1", f"store.url={store.url}", f"model_dir={tmp_path / 'm'}"]
+    ok = subprocess.run(cmd + ["policy=max_quality", "max_compute=0.55", "name=cli"], capture_output=True,
+                        text=True, cwd=tmp_path, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "exported trial 1" in ok.stdout and (tmp_path / "m" / "cli.yaml").is_file()
+    bad = subprocess.run(cmd + ["name=x/y"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == ["error: name='x/y' contains a path separator: expected a plain name, "
+                                               "written to conf/model/"]
+
+
+# ---- fidelity ----------------------------------------------------------------------------
+
+
+def test_kendall_tau_b_hand_computed():
+    assert kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)  # 5 concordant, 1 discordant
+    assert kendall_tau_b([1, 1, 2, 3], [1, 2, 2, 3]) == pytest.approx(0.8)  # C=4, D=0, one tie each: 4/sqrt(5*5)
+    assert kendall_tau_b([1, 2, 3], [3, 2, 1]) == -1.0
+    assert kendall_tau_b([1, 2, 3], [5, 5, 5]) is None
+
+
+def test_top_points_fills_from_the_rest(store):
+    points = load_points(store, "s1").points
+    assert [p.number for p in top_points(points, 3)] == [0, 1, 2]
+    assert [p.number for p in top_points(points, 5)] == [0, 1, 2, 4, 3]
+
+
+def test_verify_retrains_top_k_and_stores_tau(store, tmp_path):
+    from nas.data import TaskSpec
+    from nas.proxy import ProxySpec, quality, train_proxy
+
+    done = run_from_config({"study": "s1", "store": {"url": store.url}, "model_dir": str(tmp_path), "name": "v",
+                            "verify": True, "verify_top_k": 3, "verify_factor": 2.0, "device": "cpu"},
+                           out=open(tmp_path / "log.txt", "w"))
+    fid = done.fidelity
+    assert fid.trials == [0, 1, 2] and fid.proxy_quality == [1.00, 1.02, 1.10]
+    assert fid.budget_tokens == 2 * PROXY["budget_tokens"]
+    assert fid.kendall_tau == kendall_tau_b(fid.proxy_quality, fid.long_quality)
+    # oracle: the same proxy run done directly
+    trial1 = load_points(store, "s1").points[1].trial
+    reports = list(train_proxy(trial1.arch, ProxySpec.from_dict(PROXY), TaskSpec(corpus=str(tmp_path / "corpus.txt")),
+                               budget_tokens=fid.budget_tokens, seed=0, device="cpu"))
+    assert fid.long_quality[1] == quality(reports[-1], TaskSpec())
+    stored = fidelity_results(store, "s1")
+    assert len(stored) == 1 and stored[0].trials == [0, 1, 2] and stored[0].long_quality == fid.long_quality
+    assert all(math.isfinite(q) for q in fid.long_quality)
+    assert "Kendall tau-b" in (tmp_path / "log.txt").read_text()
+
+
+def test_reading_records_creates_no_table(store):
+    from sqlalchemy import inspect
+
+    assert fidelity_results(store, "s1") == [] and exports(store, "s1") == []
+    assert not {"nas_export", "nas_fidelity"} & set(inspect(store.engine).get_table_names())

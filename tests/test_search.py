@@ -1,0 +1,335 @@
+"""The search driver end to end (local Ray, SQLite in tmp): baseline first, pruning, FAIL, resume, bad input."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+import yaml
+from hydra import compose, initialize_config_dir
+from ray import cloudpickle
+
+from nas.data import conf_dir
+from nas.model.config import ArchConfig
+from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
+from nas.search import SearchError, run_search, validate
+from nas.search import config as search_config
+from nas.search.bridge import INTERRUPTED, RUNG_SUFFIX, OptunaBridge, make_pruner, make_sampler, make_storage
+from nas.search.config import PrunerConf, SamplerConf
+from nas.space import SpaceError, load, path_of
+from nas.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = (1, 2, 4, 8)
+
+
+class FakeRunner:
+    """A deterministic stand-in for the proxy: quality grows with the window (dense is worst); can raise."""
+
+    def __init__(self, sleep: float = 0.0, fail_attention: str | None = None) -> None:
+        self.sleep, self.fail_attention = sleep, fail_attention
+
+    def __call__(self, knobs, *, seed, threads):
+        import torch
+
+        assert torch.get_num_threads() == threads  # the trainable set torch threads to the trial's CPUs
+        local = knobs.get("attention") == "local_global"
+        base = 2.0 + knobs["window"] / 100 if local else 3.5
+        for i, step in enumerate(STEPS):
+            time.sleep(self.sleep)
+            if i == 1 and knobs.get("attention") == self.fail_attention:
+                raise FloatingPointError("injected failure: loss is nan")
+            q = base + 1.0 / step
+            yield {"step": step, "tokens": 100 * step, "quality": q, "final": step == STEPS[-1],
+                   "metrics": {"val_bpb": q, "clock": time.time()}}
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
+
+
+def compose_cfg(*overrides: str):
+    search_config.register()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose("search", overrides=["dashboard=false", *overrides])
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def _states(store: Store, study: str) -> list[str]:
+    return [t.state for t in store.trials(study)]
+
+
+def test_search_end_to_end_baseline_first_pruning_and_front(local_ray, tmp_path):
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+    cfg = compose_cfg("study=e2e", f"store.url={url}", "n_trials=8", "sampler=random", "ray.max_concurrent=1",
+                      "pruner.n_startup_trials=1", "pruner.min_dominators=1", "seed=3")
+    out = io.StringIO()
+    result = run_search(cfg, trial_runner=FakeRunner(), out=out)
+    store = Store(url)
+    trials = store.trials("e2e")
+    assert len(trials) == 8 and trials[0].params == {"attention": "dense"}  # the dense baseline runs first
+    assert trials[0].state == "COMPLETE" and trials[0].objectives["flops_ratio"] == pytest.approx(1.0)
+    assert {t.state for t in trials} <= {"COMPLETE", "PRUNED"} and "PRUNED" in {t.state for t in trials}
+    spans = sorted((t.reports[0].metrics["clock"], t.reports[-1].metrics["clock"]) for t in trials)
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))  # ray.max_concurrent=1 honoured
+    for t in trials:
+        assert t.arch["d_model"] == 64 and t.target_arch["d_model"] == 2048 and t.cost["flops_ratio"] > 0
+        steps = [r.step for r in t.reports]
+        if t.state == "COMPLETE":
+            assert steps == list(STEPS) and t.objectives["quality"] == pytest.approx(t.reports[-1].metrics["quality"])
+        else:  # pruned: stopped at a rung, its partial curve kept
+            assert 1 <= len(steps) < len(STEPS) and steps == list(STEPS[:len(steps)])
+            quality = t.reports[-1].metrics["quality"]
+            dominators = [o for o in trials if o.number < t.number and o.cost["flops_ratio"] <= t.cost["flops_ratio"]
+                          and any(r.step == steps[-1] and r.metrics["quality"] < quality * 0.99 for r in o.reports)]
+            assert dominators  # the Pareto pruner's rule, checked from the store
+    # the Optuna study lives in the same database and agrees with the store
+    study = optuna.load_study(study_name="e2e", storage=url)
+    assert [t.state.name for t in study.trials] == [t.state for t in trials]
+    front = {t.number for t in study.best_trials}
+    assert front == {row["number"] for row in result.front}
+    complete = [t for t in trials if t.state == "COMPLETE"]
+    for t in complete:  # front membership matches a direct non-domination check
+        dominated = any(o.objectives["quality"] <= t.objectives["quality"] and
+                        o.objectives["flops_ratio"] <= t.objectives["flops_ratio"] and o.objectives != t.objectives
+                        for o in complete)
+        assert (t.number in front) == (not dominated)
+    assert optuna.load_study(study_name="e2e" + RUNG_SUFFIX, storage=url).trials[0].intermediate_values
+    text = out.getvalue()
+    assert "Pareto front" in text and "python -m nas.export study=e2e policy=knee" in text
+    assert "(dense baseline)" in text or 0 not in front
+    # a different search space under the same name is refused, and nothing is written
+    before = _states(store, "e2e")
+    with pytest.raises(SearchError, match="already exists .* different search space"):
+        run_search(compose_cfg("study=e2e", f"store.url={url}", "search_space=head_grouping"), out=None,
+                   trial_runner=FakeRunner())
+    with pytest.raises(SearchError, match="already exists .* different proxy"):
+        run_search(compose_cfg("study=e2e", f"store.url={url}", "proxy.lr=0.01"), out=None, trial_runner=FakeRunner())
+    assert _states(store, "e2e") == before
+    # running again with the same name and n_trials reached does nothing more
+    again = run_search(cfg, trial_runner=FakeRunner(), out=None)
+    assert again.counts["COMPLETE"] == 0 and len(store.trials("e2e")) == 8
+
+
+def test_failing_trial_is_recorded_and_the_search_continues(local_ray, tmp_path):
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+    cfg = compose_cfg("study=fails", f"store.url={url}", "n_trials=4", "sampler=random", "pruner=none")
+    result = run_search(cfg, trial_runner=FakeRunner(fail_attention="dense"), out=None)
+    trials = Store(url).trials("fails")
+    baseline = trials[0]
+    assert baseline.params == {"attention": "dense"} and baseline.state == "FAIL"
+    assert "FloatingPointError: injected failure: loss is nan" in baseline.error
+    assert [r.step for r in baseline.reports] == [1]  # the partial curve is kept
+    others = [t.state for t in trials[1:] if t.params["attention"] == "local_global"]
+    assert others and set(others) == {"COMPLETE"}
+    assert result.counts["FAIL"] == 1 + sum(t.params["attention"] == "dense" for t in trials[1:])
+
+
+def test_kill_the_driver_and_resume_with_nothing_lost(local_ray, tmp_path):
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+    overrides = ["study=resume", f"store.url={url}", "n_trials=6", "sampler=random", "pruner=none",
+                 "ray.num_cpus=2"]
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_search import FakeRunner, compose_cfg
+        from nas.search import run_search
+        run_search(compose_cfg(*{overrides!r}), trial_runner=FakeRunner(sleep=0.4), out=None)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "nas.db"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if db.exists():
+                try:
+                    rows = sqlite3.connect(db).execute("select state from nas_trial").fetchall()
+                except sqlite3.OperationalError:
+                    rows = []
+                if sum(r[0] == "COMPLETE" for r in rows) >= 2 and any(r[0] == "RUNNING" for r in rows):
+                    break
+            assert proc.poll() is None, "the driver ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("no trial completed in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    store = Store(url)
+    before = {t.number: t for t in store.trials("resume")}
+    done_before = {n: t for n, t in before.items() if t.state == "COMPLETE"}
+    running = sorted(n for n, t in before.items() if t.state == "RUNNING")
+    assert len(done_before) >= 2 and running
+
+    out = io.StringIO()
+    run_search(compose_cfg(*overrides), trial_runner=FakeRunner(), out=out)
+    after = {t.number: t for t in store.trials("resume")}
+    for n, t in done_before.items():  # completed trials kept as they were
+        assert (after[n].state, after[n].objectives, after[n].reports) == ("COMPLETE", t.objectives, t.reports)
+    for n in running:  # interrupted ones marked and re-run with the same configuration
+        assert after[n].state == "FAIL" and after[n].error == INTERRUPTED
+        rerun = [t for t in after.values() if t.rerun_of == n]
+        assert len(rerun) == 1 and rerun[0].params == after[n].params and rerun[0].state == "COMPLETE"
+    counted = [t for t in after.values() if t.error != INTERRUPTED]
+    assert len(counted) == 6 and all(t.state == "COMPLETE" for t in counted)
+    reported = out.getvalue().split("re-running interrupted trials ")[1].split("\n")[0]
+    assert set(running) <= set(yaml.safe_load(reported))  # also trials asked but not yet started
+
+
+def _cli(tmp_path: Path, *args: str, spaces: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **({"NAS_SEARCH_SPACES": str(spaces)} if spaces else {})}
+    return subprocess.run([sys.executable, "-m", "nas.search", f"store.url=sqlite:///{tmp_path / 'db' / 'nas.db'}",
+                           *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_bad_space_file_and_bad_override_exit_2_and_write_nothing(tmp_path):
+    spaces = tmp_path / "spaces"
+    spaces.mkdir()
+    data = yaml.safe_load(path_of("sparse_attn").read_text())
+    data["params"]["window"]["high"] = 512
+    (spaces / "broken.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    bad = _cli(tmp_path, "search_space=broken", spaces=spaces)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (f"error: {spaces / 'broken.yaml'}: params.window=512 is invalid: must stay below "
+                                  "the proxy's seq_len=128")
+    override = _cli(tmp_path, "sampler.name=annealing", "pruner=median")
+    assert override.returncode == 2
+    assert override.stderr.strip() == ("error: sampler.name='annealing' is invalid: expected one of nsga2, tpe, "
+                                       "random, grid")
+    assert not (tmp_path / "db").exists()
+
+
+def test_structured_config_rejects_wrong_types_and_bad_values():
+    with pytest.raises(Exception, match="n_trials"):
+        compose_cfg("n_trials=many")
+    with pytest.raises(SearchError, match=r"ray.max_concurrent=0 is invalid"):
+        validate(compose_cfg("ray.max_concurrent=0"))
+    with pytest.raises(SearchError, match=r"objectives.compute='speed' is invalid"):
+        validate(compose_cfg("objectives.compute=speed"))
+    with pytest.raises(SpaceError, match=r"params.window=160 is invalid: must stay below the proxy's seq_len=128"):
+        validate(compose_cfg("search_space.params.window.high=160"), "sparse_attn.yaml")
+    setup = validate(compose_cfg("search_space=full", "proxy.seq_len=256", "sampler=tpe", "pruner=hyperband"))
+    assert setup.spec.name == "full" and setup.proxy.seq_len == 256
+
+
+# ---- the Optuna bridge without Ray: seeding, pruners on the rung study -----------------------------------------
+
+
+def _bridge(tmp_path, name, sampler="random", pruner=PrunerConf(name="none"), seed=0, check=lambda cost: None):
+    spec = load(path_of("sparse_attn"), ArchConfig(seq_len=128, n_layers=2, d_model=64, n_heads=4))
+    evaluate = lambda knobs: ({}, {}, {"flops_ratio": knobs.get("window", 128) / 128})  # noqa: E731
+    return OptunaBridge(make_storage(f"sqlite:///{tmp_path / 'b.db'}"), name, spec,
+                        make_sampler(SamplerConf(name=sampler), seed, spec), make_pruner(pruner), "flops_ratio",
+                        evaluate, check)
+
+
+@pytest.mark.parametrize("sampler", ["random", "nsga2", "tpe", "grid"])
+def test_a_seed_makes_the_sampled_sequence_reproducible(tmp_path, sampler):
+    def run(name, seed):
+        bridge = _bridge(tmp_path, name, sampler, seed=seed)
+        bridge.enqueue_baseline()
+        seen = []
+        for _ in range(8):
+            s = bridge.ask(lambda *a: None)
+            seen.append(s.params)
+            bridge.finish(s, {"quality": 2.0 + s.compute, "final": True}, None)
+        return seen
+
+    first, second, other = run("a", 7), run("b", 7), run("c", 8)
+    assert first[0] == {"attention": "dense"} and first == second and first != other
+
+
+def test_median_pruner_acts_on_the_rung_study_of_a_multi_objective_search(tmp_path):
+    bridge = _bridge(tmp_path, "med", sampler="tpe", pruner=PrunerConf(name="median", n_startup_trials=2))
+    for q in (1.0, 2.0):
+        s = bridge.ask(lambda *a: None)
+        assert not bridge.report(s, 1, q)
+        bridge.finish(s, {"quality": q, "final": True}, None)
+    good, bad = bridge.ask(lambda *a: None), bridge.ask(lambda *a: None)
+    assert not bridge.report(good, 1, 1.2) and bridge.report(bad, 1, 5.0)  # median of (1, 2) is 1.5
+    assert bridge.finish(bad, {"quality": 5.0, "final": False}, None) == "PRUNED"
+    assert bridge.rungs.trials[bad.rung_trial.number].intermediate_values == {1: 5.0}
+    bridge.finish(good, {"quality": 1.2, "final": True}, None)
+    for _ in range(3):  # multi-objective TPE keeps sampling with a pruned trial in the study
+        s = bridge.ask(lambda *a: None)
+        bridge.finish(s, {"quality": 1.0, "final": True}, None)
+    assert [t.state.name for t in bridge.study.trials].count("COMPLETE") == 6
+
+
+def _rung_study(points):
+    """In-memory study whose trials reached step 1 with (compute, quality)."""
+    study = optuna.create_study()
+    for compute, quality in points:
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING,
+                                                  intermediate_values={1: quality},
+                                                  user_attrs={COMPUTE_ATTR: compute}))
+    return study
+
+
+@pytest.mark.parametrize("compute,quality,expected", [
+    (0.6, 2.0, True),    # (0.5, 1.0) and (0.6, 1.5) dominate it
+    (0.55, 2.0, False),  # only (0.5, 1.0) has compute <= 0.55
+    (0.6, 1.51, False),  # (0.6, 1.5) is within the 1% margin: one dominator only
+    (0.4, 9.0, False),   # nothing is cheaper
+])
+def test_pareto_pruner_counts_dominators_by_a_margin(compute, quality, expected):
+    study = _rung_study([(0.5, 1.0), (0.6, 1.5), (0.9, 0.5)])
+    trial = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, intermediate_values={1: quality},
+                                      user_attrs={COMPUTE_ATTR: compute})
+    pruner = ParetoPruner(margin=0.01, min_dominators=2, n_startup_trials=3)
+    assert pruner.prune(study, trial) is expected
+    assert ParetoPruner(margin=0.01, min_dominators=2, n_startup_trials=4).prune(study, trial) is False
+
+
+def test_resume_takes_optunas_outcome_for_rows_the_killed_driver_had_not_closed(tmp_path):
+    from nas.search.driver import _reconcile
+
+    bridge = _bridge(tmp_path, "rec")
+    store = Store(f"sqlite:///{tmp_path / 'b.db'}")
+    store.create_study("rec", {}, {}, "h")
+    told, running = bridge.ask(lambda *a: None), bridge.ask(lambda *a: None)
+    for s in (told, running):
+        store.start_trial("rec", s.number, s.params, s.arch)
+    bridge.finish(told, {"quality": 2.5, "final": True}, None)  # killed after Optuna's tell, before the store's
+    rerun = bridge.recover()
+    _reconcile(store, bridge, "rec", rerun)
+    rows = {t.number: t for t in store.trials("rec")}
+    assert rerun == [running.number]
+    assert rows[told.number].state == "COMPLETE"
+    assert rows[told.number].objectives == {"quality": 2.5, "flops_ratio": told.compute}
+    assert (rows[running.number].state, rows[running.number].error) == ("FAIL", INTERRUPTED)
+
+
+def test_hard_constraints_reject_configurations_before_training(tmp_path):
+    from nas.search.driver import _checker
+
+    setup = validate(compose_cfg("constraints.max_memory_gb=10"))
+    assert _checker(setup)({"params_unique": 1e9, "memory_bytes": 20e9}).startswith(
+        "memory 20 GB > constraints.max_memory_gb=10")
+    assert _checker(setup)({"params_unique": 1e12, "memory_bytes": 5e9}) is None
+    rejected = []
+    bridge = _bridge(tmp_path, "con", check=lambda cost: "too big" if cost["flops_ratio"] > 0.15 else None)
+    s = bridge.ask(lambda sampled, reason: rejected.append((sampled.number, reason)))
+    assert s.compute <= 0.15 and rejected and all(reason == "too big" for _, reason in rejected)
+    for number, _ in rejected:  # told PRUNED with the reason, and not counted against n_trials
+        trial = bridge.study.trials[number]
+        assert trial.state.name == "PRUNED" and trial.user_attrs["infeasible"] == "too big"
+    bridge.finish(s, {"quality": 1.0, "final": True}, None)
+    assert bridge.n_done() == 1

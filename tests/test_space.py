@@ -1,0 +1,117 @@
+"""Search spaces: the shipped files load; conditions hold when sampling; bad files name file, key and value."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import yaml
+
+from nas.model.config import ArchConfig
+from nas.space import SpaceError, load, parse, path_of
+
+BASE = ArchConfig(seq_len=128, n_layers=2, d_model=64, n_heads=4)  # the tiny proxy's dense architecture
+SHIPPED = ("sparse_attn", "head_grouping", "sharing", "precision", "full")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_spaces_sample_valid_architectures(name):
+    spec = load(path_of(name), BASE)
+    assert spec.name == name
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(40):
+        trial = study.ask()
+        params = spec.suggest(trial)
+        arch = BASE.replace(**{k: v if k != "precision" else {**BASE.precision.__dict__, **v}
+                               for k, v in spec.knobs(params).items()})
+        assert set(params) == set(trial.params)
+        if "attention" in params:  # conditions: local_global knobs exist exactly when attention is local_global
+            assert ({"window", "global_tokens", "gate"} <= set(params)) == (params["attention"] == "local_global")
+            assert ("window" in params) == (params["attention"] == "local_global")
+            if "window" in params:
+                assert 8 <= params["window"] <= 96 < BASE.seq_len
+        if params.get("kv_heads") is not None:
+            assert BASE.n_heads % params["kv_heads"] == 0
+        if params.get("sharing") == "ffn_block_diag":
+            assert arch.sharing_scope == "ffn" and "sharing_scope" not in params
+        study.tell(trial, 0.0)
+
+
+def test_baseline_is_dense_and_digest_identifies_the_space():
+    sparse, grouping = load(path_of("sparse_attn"), BASE), load(path_of("head_grouping"), BASE)
+    assert sparse.knobs(dict(sparse.baseline)) == {"attention": "dense"}
+    assert grouping.knobs(dict(grouping.baseline)) == {"kv_heads": None, "group_share": "kv"}
+    assert sparse.digest() == load(path_of("sparse_attn"), BASE).digest() != grouping.digest()
+
+
+def test_grid_values_follow_step_and_choices():
+    spec = load(path_of("sparse_attn"), BASE)
+    grid = spec.grid()
+    assert grid["global_tokens"] == [0, 2, 4, 6, 8, 10, 12, 14, 16]
+    assert grid["attention"] == ["dense", "local_global"]
+    assert grid["window"] == list(range(8, 97))
+
+
+def _good() -> dict:
+    return yaml.safe_load(path_of("sparse_attn").read_text())
+
+
+def _with(path: str, value) -> dict:
+    data = _good()
+    node = data
+    *heads, last = path.split("/")
+    for h in heads:
+        node = node[h]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+_DELETE = object()
+BAD = [
+    (_with("params/window/high", 128), "params.window", "128", "below the proxy's seq_len=128"),
+    (_with("params/window/type", "integer"), "params.window.type", "'integer'", "int, float, categorical"),
+    (_with("params/window/low", 200), "params.window.high", "96", "above low=200"),
+    (_with("params/window/low", "8"), "params.window.low", "'8'", "integer"),
+    (_with("params/window/step", 4), "params.window.step", "4", "log scale"),
+    (_with("params/attention/choices", ["dense", "sparse"]), "params.attention", "'sparse'", "attention"),
+    (_with("params/gate/when", {"window_size": 3}), "params.gate.when.window_size", "3", "parameter listed before"),
+    (_with("params/windw", {"type": "int", "low": 1, "high": 2}), "params.windw", "", "not a knob"),
+    (_with("params/window/bogus", 1), "params.window.bogus", "1", "valid keys"),
+    (_with("baseline/attention", "local_global"), "baseline.window", "None", "missing"),
+    (_with("baseline/window", 16), "baseline.window", "16", "conditions do not hold"),
+    (_with("params", {}), "params", "{}", "non-empty"),
+    (_with("name", _DELETE), "name", "None", "non-empty string"),
+    ({**_good(), "extra": 1}, "extra", "1", "unknown key"),
+]
+
+
+@pytest.mark.parametrize("data,key,value,hint", BAD, ids=[b[1] + ":" + b[3][:12] for b in BAD])
+def test_bad_space_errors_name_file_key_and_value(tmp_path, data, key, value, hint):
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(SpaceError) as err:
+        load(path, BASE)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: {key}=") and value in message and hint in message
+
+
+def test_divides_and_implies_are_checked():
+    data = yaml.safe_load(path_of("head_grouping").read_text())
+    data["params"]["kv_heads"]["choices"] = [None, 3]
+    with pytest.raises(SpaceError, match=r"params.kv_heads=3 is invalid: must divide the proxy's n_heads=4"):
+        parse(data, "hg.yaml", BASE)
+    data = yaml.safe_load(path_of("sharing").read_text())
+    data["params"]["sharing"]["implies"] = {}
+    with pytest.raises(SpaceError, match=r"sharing.yaml: params.sharing='ffn_block_diag' is invalid: .*sharing_scope=ffn"):
+        parse(data, "sharing.yaml", BASE)
+
+
+def test_unreadable_and_non_yaml_files(tmp_path):
+    with pytest.raises(SpaceError, match="cannot read"):
+        load(tmp_path / "missing.yaml", BASE)
+    (tmp_path / "bad.yaml").write_text("params: [unclosed\n")
+    with pytest.raises(SpaceError, match="bad.yaml: not valid YAML"):
+        load(tmp_path / "bad.yaml", BASE)
