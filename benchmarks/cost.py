@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nas.cost import Workload, estimate, flops, load_hardware, step_time
 from nas.cost.hardware import PEAK_DTYPES, ROUNDED_FORMATS, Hardware
-from nas.cost.profiles import conf_dir
+from nas.profiles import conf_dir
 from nas.model import ArchConfig, TransformerLM
 from nas.model.attention import local_global_attention
 from nas.model.precision import quantize

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas.profiles import read_profile, strict_from_dict
+
 TASK_KINDS = ("lm", "mqar", "mixed")
 OBJECTIVE_TERMS = ("bpb", "byte_error", "mqar_error")  # bits/byte, 1 - next-byte acc, 1 - MQAR acc
 IGNORE = -100  # label of positions that carry no target
@@ -264,32 +266,16 @@ class TaskSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TaskSpec":
         """Build from a plain dict; unknown keys raise ValueError naming them."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"task.{unknown[0]} is not a known key: valid keys are {', '.join(sorted(known))}")
         mqar = data.get("mqar") or {}
         bad = sorted(set(mqar) - set(MQARSpec.__dataclass_fields__)) if isinstance(mqar, dict) else []
         if bad:
             raise ValueError(f"task.mqar.{bad[0]} is not a known key: valid keys are vocab, num_pairs, min_distance")
-        return cls(**data)
-
-
-def conf_dir() -> Path:
-    """The project's Hydra config folder."""
-    return Path(__file__).resolve().parent.parent / "conf"
+        return strict_from_dict(cls, data, "task.")
 
 
 def load_task(name: str) -> TaskSpec:
     """A task from conf/task/<name>.yaml."""
-    import yaml
-
-    folder = conf_dir() / "task"
-    path = folder / f"{name}.yaml"
-    if not path.is_file():
-        valid = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
-        raise ValueError(f"task={name!r} is unknown: expected one of {valid} (conf/task/*.yaml)")
-    data = yaml.safe_load(path.read_text()) or {}
+    _, data = read_profile("task", name)
     data.setdefault("name", name)
     return TaskSpec.from_dict(data)
 

@@ -19,9 +19,9 @@ from nas.model.config import ArchConfig
 from nas.store import DEFAULT_URL, Store, code_version
 from nas.training.front import Point, Policy, StudyPoints, load_points, select
 from nas.training.records import Fidelity, record_export, record_fidelity
+from nas.profiles import conf_dir, hydra_entry
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra configs, conf/model among them
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def export(store: Store, study: str, policy: Policy, *, name: str | None = None,
     point = select(sp, policy)
     name = name if name is not None else f"{study}-trial{point.number}"
     check_name(name)
-    folder = Path(model_dir) if model_dir is not None else CONF_DIR / "model"
+    folder = Path(model_dir) if model_dir is not None else conf_dir() / "model"
     path = folder / f"{name}.yaml"
     if path.exists() and not force:
         raise ValueError(f"{path} already exists and is kept: pass force=true to overwrite it, or choose another name")
@@ -122,18 +122,7 @@ def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported:
 
 def main() -> None:
     """The Hydra entry point; a bad value ends with one line on stderr and exit status 2."""
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
-
-    @hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")
-    def run(conf: DictConfig) -> None:
-        try:
-            run_from_config(OmegaConf.to_container(conf, resolve=True))
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-
-    run()
+    hydra_entry("export", run_from_config)
 
 
 if __name__ == "__main__":

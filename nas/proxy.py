@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from nas.data import IGNORE, Batch, TaskData, TaskSpec, conf_dir, load_task
+from nas.data import IGNORE, Batch, TaskData, TaskSpec, load_task
 from nas.model import ArchConfig, TransformerLM
 from nas.model.config import PrecisionConfig
 from nas.model.precision import AdaptivePrecision
+from nas.optim import lr_at, make_optimizer, set_lr
+from nas.profiles import hydra_entry, read_profile, strict_from_dict
 
 KNOB_FIELDS = ("attention", "backend", "window", "global_tokens", "gate", "gate_threshold", "kv_heads",
                "group_share", "sharing", "unique_layers", "sharing_scope", "ffn_blocks", "precision")
@@ -82,23 +84,12 @@ class ProxySpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProxySpec":
         """Build from a plain dict; unknown keys raise ValueError naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"proxy.{unknown[0]} is not a known key: valid keys are {', '.join(sorted(known))}")
-        return cls(**data)
+        return strict_from_dict(cls, data, "proxy.")
 
 
 def load_proxy(name: str) -> ProxySpec:
     """A proxy size from conf/proxy/<name>.yaml."""
-    import yaml
-
-    folder = conf_dir() / "proxy"
-    path = folder / f"{name}.yaml"
-    if not path.is_file():
-        valid = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
-        raise ValueError(f"proxy={name!r} is unknown: expected one of {valid} (conf/proxy/*.yaml)")
-    data = yaml.safe_load(path.read_text()) or {}
+    _, data = read_profile("proxy", name)
     data.setdefault("name", name)
     return ProxySpec.from_dict(data)
 
@@ -196,15 +187,6 @@ def rung_steps(total_steps: int, rungs: int, base: float) -> list[int]:
     return sorted({max(1, round(total_steps / base**k)) for k in range(rungs)})
 
 
-def lr_at(step: int, proxy: ProxySpec, total_steps: int) -> float:
-    """Linear warmup to proxy.lr, then cosine decay to lr * min_lr_ratio at total_steps (step is 1-based)."""
-    warmup = min(proxy.warmup_steps, total_steps // 2)
-    if step <= warmup:
-        return proxy.lr * step / warmup
-    progress = (step - warmup) / max(1, total_steps - warmup)
-    return proxy.lr * (proxy.min_lr_ratio + (1 - proxy.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def _losses(logits: torch.Tensor, batch: Batch, accuracy: bool = False) -> dict[str, tuple[torch.Tensor, ...]]:
     """Per part (LM rows, MQAR rows): summed cross-entropy, label count and, if asked, correct predictions."""
     out = {}
@@ -219,7 +201,7 @@ def _losses(logits: torch.Tensor, batch: Batch, accuracy: bool = False) -> dict[
     return out
 
 
-def _train_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+def train_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     """The task's training loss: the sum over parts of each part's mean cross-entropy."""
     return sum(nll / count for nll, count in _losses(logits, batch).values())
 
@@ -245,14 +227,6 @@ def evaluate(model: TransformerLM, val_set: list[Batch], device: torch.device) -
         nll, count, correct = sums["mqar"]
         metrics.update(mqar_loss=nll / count, mqar_acc=correct / count)
     return metrics
-
-
-def _optimizer(model: torch.nn.Module, proxy: ProxySpec) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not norms, biases)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    other = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": proxy.weight_decay}, {"params": other, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=proxy.lr, betas=(0.9, 0.95))
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:
@@ -308,19 +282,18 @@ def _run(cfg: ArchConfig, proxy: ProxySpec, data: TaskData, total_steps: int, se
     try:
         torch.manual_seed(seed)
         model = TransformerLM(cfg).to(device)
-        optimizer = _optimizer(model, proxy)
+        optimizer = make_optimizer(model, proxy.lr, proxy.weight_decay)
         gen = torch.Generator().manual_seed(seed)
         val_set = data.val_set(proxy.eval_batches, proxy.batch_size)
         rungs = rung_steps(total_steps, proxy.rungs, proxy.rung_base)
         adaptive = AdaptivePrecision.from_config(cfg.precision) if cfg.precision.ffn == "adaptive" else None
         start, loss_sum, loss_count = time.perf_counter(), 0.0, 0
         for step in range(1, total_steps + 1):
-            lr = lr_at(step, proxy, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = lr_at(step, proxy.lr, proxy.warmup_steps, total_steps, proxy.min_lr_ratio)
+            set_lr(optimizer, lr)
             batch = _to(data.batch(proxy.batch_size, gen), device)
             logits, _ = model(batch.x)
-            loss = _train_loss(logits, batch)
+            loss = train_loss(logits, batch)
             value = loss.item()
             if not math.isfinite(value):
                 raise NonFiniteLoss(step, value)
@@ -371,25 +344,22 @@ def _knobs_from_conf(arch: dict[str, Any]) -> dict[str, Any]:
     return knobs
 
 
+def run_from_config(plain: dict[str, Any]) -> None:
+    """One proxy run from a composed conf/proxy_run.yaml (plain dict): one line per rung, then the quality."""
+    proxy = ProxySpec.from_dict(plain["proxy"])
+    task = TaskSpec.from_dict(plain["task"])
+    knobs = _knobs_from_conf(plain["arch"])
+    reports = train_proxy(knobs, proxy, task, budget_tokens=plain["budget_tokens"], seed=plain["seed"],
+                          threads=plain["threads"], device=plain["device"], progress=plain["progress"])
+    print(f"arch: {proxy_arch(knobs, proxy).to_dict()}")
+    for report in reports:
+        print(_format(report), flush=True)
+    print(f"quality ({', '.join(f'{w:g}*{t}' for t, w in task.objective.items())}) = {quality(report, task):.4f}")
+
+
 def main() -> None:
-    """`python -m nas.proxy`: one proxy run from conf/proxy_run.yaml, one line per rung."""
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
-
-    @hydra.main(config_path=str(conf_dir()), config_name="proxy_run", version_base="1.3")
-    def run(conf: DictConfig) -> None:
-        plain = OmegaConf.to_container(conf, resolve=True)
-        proxy = ProxySpec.from_dict(plain["proxy"])
-        task = TaskSpec.from_dict(plain["task"])
-        reports = train_proxy(_knobs_from_conf(plain["arch"]), proxy, task, budget_tokens=plain["budget_tokens"],
-                              seed=plain["seed"], threads=plain["threads"], device=plain["device"],
-                              progress=plain["progress"])
-        print(f"arch: {proxy_arch(_knobs_from_conf(plain['arch']), proxy).to_dict()}")
-        for report in reports:
-            print(_format(report), flush=True)
-        print(f"quality ({', '.join(f'{w:g}*{t}' for t, w in task.objective.items())}) = {quality(report, task):.4f}")
-
-    run()
+    """`python -m nas.proxy`: one proxy run from conf/proxy_run.yaml; bad input ends as one line, exit 2."""
+    hydra_entry("proxy_run", run_from_config)
 
 
 if __name__ == "__main__":

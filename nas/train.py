@@ -6,12 +6,12 @@ Sizes come from `target=<conf/target name>` or the model file, with `size.*` ove
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from nas.model.config import ArchConfig
 from nas.training.loop import TrainResult, train
 from nas.training.spec import TrainSpec, sized_arch
+from nas.profiles import hydra_entry
 
 __all__ = ["TrainResult", "TrainSpec", "run_from_config", "sized_arch", "train"]
 
@@ -33,20 +33,7 @@ def run_from_config(conf: dict[str, Any]) -> TrainResult:
 
 def main() -> None:
     """The Hydra entry point; a bad value ends with one line on stderr and exit status 2."""
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
-
-    from nas.data import conf_dir
-
-    @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
-    def run(conf: DictConfig) -> None:
-        try:
-            run_from_config(OmegaConf.to_container(conf, resolve=True))
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-
-    run()
+    hydra_entry("train", run_from_config)
 
 
 if __name__ == "__main__":

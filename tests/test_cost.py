@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nas.cost import (Workload, apply_knobs, estimate, flops, load_hardware, load_target, memory, param_counts,
                       step_time)
-from nas.cost.profiles import profile_names
+from nas.profiles import profile_names
 from nas.model import ArchConfig, TransformerLM
 from nas.model.attention import local_global_mask_mod
 
@@ -274,6 +274,6 @@ def test_a_broken_hardware_profile_names_its_file_and_key(tmp_path, monkeypatch)
     (tmp_path / "hardware" / "toy.yaml").write_text(
         "peak_tflops: {fp32: 1, tf32: 1, bf16: 2, fp16: 2}\nmemory_bandwidth_gbs: 10\nmemory_gb: 1\n"
         "special_gops: {exp: 1, tanh: 1}\n")
-    monkeypatch.setattr("nas.cost.profiles.conf_dir", lambda: tmp_path)
+    monkeypatch.setattr("nas.profiles.conf_dir", lambda: tmp_path)
     with pytest.raises(ValueError, match=r"toy.yaml: peak_tflops.fp8='missing'"):
         load_hardware("toy")

@@ -19,7 +19,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from ray import cloudpickle
 
-from nas.data import conf_dir
+from nas.profiles import conf_dir
 from nas.model.config import ArchConfig
 from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
 from nas.search import SearchError, run_search, validate

@@ -22,8 +22,9 @@ def test_migrations_create_versioned_tables_beside_optuna(url, tmp_path):
     Store(url).close()  # re-opening an up-to-date database is a no-op
     con = sqlite3.connect(tmp_path / "db" / "nas.db")
     tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
-    assert {"nas_study", "nas_trial", "nas_report", VERSION_TABLE, "alembic_version", "studies", "trials"} <= tables
-    assert con.execute(f"select version_num from {VERSION_TABLE}").fetchall() == [("0001",)]
+    assert {"nas_study", "nas_trial", "nas_report", "nas_export", "nas_fidelity", VERSION_TABLE, "alembic_version",
+            "studies", "trials"} <= tables
+    assert con.execute(f"select version_num from {VERSION_TABLE}").fetchall() == [("0002",)]
     assert optuna.load_study(study_name="s", storage=url).study_name == "s"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nas.cost.profiles import read_profile
+from nas.profiles import read_profile
 from nas.model.precision import format_dtype
 
 PEAK_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nas.cost.profiles import read_profile
+from nas.profiles import read_profile
 from nas.cost.workload import Workload
 from nas.model.config import ArchConfig
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
+
+from nas.profiles import hydra_entry
 
 
 def run(cfg: Any) -> list[Path]:
@@ -34,20 +35,10 @@ def run(cfg: Any) -> list[Path]:
 
 
 def main() -> None:
-    """Hydra entry point over conf/dashboard.yaml."""
-    import hydra
-    from omegaconf import DictConfig
+    """Hydra entry point over conf/dashboard.yaml; bad input ends as one stderr line, exit 2."""
+    from omegaconf import OmegaConf
 
-    @hydra.main(config_path=str(Path(__file__).resolve().parents[2] / "conf"), config_name="dashboard",
-                version_base="1.3")
-    def _main(cfg: DictConfig) -> None:
-        try:
-            run(cfg)
-        except ValueError as err:  # DashboardError and bad values
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(2)
-
-    _main()
+    hydra_entry("dashboard", lambda plain: run(OmegaConf.create(plain)))
 
 
 if __name__ == "__main__":

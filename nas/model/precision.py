@@ -185,6 +185,16 @@ class AdaptivePrecision:
         """fp32 before the switch, the target format after it."""
         return self.target_format if self.switched else "fp32"
 
+    def state_dict(self) -> dict:
+        """Checkpointable state: the switch step and the loss window."""
+        return {"switch_step": self.switch_step, "losses": list(self._losses)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict returned."""
+        self.switch_step = state["switch_step"]
+        self._losses.clear()
+        self._losses.extend(state["losses"])
+
     def observe(self, step: int, loss: float) -> bool:
         """Record a loss; True exactly on the step where the mean of the last window moved < threshold."""
         if self.switched:

@@ -16,7 +16,7 @@ def main() -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, open_dict
 
-    from nas.data import conf_dir
+    from nas.profiles import conf_dir
     from nas.search import config
 
     config.register()

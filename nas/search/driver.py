@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import tempfile
@@ -227,10 +226,9 @@ def _front_row(t: Any, compute_key: str) -> dict[str, Any]:
 
 def _dashboard(result: SearchResult) -> str:
     """Build the study's dashboard page; its path, or the command to build it when that is not possible."""
-    command = f"python -m nas.dashboard study={result.study}"
-    if importlib.util.find_spec("nas.dashboard") is None:
-        return command
     from nas.dashboard import build
+
+    command = f"python -m nas.dashboard study={result.study}"
 
     try:
         pages = build(result.url, [result.study], None)

@@ -18,7 +18,7 @@ from nas.data import Batch, TaskData, load_task
 from nas.model import ArchConfig, TransformerLM
 from nas.model.precision import AdaptivePrecision
 from nas.optim import lr_at, make_optimizer, set_lr
-from nas.proxy import NonFiniteLoss, _train_loss, evaluate
+from nas.proxy import NonFiniteLoss, train_loss, evaluate
 from nas.training.checkpoint import (checkpoints, load_checkpoint, restore_rng_states, resume_path, rng_states,
                                      save_checkpoint)
 from nas.training.spec import TrainSpec
@@ -58,15 +58,13 @@ def _task_data(spec: TrainSpec, seq_len: int) -> TaskData:
 def _adaptive_state(adaptive: AdaptivePrecision | None) -> dict[str, Any] | None:
     if adaptive is None:
         return None
-    return {"switch_step": adaptive.switch_step, "losses": list(adaptive._losses)}
+    return adaptive.state_dict()
 
 
 def _restore_adaptive(adaptive: AdaptivePrecision | None, state: dict[str, Any] | None, model: TransformerLM) -> None:
     if adaptive is None or state is None:
         return
-    adaptive.switch_step = state["switch_step"]
-    adaptive._losses.clear()
-    adaptive._losses.extend(state["losses"])
+    adaptive.load_state_dict(state)
     if adaptive.switched:
         model.set_ffn_format(adaptive.target_format)
 
@@ -148,7 +146,7 @@ class _Run:
             batch = self.data.batch(spec.micro_batch, self.gen)
             batch = Batch(batch.x.to(self.device), batch.y.to(self.device), batch.n_lm)
             logits, _ = self.model(batch.x)
-            micro_loss = _train_loss(logits, batch)
+            micro_loss = train_loss(logits, batch)
             self.scaler.scale(micro_loss / n).backward()
             loss += micro_loss.item() / n
         if not math.isfinite(loss):

@@ -1,7 +1,6 @@
 """Store rows of what follows a search: exported models and proxy-fidelity checks (tables nas_export, nas_fidelity).
 
-The tables sit on the store's declarative Base; until an Alembic revision of nas/migrations creates them,
-`ensure_tables` creates them (only those two, only when missing).
+The tables sit on the store's declarative Base; Alembic revision 0002 (nas/migrations) creates them.
 """
 
 from __future__ import annotations
@@ -66,11 +65,6 @@ class Fidelity:
     created: dt.datetime
 
 
-def ensure_tables(store: Store) -> None:
-    """Create nas_export and nas_fidelity in the store's database when they are missing."""
-    Base.metadata.create_all(store.engine, tables=[ExportRow.__table__, FidelityRow.__table__])
-
-
 def _study_id(store: Store, study: str) -> int:
     with store._session() as s:
         sid = s.scalar(select(StudyRow.id).where(StudyRow.name == study))
@@ -82,7 +76,6 @@ def _study_id(store: Store, study: str) -> int:
 def record_export(store: Store, study: str, trial_number: int, name: str, path: str, policy: dict[str, Any],
                   objectives: dict[str, float]) -> None:
     """Insert an export row."""
-    ensure_tables(store)
     sid = _study_id(store, study)
     with store._session.begin() as s:
         s.add(ExportRow(study_id=sid, trial_number=trial_number, name=name, path=path, policy=policy,
@@ -106,7 +99,6 @@ def exports(store: Store, study: str) -> list[dict[str, Any]]:
 
 def record_fidelity(store: Store, study: str, result: Fidelity) -> None:
     """Insert a fidelity row."""
-    ensure_tables(store)
     sid = _study_id(store, study)
     with store._session.begin() as s:
         s.add(FidelityRow(study_id=sid, trials=result.trials, proxy_quality=result.proxy_quality,

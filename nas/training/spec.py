@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from nas.cost.target import SIZE_FIELDS, apply_knobs, load_target
 from nas.model.config import ArchConfig
+from nas.profiles import strict_from_dict
 
 OVERRIDABLE_SIZES = ("n_layers", "d_model", "n_heads", "seq_len")
 
@@ -71,11 +72,7 @@ class TrainSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainSpec":
         """Build from a plain dict; unknown keys raise ValueError naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{unknown[0]} is not a known key: valid keys are {', '.join(sorted(known))}")
-        return cls(**data)
+        return strict_from_dict(cls, data, "")
 
 
 def _positive_int(key: str, value: Any) -> None:

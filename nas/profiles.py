@@ -1,0 +1,58 @@
+"""The conf/ folder and its named YAML profiles (conf/<group>/<name>.yaml)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+
+def conf_dir() -> Path:
+    """The repository's conf/ folder, found next to the `nas` package (an editable install)."""
+    return Path(__file__).resolve().parents[1] / "conf"
+
+
+def profile_names(group: str) -> list[str]:
+    """Names of the YAML profiles in conf/<group>/."""
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def read_profile(group: str, name: str) -> tuple[Path, dict[str, Any]]:
+    """(path, mapping) of conf/<group>/<name>.yaml; ValueError naming the valid names when it is unknown."""
+    import yaml
+
+    names = profile_names(group)
+    if name not in names:
+        raise ValueError(f"{group}={name!r} is unknown: expected one of {', '.join(names)} (conf/{group}/*.yaml)")
+    path = conf_dir() / group / f"{name}.yaml"
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping, got {type(data).__name__}")
+    return path, data
+
+
+def strict_from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    """cls(**data) for a dataclass; an unknown key raises ValueError naming it and the valid keys."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{prefix}{unknown[0]} is not a known key: valid keys are {', '.join(sorted(known))}")
+    return cls(**data)
+
+
+def hydra_entry(config_name: str, body: Callable[[dict[str, Any]], Any]) -> None:
+    """Run `body` on conf/<config_name>.yaml composed by Hydra; a ValueError ends as one stderr line, exit 2."""
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    @hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")
+    def run(conf: DictConfig) -> None:
+        try:
+            body(OmegaConf.to_container(conf, resolve=True))
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    run()
