@@ -227,10 +227,12 @@ class _BlockLayout:
         grad = grad.view(self.bsz, self.n_kv, count, self.keys, dim)
         blocks = dx.view(self.bsz, self.n_kv, self.n_blocks, self.block, dim)
         for s in range(self.span + 1):
-            start = first - self.span + s  # key block of the first query block's part s
+            start, end = first - self.span + s, last - self.span + s  # key blocks of part s of the chunk
+            if end <= 0:  # the whole part is zero padding in front of the sequence (a chunk ending before `span`)
+                continue
             skip = max(0, -start)  # zero padding in front of the sequence
             part = grad[:, :, skip:, s * self.block : (s + 1) * self.block]
-            blocks[:, :, start + skip : last - self.span + s] += part
+            blocks[:, :, start + skip : end] += part
         if self.n_glob:
             dx[:, :, : self.n_glob] += grad[:, :, :, self.keys - self.n_glob :].sum(2)
 

@@ -278,3 +278,66 @@ def test_invalid_arguments_raise_value_error(call):
     q, k, v = (t.detach() for t in make_qkv(10, 4, 2))
     with pytest.raises(ValueError, match="attention"):
         call(q, k, v)
+
+
+@pytest.mark.parametrize("seq_len,window,global_tokens,batch,block_size", [
+    (64, 16, 4, 2, 8), (70, 17, 3, 1, 8), (50, 30, 0, 2, 4), (33, 9, 5, 3, 0), (100, 64, 2, 1, 16), (41, 41, 4, 2, 8),
+])
+@pytest.mark.parametrize("chunk_scores", [1, 700, 3000])
+def test_small_chunks_match_masked_sdpa(monkeypatch, seq_len, window, global_tokens, batch, block_size, chunk_scores):
+    # regression: a chunk ending before block `span` wrapped a negative slice end in the backward (add_key_spans_);
+    # tiny chunk budgets put chunk boundaries everywhere, including inside the leading zero-padded span
+    monkeypatch.setattr(A, "CHUNK_SCORES_CPU", chunk_scores)
+    for heads in HEADS:
+        q, k, v = make_qkv(seq_len, *heads, batch=batch)
+        grad_out = torch.randn(q.shape)
+        mask = dense_mask(seq_len, window, global_tokens)
+        expected = forward_and_grads(lambda a, b, c: sdpa(a, b, c, mask), q, k, v, grad_out)
+        got = forward_and_grads(
+            lambda a, b, c: A.local_global_attention(a, b, c, window, global_tokens, block_size), q, k, v, grad_out
+        )
+        for name, g, e in zip(("out", "dq", "dk", "dv"), got, expected):
+            torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5, msg=f"{name} heads={heads}")
+
+
+def test_large_sequence_two_span_blocks_backward():
+    # the reported case: S=1024, W=256 (span 2 blocks of 128), chunks of one block on CPU budgets
+    torch.manual_seed(0)
+    q, k, v = make_qkv(1024, 4, 4, dim=32)
+    mask = dense_mask(1024, 256, 4)
+    grad_out = torch.randn(q.shape)
+    expected = forward_and_grads(lambda a, b, c: sdpa(a, b, c, mask), q, k, v, grad_out)
+    got = forward_and_grads(lambda a, b, c: A.local_global_attention(a, b, c, 256, 4), q, k, v, grad_out)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("heads", [(4, 2), (4, 1), (6, 2)], ids=lambda h: f"H{h[0]}kv{h[1]}")
+def test_gqa_transposed_global_and_gated_match_masked_sdpa(heads):
+    # regression: GQA (kv heads < q heads) with q = x.view(B, S, H, hd).transpose(1, 2) as the model passes them
+    seq_len, window, global_tokens = 24, 5, 3
+    q, k, v = (t.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_() for t in make_qkv(24, *heads))
+    assert not q.is_contiguous()
+    i, j = torch.arange(seq_len)[:, None], torch.arange(seq_len)[None, :]
+    glob_mask, local_mask = (j <= i) & (j < global_tokens), dense_mask(seq_len, window, 0)
+    gl, gg = torch.rand(q.shape[:3]), torch.rand(q.shape[:3])
+    grad_out = torch.randn(q.shape)
+    cases = [
+        (lambda a, b, c: A.global_token_attention(a, b, c, global_tokens),
+         lambda a, b, c: sdpa(a, b, c, glob_mask)),
+        (lambda a, b, c: A.gated_local_global_attention(a, b, c, window, global_tokens, gl, gg),
+         lambda a, b, c: gl[..., None] * sdpa(a, b, c, local_mask) + gg[..., None] * sdpa(a, b, c, glob_mask)),
+    ]
+    for fn, oracle in cases:
+        got = forward_and_grads(fn, q, k, v, grad_out)
+        expected = forward_and_grads(oracle, q, k, v, grad_out)
+        for name, g, e in zip(("out", "dq", "dk", "dv"), got, expected):
+            torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_gqa_local_global_model_backward():
+    from nas.model import ArchConfig, TransformerLM
+
+    m = TransformerLM(ArchConfig(seq_len=24, n_layers=2, d_model=32, n_heads=4, kv_heads=2, attention="local_global",
+                                 window=5, global_tokens=3, gate="dynamic"))
+    m(torch.randint(0, 256, (2, 24)), torch.randint(0, 256, (2, 24)))[1].backward()
