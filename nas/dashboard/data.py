@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.store import Report
+
 QUALITY = "quality"
 ABSOLUTE_OF = {  # compute ratio -> the absolute cost figure it divides by the dense baseline's
     "flops_ratio": "step_flops",
@@ -22,15 +24,6 @@ class DashboardError(ValueError):
 
 
 @dataclass(frozen=True)
-class ReportView:
-    """One rung of a learning curve."""
-
-    step: int
-    tokens: int
-    metrics: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class TrialView:
     """One trial as drawn: knobs, objectives (quality, compute ratio), absolute costs and its learning curve."""
 
@@ -40,7 +33,7 @@ class TrialView:
     quality: float | None  # final objective (COMPLETE), the last rung's (PRUNED, RUNNING), None (FAIL); lower is better
     compute: float | None  # compute ratio to the dense baseline, lower is better
     cost: dict[str, Any] = field(default_factory=dict)
-    reports: tuple[ReportView, ...] = ()
+    reports: tuple[Report, ...] = ()
     is_baseline: bool = False
     error: str | None = None
     duration_s: float | None = None
@@ -75,7 +68,7 @@ class StudyView:
         return hashlib.sha256(json.dumps([self.name, rows], default=str).encode()).hexdigest()[:16]
 
 
-def last_quality(reports: tuple[ReportView, ...]) -> float | None:
+def last_quality(reports: tuple[Report, ...]) -> float | None:
     """The quality at the last rung that reported one."""
     for r in reversed(reports):
         q = r.metrics.get(QUALITY)
@@ -93,7 +86,7 @@ def quality_label(config: dict[str, Any]) -> str:
 
 def trial_view(t: Any, compute_key: str, baseline: dict[str, Any] | None) -> TrialView:
     """A store Trial as a TrialView."""
-    reports = tuple(ReportView(r.step, r.tokens, dict(r.metrics)) for r in t.reports)
+    reports = tuple(Report(r.step, r.tokens, dict(r.metrics)) for r in t.reports)
     objectives, cost = t.objectives or {}, t.cost or {}
     quality = objectives.get(QUALITY) if t.state == "COMPLETE" else \
         last_quality(reports) if t.state in ("PRUNED", "RUNNING") else None

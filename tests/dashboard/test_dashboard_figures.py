@@ -9,7 +9,8 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from nas.dashboard.data import ReportView, StudyView, TrialView
+from nas.dashboard.data import StudyView, TrialView
+from nas.store import Report
 from nas.dashboard.hypervolume import hypervolume_history, plot_hypervolume, reference_point
 from nas.dashboard.importance import param_importances, plot_importances
 from nas.dashboard.learning_curves import plot_learning_curves
@@ -133,5 +134,5 @@ def test_table_and_hover_escape_html(reader) -> None:
 
 
 def test_views_of_reports() -> None:
-    t = TrialView(0, "PRUNED", {}, 1.2, 0.5, reports=(ReportView(1, 64, {"quality": 2.0}), ReportView(2, 128, {})))
+    t = TrialView(0, "PRUNED", {}, 1.2, 0.5, reports=(Report(1, 64, {"quality": 2.0}), Report(2, 128, {})))
     assert t.tokens == 128
