@@ -33,12 +33,17 @@ def read_profile(group: str, name: str) -> tuple[Path, dict[str, Any]]:
     return path, data
 
 
-def strict_from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    """cls(**data) for a dataclass; an unknown key raises ValueError naming it and the valid keys."""
+def reject_unknown(cls: type, data: dict[str, Any], prefix: str, noun: str = "key") -> None:
+    """ValueError naming the first key of `data` that is not a field of dataclass `cls`, and the valid ones."""
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{prefix}{unknown[0]} is not a known key: valid keys are {', '.join(sorted(known))}")
+        raise ValueError(f"{prefix}{unknown[0]} is not a known {noun}: valid {noun}s are {', '.join(sorted(known))}")
+
+
+def strict_from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    """cls(**data) for a dataclass; an unknown key raises ValueError naming it and the valid keys."""
+    reject_unknown(cls, data, prefix)
     return cls(**data)
 
 

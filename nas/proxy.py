@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from nas.model import ArchConfig, TransformerLM
 from nas.model.config import PrecisionConfig
 from nas.model.precision import AdaptivePrecision
 from nas.optim import lr_at, make_optimizer, set_lr
-from nas.profiles import hydra_entry, read_profile, strict_from_dict
+from nas.profiles import hydra_entry, read_profile, reject_unknown, strict_from_dict
 
 KNOB_FIELDS = ("attention", "backend", "window", "global_tokens", "gate", "gate_threshold", "kv_heads",
                "group_share", "sharing", "unique_layers", "sharing_scope", "ffn_blocks", "precision")
@@ -113,10 +113,7 @@ def proxy_arch(knobs: dict[str, Any] | ArchConfig, proxy: ProxySpec) -> ArchConf
     to the nearest valid value below (a divisor of n_heads; of n_layers for sequence / cycle_rev).
     """
     source = knobs.to_dict() if isinstance(knobs, ArchConfig) else dict(knobs)
-    known = {f.name for f in fields(ArchConfig)}
-    unknown = sorted(set(source) - known)
-    if unknown:
-        raise ValueError(f"arch.{unknown[0]} is not a known field: valid fields are {', '.join(sorted(known))}")
+    reject_unknown(ArchConfig, source, "arch.", noun="field")
     arch = {k: source[k] for k in KNOB_FIELDS if k in source}
     seq_len, heads, layers = proxy.seq_len, proxy.n_heads, proxy.n_layers
     if "window" in arch:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.profiles import reject_unknown
+
 ATTENTION_KINDS = ("dense", "local_global")
 ATTENTION_BACKENDS = ("block", "flex")
 GATE_KINDS = ("none", "dynamic")
@@ -199,10 +201,5 @@ class ArchConfig:
 
 
 def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(
-            f"ArchConfig.{prefix}{unknown[0]} is not a known field: valid fields are {', '.join(sorted(names))}"
-        )
+    reject_unknown(cls, data, f"ArchConfig.{prefix}", noun="field")
     return cls(**data)
