@@ -21,7 +21,8 @@ import torch
 from nas.profiles import read_profile, strict_from_dict
 
 TASK_KINDS = ("lm", "mqar", "mixed")
-OBJECTIVE_TERMS = ("bpb", "byte_error", "mqar_error")  # bits/byte, 1 - next-byte acc, 1 - MQAR acc
+OBJECTIVE_TERMS = ("bpb", "bpb_late", "byte_error", "mqar_error")  # bits/byte (all / second-half positions),
+# 1 - next-byte accuracy, 1 - MQAR recall accuracy
 IGNORE = -100  # label of positions that carry no target
 VAL_SEED = 0x5EED_0F_5A11  # the validation set is the same for every trial and every seed
 _EXCLUDED_DIRS = ("site-packages", "dist-packages", "__pycache__")
@@ -168,11 +169,18 @@ def lm_batch(data: np.ndarray, batch_size: int, seq_len: int, gen: torch.Generat
 
 @dataclass
 class MQARSpec:
-    """Multi-query associative recall (Zoology): key-value pairs first, then each key queried once."""
+    """Multi-query associative recall (Zoology) with pairs at random positions and spread recall distances.
+
+    Each of `num_pairs` key-value pairs is written at a random position; its key is queried once, `d` positions
+    later, with d drawn log-uniformly from [min_distance, max_distance] (null = as far as the sequence allows).
+    So recall accuracy falls with d for a model that cannot see that far, whatever sits in the prefix.
+    """
 
     vocab: int = 16  # keys in [1, vocab/2), values in [vocab/2, vocab); 0 fills the gaps
     num_pairs: int = 2
-    min_distance: int = 32  # every query comes at least this many positions after its key
+    min_distance: int = 4  # key-to-query distance range (positions)
+    max_distance: int | None = None
+    fused: bool = False  # one token per pair (key and value fused) and one per query: recall in a single layer
 
     def validate(self) -> None:
         if not (isinstance(self.vocab, int) and self.vocab >= 4 and self.vocab % 2 == 0):
@@ -182,35 +190,69 @@ class MQARSpec:
             raise ValueError(f"task.mqar.num_pairs={self.num_pairs!r} is invalid: expected an integer in [1, {half - 1}]")
         if not (isinstance(self.min_distance, int) and self.min_distance >= 2):
             raise ValueError(f"task.mqar.min_distance={self.min_distance!r} is invalid: expected an integer >= 2")
+        if self.fused and self.fused_vocab() > 256:
+            raise ValueError(f"task.mqar.vocab={self.vocab!r} is too large for fused pairs: (vocab/2)^2 + vocab + 1 "
+                             "token ids must fit the 256-byte vocabulary (vocab <= 28)")
+        if self.max_distance is not None and not (isinstance(self.max_distance, int)
+                                                  and self.max_distance >= self.min_distance):
+            raise ValueError(f"task.mqar.max_distance={self.max_distance!r} is invalid: expected null or an integer "
+                             f">= min_distance={self.min_distance}")
 
     def min_seq_len(self) -> int:
-        """Shortest sequence holding the pairs, the gap and one 2-token slot per query."""
-        return 2 * (self.num_pairs - 1) + self.min_distance + 2 * self.num_pairs
+        """Shortest sequence holding every pair and its query at the largest distance asked for."""
+        return (self.max_distance or self.min_distance) + 2 + 4 * self.num_pairs
+
+    def fused_vocab(self) -> int:
+        """Token ids the fused layout uses: pairs 1..half^2, then query keys, then values."""
+        half = self.vocab // 2
+        return 1 + half * half + 2 * half
+
+    def distance_range(self, seq_len: int) -> tuple[int, int]:
+        """(shortest, longest) key-to-query distance at this sequence length."""
+        return self.min_distance, min(self.max_distance or seq_len, seq_len - 2)
 
 
-def mqar_batch(spec: MQARSpec, batch_size: int, seq_len: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """MQAR inputs (B, S) and labels (B, S): the value at each query position, IGNORE elsewhere."""
+def mqar_batch(spec: MQARSpec, batch_size: int, seq_len: int, gen: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MQAR inputs (B, S), labels (B, S: the value at each query position, IGNORE elsewhere) and distances (B, S).
+
+    A pair occupies positions p (key), p+1 (value); its query the positions p+d (key), p+d+1 (value), and the
+    label sits at p+d. Positions are drawn until the four slots of each pair are free.
+    """
     if seq_len < spec.min_seq_len():
-        raise ValueError(f"task.mqar (num_pairs={spec.num_pairs}, min_distance={spec.min_distance}) needs "
+        raise ValueError(f"task.mqar (num_pairs={spec.num_pairs}, max_distance={spec.max_distance}) needs "
                          f"seq_len >= {spec.min_seq_len()}; the proxy has seq_len={seq_len}")
     n, half = spec.num_pairs, spec.vocab // 2
+    lo, hi = spec.distance_range(seq_len)
     B = batch_size
-    keys = torch.rand(B, half - 1, generator=gen).argsort(dim=1)[:, :n] + 1  # (B, n) distinct, in [1, half)
-    values = torch.rand(B, spec.vocab - half, generator=gen).argsort(dim=1)[:, :n] + half  # (B, n) distinct
+    keys = (torch.rand(B, half - 1, generator=gen).argsort(dim=1)[:, :n] + 1).tolist()  # distinct, in [1, half)
+    values = (torch.rand(B, spec.vocab - half, generator=gen).argsort(dim=1)[:, :n] + half).tolist()
+    draws = torch.rand(B, n, 64, 2, generator=gen).tolist()  # (distance, position) candidates per pair
     x = torch.zeros(B, seq_len, dtype=torch.long)
-    x[:, 0 : 2 * n : 2] = keys
-    x[:, 1 : 2 * n : 2] = values
-    start = 2 * (n - 1) + spec.min_distance  # first query slot: min_distance after the last key
-    n_slots = (seq_len - start) // 2
-    slots = torch.rand(B, n_slots, generator=gen).argsort(dim=1)[:, :n].sort(dim=1).values
-    q_pos = start + 2 * slots  # (B, n) sorted query positions, value right after each
-    order = torch.rand(B, n, generator=gen).argsort(dim=1)  # which pair each slot queries
-    q_keys, q_values = keys.gather(1, order), values.gather(1, order)
-    x.scatter_(1, q_pos, q_keys)
-    x.scatter_(1, q_pos + 1, q_values)
     y = torch.full((B, seq_len), IGNORE, dtype=torch.long)
-    y.scatter_(1, q_pos, q_values)
-    return x, y
+    dist = torch.zeros(B, seq_len, dtype=torch.long)
+    log_lo, log_span = math.log(lo), math.log(hi + 1) - math.log(lo)
+    for b in range(B):
+        used: set[int] = set()
+        for i in range(n):
+            for u, v in draws[b][i]:
+                d = min(hi, int(math.exp(log_lo + u * log_span)))
+                p = int(v * (seq_len - 1 - d))  # p + d + 1 <= seq_len - 1
+                slots = (p, p + 1, p + d, p + d + 1)
+                if d >= 2 and used.isdisjoint(slots):
+                    break
+            else:
+                raise ValueError(f"task.mqar: could not place {n} pairs in seq_len={seq_len}: lower num_pairs")
+            used.update(slots)
+            k, v = keys[b][i], values[b][i]
+            if spec.fused:  # pair token at p, query token at p + d, label: the value's own id
+                k, v = k - 1, v - half
+                x[b, p], x[b, p + d], y[b, p + d] = 1 + k * half + v, 1 + half * half + k, 1 + half * half + half + v
+            else:
+                x[b, p], x[b, p + 1], x[b, p + d], x[b, p + d + 1] = k, v, k, v
+                y[b, p + d] = v
+            dist[b, p + d] = d
+    return x, y, dist
 
 
 # ---- tasks ---------------------------------------------------------------------------------
@@ -255,7 +297,7 @@ class TaskSpec:
         for term, weight in self.objective.items():
             if term not in OBJECTIVE_TERMS:
                 raise ValueError(f"task.objective.{term} is unknown: expected terms among {', '.join(OBJECTIVE_TERMS)}")
-            if term in ("bpb", "byte_error") and not self.uses_lm or term == "mqar_error" and not self.uses_mqar:
+            if term in ("bpb", "bpb_late", "byte_error") and not self.uses_lm or term == "mqar_error" and not self.uses_mqar:
                 raise ValueError(f"task.objective.{term} needs data that task.kind={self.kind!r} does not train on")
             if not (math.isfinite(weight) and weight >= 0):
                 raise ValueError(f"task.objective.{term}={weight!r} is invalid: expected a finite weight >= 0")
@@ -269,7 +311,8 @@ class TaskSpec:
         mqar = data.get("mqar") or {}
         bad = sorted(set(mqar) - set(MQARSpec.__dataclass_fields__)) if isinstance(mqar, dict) else []
         if bad:
-            raise ValueError(f"task.mqar.{bad[0]} is not a known key: valid keys are vocab, num_pairs, min_distance")
+            raise ValueError(f"task.mqar.{bad[0]} is not a known key: valid keys are "
+                             f"{', '.join(MQARSpec.__dataclass_fields__)}")
         return strict_from_dict(cls, data, "task.")
 
 
@@ -282,11 +325,12 @@ def load_task(name: str) -> TaskSpec:
 
 @dataclass
 class Batch:
-    """Inputs and labels (B, S); rows [:n_lm] are LM windows, the rest MQAR sequences."""
+    """Inputs and labels (B, S); rows [:n_lm] are LM windows, the rest MQAR sequences (dist: query distances)."""
 
     x: torch.Tensor
     y: torch.Tensor
     n_lm: int
+    dist: torch.Tensor | None = None  # (B - n_lm, S): key-to-query distance at MQAR label positions, else 0
 
 
 class TaskData:
@@ -302,7 +346,7 @@ class TaskData:
                     raise ValueError(f"task.corpus={self.corpus.source!r}: its {split} split has {n} bytes, "
                                      f"fewer than seq_len+1={seq_len + 1}")
         if task.uses_mqar and seq_len < task.mqar.min_seq_len():
-            raise ValueError(f"task.mqar (num_pairs={task.mqar.num_pairs}, min_distance={task.mqar.min_distance}) "
+            raise ValueError(f"task.mqar (num_pairs={task.mqar.num_pairs}, max_distance={task.mqar.max_distance}) "
                              f"needs seq_len >= {task.mqar.min_seq_len()}; the proxy has seq_len={seq_len}")
 
     def _rows(self, batch_size: int) -> int:
@@ -316,16 +360,16 @@ class TaskData:
     def batch(self, batch_size: int, gen: torch.Generator, split: str = "train") -> Batch:
         """One batch drawn with `gen` from the train or val split."""
         n_lm = self._rows(batch_size)
-        xs, ys = [], []
+        xs, ys, dist = [], [], None
         if n_lm:
             x, y = lm_batch(getattr(self.corpus, split), n_lm, self.seq_len, gen)
             xs.append(x)
             ys.append(y)
         if batch_size - n_lm:
-            x, y = mqar_batch(self.task.mqar, batch_size - n_lm, self.seq_len, gen)
+            x, y, dist = mqar_batch(self.task.mqar, batch_size - n_lm, self.seq_len, gen)
             xs.append(x)
             ys.append(y)
-        return Batch(torch.cat(xs), torch.cat(ys), n_lm)
+        return Batch(torch.cat(xs), torch.cat(ys), n_lm, dist)
 
     def val_set(self, n_batches: int, batch_size: int) -> list[Batch]:
         """The fixed validation set: the same batches for every seed and trial."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nas.data import IGNORE, Batch, TaskData, TaskSpec, load_task
+from nas.knobs import carry
 from nas.model import ArchConfig, TransformerLM
-from nas.model.config import PrecisionConfig
+from nas.model.config import POSITIONS
 from nas.model.precision import AdaptivePrecision
 from nas.optim import lr_at, make_optimizer, set_lr
-from nas.profiles import hydra_entry, read_profile, reject_unknown, strict_from_dict
+from nas.profiles import hydra_entry, read_profile, strict_from_dict
 
-KNOB_FIELDS = ("attention", "backend", "window", "global_tokens", "gate", "gate_threshold", "kv_heads",
-               "group_share", "sharing", "unique_layers", "sharing_scope", "ffn_blocks", "precision")
 _LN2 = math.log(2.0)
 
 
@@ -59,6 +58,7 @@ class ProxySpec:
     rungs: int = 4  # evaluations at steps total / rung_base**k, k = rungs-1 .. 0
     rung_base: float = 2.0
     eval_batches: int = 4
+    positions: str = "rope"  # the model family's position encoding (ArchConfig.positions)
 
     def __post_init__(self) -> None:
         for key in ("n_layers", "d_model", "n_heads", "seq_len", "batch_size", "budget_tokens", "rungs", "eval_batches"):
@@ -74,6 +74,8 @@ class ProxySpec:
             raise ValueError(f"proxy.min_lr_ratio={self.min_lr_ratio!r} is invalid: expected a number in [0, 1]")
         if not self.weight_decay >= 0.0:
             raise ValueError(f"proxy.weight_decay={self.weight_decay!r} is invalid: expected a number >= 0")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"proxy.positions={self.positions!r} is invalid: expected one of {', '.join(POSITIONS)}")
         if not self.rung_base > 1.0:
             raise ValueError(f"proxy.rung_base={self.rung_base!r} is invalid: expected a number > 1")
 
@@ -94,46 +96,15 @@ def load_proxy(name: str) -> ProxySpec:
     return ProxySpec.from_dict(data)
 
 
-def _largest_divisor_at_most(n: int, k: int) -> int:
-    return max(d for d in range(1, max(1, min(n, k)) + 1) if n % d == 0)
-
-
-def _rescale(value: int, source_total: int | None, target_total: int) -> int:
-    """A count of `source_total` (heads, layers) carried to `target_total` at the same fraction, >= 1."""
-    if source_total:
-        value = round(target_total * value / source_total)
-    return max(1, min(target_total, value))
+def proxy_sizes(proxy: ProxySpec) -> dict[str, Any]:
+    """The ArchConfig size fields of a proxy (byte vocabulary)."""
+    return {"vocab_size": 256, "seq_len": proxy.seq_len, "n_layers": proxy.n_layers, "d_model": proxy.d_model,
+            "n_heads": proxy.n_heads, "ffn_mult": proxy.ffn_mult, "positions": proxy.positions}
 
 
 def proxy_arch(knobs: dict[str, Any] | ArchConfig, proxy: ProxySpec) -> ArchConfig:
-    """The knobs of an arch (or knob dict) at the proxy's size.
-
-    Sizes come from the proxy. The window and global tokens are clipped below seq_len; kv_heads and
-    unique_layers keep their fraction of n_heads / n_layers when the source names those, and are moved
-    to the nearest valid value below (a divisor of n_heads; of n_layers for sequence / cycle_rev).
-    """
-    source = knobs.to_dict() if isinstance(knobs, ArchConfig) else dict(knobs)
-    reject_unknown(ArchConfig, source, "arch.", noun="field")
-    arch = {k: source[k] for k in KNOB_FIELDS if k in source}
-    seq_len, heads, layers = proxy.seq_len, proxy.n_heads, proxy.n_layers
-    if "window" in arch:
-        arch["window"] = min(arch["window"], seq_len - 1)
-    if "global_tokens" in arch:
-        arch["global_tokens"] = min(arch["global_tokens"], seq_len - 1)
-    if arch.get("kv_heads") is not None:
-        kv = _rescale(arch["kv_heads"], source.get("n_heads"), heads)
-        arch["kv_heads"] = _largest_divisor_at_most(heads, kv)
-    if arch.get("unique_layers") is not None:
-        m = _rescale(arch["unique_layers"], source.get("n_layers"), layers)
-        if arch.get("sharing") in ("sequence", "cycle_rev"):
-            m = _largest_divisor_at_most(layers, m)
-        arch["unique_layers"] = m
-    if arch.get("sharing") == "ffn_block_diag" and "ffn_blocks" in arch:
-        arch["ffn_blocks"] = _largest_divisor_at_most(proxy.d_model, arch["ffn_blocks"])
-    if isinstance(arch.get("precision"), PrecisionConfig):
-        arch["precision"] = asdict(arch["precision"])
-    return ArchConfig(vocab_size=256, seq_len=seq_len, n_layers=layers, d_model=proxy.d_model, n_heads=heads,
-                      ffn_mult=proxy.ffn_mult, **arch)
+    """The knobs of an arch (or of a knob dict, in the proxy's units) at the proxy's size (nas.knobs.carry)."""
+    return carry(knobs, proxy_sizes(proxy), what=f"proxy {proxy.name!r}")
 
 
 @dataclass
@@ -166,10 +137,11 @@ class RungReport:
 def quality(report: RungReport | dict[str, Any], task: TaskSpec) -> float:
     """The task's objective (lower is better): sum of weight * term over task.objective.
 
-    Terms: bpb = validation bits per byte; byte_error = 1 - next-byte accuracy; mqar_error = 1 - MQAR accuracy.
+    Terms: bpb = validation bits per byte; bpb_late = the same over the second half of the positions;
+    byte_error = 1 - next-byte accuracy; mqar_error = 1 - MQAR accuracy.
     """
     metrics = report.metrics if isinstance(report, RungReport) else report["metrics"]
-    terms = {"bpb": metrics.get("bpb"), "byte_error": 1.0 - metrics["byte_acc"] if "byte_acc" in metrics else None,
+    terms = {"bpb": metrics.get("bpb"), "bpb_late": metrics.get("bpb_late"), "byte_error": 1.0 - metrics["byte_acc"] if "byte_acc" in metrics else None,
              "mqar_error": 1.0 - metrics["mqar_acc"] if "mqar_acc" in metrics else None}
     total = 0.0
     for term, weight in task.objective.items():
@@ -203,31 +175,68 @@ def train_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     return sum(nll / count for nll, count in _losses(logits, batch).values())
 
 
+def _buckets(n: int, first: int) -> list[tuple[int, int]]:
+    """Doubling ranges [0 or first, 2*first), [2*first, 4*first), ... covering [0, n)."""
+    out, lo, hi = [], 0, first
+    while lo < n:
+        out.append((lo, min(hi, n)))
+        lo, hi = hi, 2 * hi
+    return out
+
+
 @torch.no_grad()
 def evaluate(model: TransformerLM, val_set: list[Batch], device: torch.device) -> dict[str, float]:
-    """Validation metrics over the fixed set: lm_loss, bpb, byte_acc and/or mqar_loss, mqar_acc."""
+    """Validation metrics over the fixed set.
+
+    LM: lm_loss, bpb, byte_acc, bpb_late (positions in the second half of the context) and bpb_pos{lo} per
+    doubling position range; MQAR: mqar_loss, mqar_acc and mqar_acc_dist{lo} per doubling key-to-query distance
+    range [lo, 2lo) (how far back the model can recall).
+    """
     model.eval()
     sums: dict[str, list[float]] = {}
+    pos_nll: torch.Tensor | None = None
+    dist_hits: dict[int, list[float]] = {}
     for batch in val_set:
-        batch = _to(batch, device)
+        batch = batch_to(batch, device)
         logits, _ = model(batch.x)
         for part, values in _losses(logits, batch, accuracy=True).items():
             acc = sums.setdefault(part, [0.0, 0.0, 0.0])
             for i, v in enumerate(values):
                 acc[i] += float(v)
+        if batch.n_lm:
+            nll = F.cross_entropy(logits[: batch.n_lm].transpose(1, 2).float(), batch.y[: batch.n_lm],
+                                  reduction="none")  # (B_lm, S)
+            pos_nll = nll.sum(0) if pos_nll is None else pos_nll + nll.sum(0)
+            sums.setdefault("lm_rows", [0.0])[0] += batch.n_lm
+        if batch.dist is not None:
+            y, dist = batch.y[batch.n_lm :], batch.dist
+            mask = y != IGNORE
+            hit = (logits[batch.n_lm :].argmax(-1) == y)[mask].tolist()
+            for d, h in zip(dist[mask].tolist(), hit):
+                bucket = 1 << (d.bit_length() - 1)  # [2^k, 2^(k+1))
+                counts = dist_hits.setdefault(bucket, [0.0, 0.0])
+                counts[0], counts[1] = counts[0] + h, counts[1] + 1
     model.train()
     metrics = {}
     if "lm" in sums:
         nll, count, correct = sums["lm"]
         metrics.update(lm_loss=nll / count, bpb=nll / count / _LN2, byte_acc=correct / count)
+        rows, S = sums["lm_rows"][0], pos_nll.numel()
+        metrics["bpb_late"] = float(pos_nll[S // 2 :].sum()) / (rows * (S - S // 2)) / _LN2
+        for lo, hi in _buckets(S, 8):
+            metrics[f"bpb_pos{lo}"] = float(pos_nll[lo:hi].sum()) / (rows * (hi - lo)) / _LN2
     if "mqar" in sums:
         nll, count, correct = sums["mqar"]
         metrics.update(mqar_loss=nll / count, mqar_acc=correct / count)
+        for lo in sorted(dist_hits):
+            metrics[f"mqar_acc_dist{lo}"] = dist_hits[lo][0] / dist_hits[lo][1]
     return metrics
 
 
-def _to(batch: Batch, device: torch.device) -> Batch:
-    return Batch(batch.x.to(device), batch.y.to(device), batch.n_lm)
+def batch_to(batch: Batch, device: torch.device) -> Batch:
+    """The batch on a device."""
+    return Batch(batch.x.to(device), batch.y.to(device), batch.n_lm,
+                 None if batch.dist is None else batch.dist.to(device))
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -250,10 +259,12 @@ def train_proxy(
     device: str = "auto",
     progress: bool = False,
     cache_dir: str | Path | None = None,
+    model_sink: Callable[[TransformerLM], None] | None = None,
 ) -> Iterator[RungReport]:
     """Train the arch's knobs at proxy size on the task; yield a RungReport at each rung (the last has final=True).
 
     Inputs are checked here, before the first report; NaN / inf training loss raises NonFiniteLoss.
+    `model_sink`, when given, receives the model once it is built (to inspect it after training).
     """
     proxy = load_proxy(proxy) if isinstance(proxy, str) else proxy
     task = load_task(task) if isinstance(task, str) else task
@@ -268,17 +279,20 @@ def train_proxy(
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads={threads!r} is invalid: expected an integer >= 1")
     data = TaskData(task, proxy.seq_len, cache_dir=cache_dir)
-    return _run(cfg, proxy, data, total_steps, seed, threads, _resolve_device(device), progress)
+    return _run(cfg, proxy, data, total_steps, seed, threads, _resolve_device(device), progress, model_sink)
 
 
 def _run(cfg: ArchConfig, proxy: ProxySpec, data: TaskData, total_steps: int, seed: int, threads: int,
-         device: torch.device, progress: bool) -> Iterator[RungReport]:
+         device: torch.device, progress: bool, model_sink: Callable[[TransformerLM], None] | None
+         ) -> Iterator[RungReport]:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     bar = tqdm(total=total_steps, disable=not progress, desc=f"proxy {proxy.name} {cfg.attention}", leave=False)
     try:
         torch.manual_seed(seed)
         model = TransformerLM(cfg).to(device)
+        if model_sink is not None:
+            model_sink(model)
         optimizer = make_optimizer(model, proxy.lr, proxy.weight_decay)
         gen = torch.Generator().manual_seed(seed)
         val_set = data.val_set(proxy.eval_batches, proxy.batch_size)
@@ -288,7 +302,7 @@ def _run(cfg: ArchConfig, proxy: ProxySpec, data: TaskData, total_steps: int, se
         for step in range(1, total_steps + 1):
             lr = lr_at(step, proxy.lr, proxy.warmup_steps, total_steps, proxy.min_lr_ratio)
             set_lr(optimizer, lr)
-            batch = _to(data.batch(proxy.batch_size, gen), device)
+            batch = batch_to(data.batch(proxy.batch_size, gen), device)
             logits, _ = model(batch.x)
             loss = train_loss(logits, batch)
             value = loss.item()

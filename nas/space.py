@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
+from nas.knobs import SIZE_FIELDS
 from nas.model.config import ArchConfig, PrecisionConfig
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
-SIZE_FIELDS = ("vocab_size", "seq_len", "n_layers", "d_model", "n_heads", "head_dim", "ffn_mult", "tie_embeddings")
 KNOBS = tuple(f.name for f in dataclasses.fields(ArchConfig) if f.name not in SIZE_FIELDS + ("precision",)) + tuple(
     f"precision.{f.name}" for f in dataclasses.fields(PrecisionConfig))
 TYPES = ("int", "float", "categorical")

@@ -164,7 +164,8 @@ def test_apply_knobs_scales_fractions_to_the_target():
     arch = apply_knobs(target, proxy)
     assert (arch.n_layers, arch.d_model, arch.seq_len) == (target.n_layers, target.d_model, target.seq_len)
     assert arch.n_kv == target.n_heads // 4 and arch.n_unique == target.n_layers // 2
-    assert (arch.window, arch.global_tokens, arch.precision.ffn) == (64, 4, "fp8_e4m3")
+    # a window keeps its share of the context (64 of 256 -> 512 of 2048); global tokens stay a count
+    assert (arch.window, arch.global_tokens, arch.precision.ffn) == (512, 4, "fp8_e4m3")
     seq = apply_knobs(ArchConfig(n_layers=6, d_model=64, n_heads=2), ArchConfig(n_layers=4, sharing="sequence",
                                                                               unique_layers=1))
     assert 6 % seq.n_unique == 0

@@ -12,32 +12,43 @@ import torch
 from nas.data import IGNORE, MQARSpec, TaskData, TaskSpec, load_corpus, load_task, mqar_batch, stdlib_root
 
 
-def test_mqar_layout_matches_the_zoology_definition() -> None:
-    spec = MQARSpec(vocab=32, num_pairs=5, min_distance=20)
-    x, y = mqar_batch(spec, 64, 64, torch.Generator().manual_seed(3))
-    assert x.shape == y.shape == (64, 64)
+def test_mqar_pairs_sit_anywhere_and_queries_span_the_distance_range() -> None:
+    spec = MQARSpec(vocab=32, num_pairs=5, min_distance=4)
+    S = 256
+    x, y, dist = mqar_batch(spec, 64, S, torch.Generator().manual_seed(3))
+    assert x.shape == y.shape == dist.shape == (64, S)
     n, half = spec.num_pairs, spec.vocab // 2
-    for row_x, row_y in zip(x.tolist(), y.tolist()):
-        keys, values = row_x[0 : 2 * n : 2], row_x[1 : 2 * n : 2]
-        assert all(1 <= k < half for k in keys) and len(set(keys)) == n
-        assert all(half <= v < spec.vocab for v in values) and len(set(values)) == n
-        pairs = dict(zip(keys, values))
+    seen_distances, key_positions = [], []
+    for row_x, row_y, row_d in zip(x.tolist(), y.tolist(), dist.tolist()):
         queries = [i for i, label in enumerate(row_y) if label != IGNORE]
-        assert sorted(row_x[q] for q in queries) == sorted(keys)  # every key queried exactly once
+        assert len(queries) == n
         for q in queries:
-            key = row_x[q]
-            assert row_y[q] == pairs[key] == row_x[q + 1]  # label = the key's value, shown right after
-            assert q - 2 * keys.index(key) >= spec.min_distance
-        filled = set(range(2 * n)) | set(queries) | {q + 1 for q in queries}
-        assert all(row_x[i] == 0 for i in range(64) if i not in filled)
+            key, d = row_x[q], row_d[q]
+            assert 1 <= key < half and half <= row_y[q] < spec.vocab
+            assert row_x[q - d] == key and row_x[q - d + 1] == row_y[q] == row_x[q + 1]  # the pair, d back
+            assert [i for i in range(q) if row_x[i] == key] == [q - d]  # the key's only earlier occurrence
+            seen_distances.append(d)
+            key_positions.append(q - d)
+        assert len({row_x[q] for q in queries}) == n and len({row_y[q] for q in queries}) == n
+        filled = {p for q in queries for p in (q - row_d[q], q - row_d[q] + 1, q, q + 1)}
+        assert all(row_x[i] == 0 for i in range(S) if i not in filled)
+    assert min(seen_distances) >= spec.min_distance and max(seen_distances) <= S - 2
+    # log-uniform distances: about as many in [4, 16) as in [64, 256) (each 2 of the 6 doublings)
+    short = sum(d < 16 for d in seen_distances)
+    long = sum(d >= 64 for d in seen_distances)
+    assert 0.5 < short / long < 2.0
+    # pairs are not confined to a prefix that global tokens would cover
+    assert sum(p >= 16 for p in key_positions) > 0.8 * len(key_positions)
 
 
 def test_mqar_rejects_a_sequence_too_short_for_its_distance() -> None:
-    spec = MQARSpec(vocab=32, num_pairs=4, min_distance=64)
-    with pytest.raises(ValueError, match="seq_len >= 78"):
+    spec = MQARSpec(vocab=32, num_pairs=4, min_distance=8, max_distance=64)
+    with pytest.raises(ValueError, match="seq_len >= 82"):
         mqar_batch(spec, 2, 77, torch.Generator())
     with pytest.raises(ValueError, match="num_pairs"):
         MQARSpec(vocab=8, num_pairs=4).validate()
+    with pytest.raises(ValueError, match="max_distance"):
+        MQARSpec(min_distance=8, max_distance=4).validate()
 
 
 def _make_folder(root, n_files: int = 40) -> list[bytes]:

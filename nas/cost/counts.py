@@ -168,7 +168,8 @@ def param_counts(arch: ArchConfig) -> dict[str, Any]:
                   "gate": d * 2 * H + 2 * H if arch.gate == "dynamic" else 0}
     ffn_layer = 2 * d * arch.ffn_hidden
     head = 0 if arch.tie_embeddings else V * d
-    total = {"embedding": (V + arch.seq_len) * d, "unembedding": head, "norm": (2 * L + 1) * d,
+    positions = arch.seq_len * d if arch.positions == "learned" else 0  # rotary positions have no table
+    total = {"embedding": (V * d + positions), "unembedding": head, "norm": (2 * L + 1) * d,
              **{k: L * v for k, v in attn_layer.items()}, "ffn": L * ffn_layer}
     unique = {"embedding": total["embedding"], "unembedding": head, "norm": (n_attn + n_ffn + 1) * d,
               **{k: n_attn * v for k, v in attn_layer.items()}, "ffn": n_ffn * ffn_layer}

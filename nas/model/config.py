@@ -10,6 +10,7 @@ from typing import Any
 from nas.profiles import reject_unknown
 
 ATTENTION_KINDS = ("dense", "local_global")
+POSITIONS = ("rope", "learned")
 ATTENTION_BACKENDS = ("block", "flex")
 GATE_KINDS = ("none", "dynamic")
 GROUP_SHARE = ("kv", "qkv")
@@ -67,6 +68,7 @@ class ArchConfig:
     head_dim: int | None = None  # default d_model // n_heads
     ffn_mult: float = 4.0
     tie_embeddings: bool = True
+    positions: str = "rope"  # rotary (RoFormer; relative, no table) or a learned absolute table of seq_len rows
     # attention: dense (SDPA) or causal sliding window + global tokens
     attention: str = "dense"
     backend: str = "block"
@@ -130,6 +132,7 @@ class ArchConfig:
             _fail("n_heads", self.n_heads, f"must divide d_model={self.d_model} (or set head_dim)")
         if not (isinstance(self.ffn_mult, (int, float)) and self.ffn_mult > 0):
             _fail("ffn_mult", self.ffn_mult, "expected a number > 0")
+        _check_choice("positions", self.positions, POSITIONS)
         _check_choice("attention", self.attention, ATTENTION_KINDS)
         _check_choice("backend", self.backend, ATTENTION_BACKENDS)
         _check_choice("gate", self.gate, GATE_KINDS)

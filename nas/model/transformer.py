@@ -24,6 +24,22 @@ def attention_core_dtype(fmt: str, device: torch.device) -> torch.dtype | None:
     return torch.float16 if fmt == "fp16" else torch.bfloat16
 
 
+def rope_tables(seq_len: int, head_dim: int, device: torch.device, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (S, hd/2) of rotary position embeddings (RoFormer, Su et al. 2021; GPT-NeoX's half split)."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_dim // 2, device=device, dtype=torch.float32) * 2 / head_dim)
+    angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)  # (S, hd/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, heads, S, hd) by position: pairs (i, i + hd/2) turn by angle pos * inv_freq[i]."""
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half : 2 * half]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    rotated = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return torch.cat((rotated, x[..., 2 * half :]), dim=-1) if x.size(-1) % 2 else rotated
+
+
 class FormatLinear(nn.Module):
     """A bias-free linear layer computed in a named numeric format (fp32 master weight)."""
 
@@ -50,7 +66,7 @@ class Attention(nn.Module):
         self.g_proj = nn.Linear(d, 2 * H) if cfg.gate == "dynamic" else None
         self.last_gates: torch.Tensor | None = None  # (B, H, S, 2): local, global
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         cfg = self.cfg
         B, S, _ = x.shape
         H, KV, hd = cfg.n_heads, cfg.n_kv, cfg.hd
@@ -59,6 +75,8 @@ class Attention(nn.Module):
         q = q.view(B, S, self.n_q, hd).transpose(1, 2)  # (B, n_q, S, hd)
         k = k.view(B, S, KV, hd).transpose(1, 2)  # (B, KV, S, hd)
         v = v.view(B, S, KV, hd).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if self.n_q != H:  # qkv sharing: the heads of a group share Q too
             q = q.repeat_interleave(H // KV, dim=1)  # (B, H, S, hd)
         core_dtype = attention_core_dtype(cfg.precision.attention, x.device)
@@ -124,7 +142,7 @@ class TransformerLM(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
-        self.pos_emb = nn.Embedding(cfg.seq_len, d)
+        self.pos_emb = nn.Embedding(cfg.seq_len, d) if cfg.positions == "learned" else None
         self.attn_map, self.ffn_map = sublayer_maps(cfg)
         self.attns = nn.ModuleList(Attention(cfg) for _ in range(max(self.attn_map) + 1))
         self.ffns = nn.ModuleList(self._build_ffns(cfg))
@@ -146,8 +164,14 @@ class TransformerLM(nn.Module):
         return ffns
 
     def _init_weights(self) -> None:
-        """GPT-2 init: N(0, 0.02), residual output projections scaled by 1/sqrt(2L)."""
-        std_resid = 0.02 / math.sqrt(2 * self.cfg.n_layers)
+        """Fan-in init N(0, 1/d_model), residual output projections scaled by 1/sqrt(2L) (GPT-2's scheme).
+
+        1/sqrt(d_model) is GPT-2's 0.02 at width ~2048 (0.022) and 0.036 at 768; at proxy widths (64) it is
+        0.125, where 0.02 leaves the attention logits so flat that a dense proxy needs several times the steps
+        to learn recall (a narrow window would then win only by training faster).
+        """
+        std = self.cfg.d_model ** -0.5
+        std_resid = std / math.sqrt(2 * self.cfg.n_layers)
         for name, p in self.named_parameters():
             if p.dim() == 1 and ("norm" in name):
                 nn.init.ones_(p)
@@ -155,7 +179,7 @@ class TransformerLM(nn.Module):
                 nn.init.zeros_(p)
             else:
                 resid = name.endswith(("wo.weight", "fc2_weight")) or ".fc2_blocks." in name
-                nn.init.normal_(p, mean=0.0, std=std_resid if resid else 0.02)
+                nn.init.normal_(p, mean=0.0, std=std_resid if resid else std)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, S, vocab) and the mean cross-entropy against `targets` when given."""
@@ -163,11 +187,16 @@ class TransformerLM(nn.Module):
         if S > self.cfg.seq_len:
             raise ValueError(f"input length {S} exceeds ArchConfig.seq_len={self.cfg.seq_len}")
         fmt = self.cfg.precision.embed
-        pos = torch.arange(S, device=idx.device)
-        x = quantize_activation(self.tok_emb(idx) + self.pos_emb(pos), fmt)
+        x = self.tok_emb(idx)
+        rope = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(S, device=idx.device))
+        else:
+            rope = rope_tables(S, self.cfg.hd, idx.device)
+        x = quantize_activation(x, fmt)
         self._gates = []
         for a, f in zip(self.attn_map, self.ffn_map):
-            x = x + self.attns[a](x)
+            x = x + self.attns[a](x, rope)
             if self.attns[a].last_gates is not None:
                 self._gates.append(self.attns[a].last_gates)  # per position: a shared module runs several times
             x = x + self.ffns[f](x)
@@ -183,7 +212,7 @@ class TransformerLM(nn.Module):
         def numel(module: nn.Module) -> int:
             return sum(p.numel() for p in module.parameters())
 
-        shared_free = numel(self.tok_emb) + numel(self.pos_emb) + numel(self.norm)
+        shared_free = numel(self.tok_emb) + numel(self.norm) + (numel(self.pos_emb) if self.pos_emb is not None else 0)
         if self.lm_head is not None:
             shared_free += self.lm_head.numel()
         per_layer = sum(numel(self.attns[a]) + numel(self.ffns[f]) for a, f in zip(self.attn_map, self.ffn_map))

@@ -18,7 +18,7 @@ from nas.data import Batch, TaskData, load_task
 from nas.model import ArchConfig, TransformerLM
 from nas.model.precision import AdaptivePrecision
 from nas.optim import lr_at, make_optimizer, set_lr
-from nas.proxy import NonFiniteLoss, train_loss, evaluate
+from nas.proxy import NonFiniteLoss, batch_to, evaluate, train_loss
 from nas.training.checkpoint import (checkpoints, load_checkpoint, restore_rng_states, resume_path, rng_states,
                                      save_checkpoint)
 from nas.training.spec import TrainSpec
@@ -144,7 +144,7 @@ class _Run:
         loss = 0.0
         for _ in range(n):
             batch = self.data.batch(spec.micro_batch, self.gen)
-            batch = Batch(batch.x.to(self.device), batch.y.to(self.device), batch.n_lm)
+            batch = batch_to(batch, self.device)
             logits, _ = self.model(batch.x)
             micro_loss = train_loss(logits, batch)
             self.scaler.scale(micro_loss / n).backward()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nas.cost.target import SIZE_FIELDS, apply_knobs, load_target
+from nas.cost.target import apply_knobs, load_target
+from nas.knobs import SIZE_FIELDS
 from nas.model.config import ArchConfig
 from nas.profiles import strict_from_dict
 

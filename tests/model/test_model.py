@@ -90,7 +90,7 @@ def _closed_form_unique(cfg: ArchConfig) -> int:
     n_q = H if cfg.group_share == "kv" else kv
     attn = d + d * (n_q + 2 * kv) * hd + H * hd * d + (d * 2 * H + 2 * H if cfg.gate == "dynamic" else 0)
     ffn = d + 2 * d * hid
-    embed = V * d + S * d + d
+    embed = V * d + (S * d if cfg.positions == "learned" else 0) + d
     if cfg.sharing == "ffn_block_diag":
         pairs = (L + 1) // 2
         ffns = L * (d + 2 * d * hid * (k - 1) // k) + pairs * 2 * d * hid // k
@@ -102,6 +102,7 @@ def _closed_form_unique(cfg: ArchConfig) -> int:
 
 SHARING_CASES = [
     dict(sharing="none"),
+    dict(sharing="none", positions="learned"),
     dict(sharing="all"),
     dict(sharing="sequence", unique_layers=3, n_layers=6),
     dict(sharing="cycle", unique_layers=2, n_layers=6),
@@ -128,7 +129,8 @@ def _unshared_copy(shared: TransformerLM) -> TransformerLM:
     cfg = shared.cfg.replace(sharing="none", sharing_scope="both", unique_layers=None)
     ref = TransformerLM(cfg)
     ref.tok_emb.load_state_dict(shared.tok_emb.state_dict())
-    ref.pos_emb.load_state_dict(shared.pos_emb.state_dict())
+    if shared.pos_emb is not None:
+        ref.pos_emb.load_state_dict(shared.pos_emb.state_dict())
     ref.norm.load_state_dict(shared.norm.state_dict())
     with torch.no_grad():
         for i, (a, f) in enumerate(zip(shared.attn_map, shared.ffn_map)):
