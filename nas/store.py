@@ -38,6 +38,7 @@ class StudyRow(Base):
     space_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, nullable=False)
     code_version: Mapped[str] = mapped_column(String(255), nullable=False)
+    adequacy: Mapped[dict | None] = mapped_column(JSON)  # the proxy adequacy check at creation (revision 0003)
     trials: Mapped[list["TrialRow"]] = relationship(back_populates="study", order_by="TrialRow.number")
 
 
@@ -115,6 +116,7 @@ class Study:
     space_hash: str
     created: dt.datetime
     code_version: str
+    adequacy: dict[str, Any] | None = None  # {"mode", "passed", "summary", "fix", "checks"}; None before 0003
 
 
 def code_version() -> str:
@@ -163,8 +165,8 @@ def tune_sqlite(engine: Engine) -> None:
     engine.dispose()  # connections opened before this hook get the pragmas when reopened
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Bring the nas_* tables to the newest Alembic revision shipped in nas/migrations."""
+def upgrade_schema(engine: Engine, revision: str = "head") -> None:
+    """Bring the nas_* tables to an Alembic revision shipped in nas/migrations (default: the newest)."""
     from alembic import command
     from alembic.config import Config
 
@@ -172,7 +174,7 @@ def upgrade_schema(engine: Engine) -> None:
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
 
 
 class Store:
@@ -201,11 +203,12 @@ class Store:
         with self._session() as s:
             return [_study(r) for r in s.scalars(select(StudyRow).order_by(StudyRow.created))]
 
-    def create_study(self, name: str, config: dict, search_space: dict, space_hash: str) -> Study:
-        """Insert a new study row."""
+    def create_study(self, name: str, config: dict, search_space: dict, space_hash: str, *,
+                     adequacy: dict | None = None) -> Study:
+        """Insert a new study row (with its proxy adequacy check, when one ran)."""
         with self._session.begin() as s:
             row = StudyRow(name=name, config=config, search_space=search_space, space_hash=space_hash,
-                           code_version=code_version())
+                           code_version=code_version(), adequacy=adequacy)
             s.add(row)
             s.flush()
             return _study(row)
@@ -270,7 +273,7 @@ class Store:
 
 
 def _study(r: StudyRow) -> Study:
-    return Study(r.name, r.config, r.search_space, r.space_hash, r.created, r.code_version)
+    return Study(r.name, r.config, r.search_space, r.space_hash, r.created, r.code_version, r.adequacy)
 
 
 def _trial(r: TrialRow) -> Trial:

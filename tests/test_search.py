@@ -57,10 +57,11 @@ class FakeRunner:
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
 
 
-def compose_cfg(*overrides: str):
+def compose_cfg(*overrides: str, adequacy: str = "skip"):
+    """conf/search.yaml with the overrides; the adequacy check is skipped unless asked (FakeRunner searches)."""
     search_config.register()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("search", overrides=["dashboard=false", *overrides])
+        return compose("search", overrides=["dashboard=false", f"adequacy={adequacy}", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +237,7 @@ def _bridge(tmp_path, name, sampler="random", pruner=PrunerConf(name="none"), se
     spec = load(path_of("sparse_attn"), ArchConfig(seq_len=128, n_layers=2, d_model=64, n_heads=4))
     evaluate = lambda knobs: ({}, {}, {"flops_ratio": knobs.get("window", 128) / 128})  # noqa: E731
     return OptunaBridge(make_storage(f"sqlite:///{tmp_path / 'b.db'}"), name, spec,
-                        make_sampler(SamplerConf(name=sampler), seed, spec), make_pruner(pruner), "flops_ratio",
+                        make_sampler(SamplerConf(name=sampler), seed, spec), make_pruner(pruner), ("flops_ratio",),
                         evaluate, check)
 
 
@@ -249,7 +250,7 @@ def test_a_seed_makes_the_sampled_sequence_reproducible(tmp_path, sampler):
         for _ in range(8):
             s = bridge.ask(lambda *a: None)
             seen.append(s.params)
-            bridge.finish(s, {"quality": 2.0 + s.compute, "final": True}, None)
+            bridge.finish(s, {"quality": 2.0 + s.compute[0], "final": True}, None)
         return seen
 
     first, second, other = run("a", 7), run("b", 7), run("c", 8)
@@ -313,7 +314,7 @@ def test_resume_takes_optunas_outcome_for_rows_the_killed_driver_had_not_closed(
     rows = {t.number: t for t in store.trials("rec")}
     assert rerun == [running.number]
     assert rows[told.number].state == "COMPLETE"
-    assert rows[told.number].objectives == {"quality": 2.5, "flops_ratio": told.compute}
+    assert rows[told.number].objectives == {"quality": 2.5, "flops_ratio": told.compute[0]}
     assert (rows[running.number].state, rows[running.number].error) == ("FAIL", INTERRUPTED)
 
 
@@ -327,7 +328,7 @@ def test_hard_constraints_reject_configurations_before_training(tmp_path):
     rejected = []
     bridge = _bridge(tmp_path, "con", check=lambda cost: "too big" if cost["flops_ratio"] > 0.15 else None)
     s = bridge.ask(lambda sampled, reason: rejected.append((sampled.number, reason)))
-    assert s.compute <= 0.15 and rejected and all(reason == "too big" for _, reason in rejected)
+    assert s.compute[0] <= 0.15 and rejected and all(reason == "too big" for _, reason in rejected)
     for number, _ in rejected:  # told PRUNED with the reason, and not counted against n_trials
         trial = bridge.study.trials[number]
         assert trial.state.name == "PRUNED" and trial.user_attrs["infeasible"] == "too big"
