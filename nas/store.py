@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event
-from sqlalchemy import select, update
+from sqlalchemy import Select, inspect, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, relationship, sessionmaker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_URL = f"sqlite:///{REPO_ROOT / 'trials_db' / 'nas.db'}"
@@ -186,22 +186,35 @@ class Store:
         if migrate:
             upgrade_schema(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._columns: dict[str, set[str]] = {}
 
     def close(self) -> None:
         """Release the connection pool."""
         self.engine.dispose()
 
+    def has_column(self, table: str, column: str) -> bool:
+        """Whether the database has table.column (a store opened read-only may predate a revision)."""
+        if table not in self._columns:
+            found = inspect(self.engine)
+            self._columns[table] = {c["name"] for c in found.get_columns(table)} if found.has_table(table) else set()
+        return column in self._columns[table]
+
+    def _select_studies(self) -> Select:
+        """select(StudyRow), leaving out the adequacy column when the schema predates it (revision 0003)."""
+        q = select(StudyRow)
+        return q if self.has_column("nas_study", "adequacy") else q.options(defer(StudyRow.adequacy, raiseload=True))
+
     # ---- studies -----------------------------------------------------------------------
     def study(self, name: str) -> Study | None:
         """The study called `name`, or None."""
         with self._session() as s:
-            row = s.scalar(select(StudyRow).where(StudyRow.name == name))
+            row = s.scalar(self._select_studies().where(StudyRow.name == name))
             return None if row is None else _study(row)
 
     def studies(self) -> list[Study]:
         """Every study, oldest first."""
         with self._session() as s:
-            return [_study(r) for r in s.scalars(select(StudyRow).order_by(StudyRow.created))]
+            return [_study(r) for r in s.scalars(self._select_studies().order_by(StudyRow.created))]
 
     def create_study(self, name: str, config: dict, search_space: dict, space_hash: str, *,
                      adequacy: dict | None = None) -> Study:
@@ -273,7 +286,8 @@ class Store:
 
 
 def _study(r: StudyRow) -> Study:
-    return Study(r.name, r.config, r.search_space, r.space_hash, r.created, r.code_version, r.adequacy)
+    adequacy = None if "adequacy" in inspect(r).unloaded else r.adequacy
+    return Study(r.name, r.config, r.search_space, r.space_hash, r.created, r.code_version, adequacy)
 
 
 def _trial(r: TrialRow) -> Trial:
