@@ -143,7 +143,13 @@ def check_adequacy(setup: Setup, out: TextIO | None) -> dict[str, Any]:
     mode = setup.conf.adequacy
     if mode == "skip":
         return {"mode": "skip", "passed": None, "summary": "adequacy check skipped (adequacy=skip)", "checks": []}
-    from nas.adequacy import check_adequacy as run_check  # trains the dense baseline at the proxy: imported when used
+    try:  # trains the dense baseline at the proxy: imported when used
+        from nas.adequacy import check_adequacy as run_check
+    except ModuleNotFoundError as err:
+        if err.name != "nas.adequacy":
+            raise
+        raise SearchError(f"adequacy={mode} needs nas.adequacy, which this installation lacks: set adequacy=skip "
+                          "to search without the check") from err
 
     conf = setup.conf
     result = run_check(setup.spec, setup.proxy, setup.task, budget_tokens=conf.budget_tokens, seed=conf.seed,
