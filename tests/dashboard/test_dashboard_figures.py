@@ -74,21 +74,27 @@ def test_comparison_has_one_front_per_study(reader) -> None:
     assert list(fronts[1].x) == [0.6, 0.75, 1.0]  # beta: 1 (0.6, 1.03), 3 (0.75, 1.01), 0 (1.0, 0.98)
 
 
-def test_hypervolume_matches_optuna_history(reader, seeded) -> None:
-    view = reader.study("alpha")
-    history = hypervolume_history(view)
-    ref = reference_point(view)
+@pytest.mark.parametrize("name, seeds", [("alpha", KNOWN), ("gamma", GAMMA)])  # 2 and 3 objectives
+def test_hypervolume_matches_optuna_history(reader, seeded, name, seeds) -> None:
+    view = reader.study(name)
+    history, ref = hypervolume_history(view), reference_point(view)
+    assert len(ref) == 1 + len(view.compute_keys)
     oracle = optuna.visualization.plot_hypervolume_history(
-        optuna.load_study(study_name="alpha", storage=seeded.url), reference_point=list(ref))
-    complete = [s.number for s in KNOWN if s.state == "COMPLETE"]
+        optuna.load_study(study_name=name, storage=seeded.url), reference_point=list(ref))
+    complete = [s.number for s in seeds if s.state == "COMPLETE"]
     ours = [v for n, v in zip(history.numbers, history.values) if n in complete]
     np.testing.assert_allclose(ours, oracle.data[0].y, rtol=1e-12)
-    # closed form of the final front: staircase area under the reference point
+    assert history.tokens == sorted(history.tokens) and history.tokens[-1] == sum(t.tokens for t in view.trials)
+    fig = plot_hypervolume(view)
+    assert len(fig.data) == 2 and f"over {len(ref)} objectives" in fig.layout.title.text
+
+
+def test_two_objective_hypervolume_is_the_staircase_area(reader) -> None:
+    view = reader.study("alpha")
+    ref = reference_point(view)  # (quality, flops_ratio)
     pts = sorted((s.compute, s.quality) for s in KNOWN if s.number in KNOWN_FRONT)
     area = sum((nxt[0] - c) * (ref[0] - q) for (c, q), nxt in zip(pts, pts[1:] + [(ref[1], 0)]))
-    assert history.values[-1] == pytest.approx(area)
-    assert history.tokens == sorted(history.tokens) and history.tokens[-1] == sum(t.tokens for t in view.trials)
-    assert len(plot_hypervolume(view).data) == 2
+    assert hypervolume_history(view).values[-1] == pytest.approx(area)
 
 
 def test_learning_curves_cut_pruned_trials(reader) -> None:
@@ -168,19 +174,6 @@ def test_pairwise_front_panels(reader) -> None:
     assert sum(t.showlegend is not False for t in fig.data) == 4  # one legend entry per kind
     hover = [t for t in fig.data if t.name == "completed"][0].text[0]
     assert "flops_ratio = 1" in hover and "memory_ratio = 1" in hover
-
-
-def test_hypervolume_over_three_objectives_matches_optuna(reader, seeded) -> None:
-    view = reader.study("gamma")
-    ref = reference_point(view)
-    assert len(ref) == 3
-    history = hypervolume_history(view)
-    oracle = optuna.visualization.plot_hypervolume_history(
-        optuna.load_study(study_name="gamma", storage=seeded.url), reference_point=list(ref))
-    complete = [s.number for s in GAMMA if s.state == "COMPLETE"]
-    ours = [v for n, v in zip(history.numbers, history.values) if n in complete]
-    np.testing.assert_allclose(ours, oracle.data[0].y, rtol=1e-12)
-    assert "over 3 objectives" in plot_hypervolume(view).layout.title.text
 
 
 def test_parallel_coordinates_and_table_show_every_objective(reader) -> None:
