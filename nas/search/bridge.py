@@ -1,9 +1,9 @@
 """Optuna side of the search: the study in the store's database, sampling, rung reports, pruning and tells.
 
-The main study is multi-objective (quality, then k >= 1 compute objectives, all minimised). Optuna's pruners are single-objective, so every
-trial also has a twin in the study `<name>.rungs` (one objective: quality, minimised) that receives the
-rung reports and whose pruner decides; the compute objectives are stored on the twin as a user attr (a list)
-for ParetoPruner.
+The main study is multi-objective (quality, then k >= 1 compute objectives, all minimised). Optuna's pruners
+are single-objective, so every trial also has a twin in the study `<name>.rungs` (one objective: quality,
+minimised) that receives the rung reports and whose pruner decides; the compute objectives are stored on the
+twin as a user attr (a list) for ParetoPruner.
 """
 
 from __future__ import annotations

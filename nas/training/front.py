@@ -164,7 +164,8 @@ def select(sp: StudyPoints, policy: Policy) -> Point:
         ok = [p for p in points if p.primary <= policy.max_compute]
         if not ok:
             closest = min(points, key=lambda p: (p.primary, p.quality))
-            raise ValueError(f"no COMPLETE trial of study {name!r} has {keys[0]} <= max_compute={policy.max_compute:g}: "
+            raise ValueError(f"no COMPLETE trial of study {name!r} has {keys[0]} <= "
+                             f"max_compute={policy.max_compute:g}: "
                              f"the closest is {closest.describe(keys)}")
         return min(ok, key=lambda p: (p.quality, p.compute, p.number))
     dense = policy.dense_quality if policy.dense_quality is not None else sp.dense_quality()
