@@ -1,9 +1,11 @@
 """`python -m nas.export study=NAME policy=...`: pick a point of a study and write conf/model/<name>.yaml.
 
 Policies (nas.training.front): knee of the Pareto front; max_quality under max_compute; min_compute
-above min_quality_ratio of the dense quality; or a trial number. The file is the chosen trial's
+above min_quality_ratio of the dense quality; or a trial number. With several compute objectives, knee,
+max_compute and min_compute read the primary one (the first of the study's list). The file is the chosen trial's
 target-size ArchConfig (what its compute objective describes), with provenance in a header comment;
-`python -m nas.train model=<name>` trains it. `verify=true` also measures the proxy's fidelity.
+`python -m nas.train model=<name>` trains it. `verify=true` also measures the proxy's fidelity against a
+reference proxy (nas.reference).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from nas.model.config import ArchConfig
 from nas.store import DEFAULT_URL, Store, code_version
 from nas.training.front import Point, Policy, StudyPoints, load_points, select
-from nas.training.records import Fidelity, record_export, record_fidelity
+from nas.training.records import Fidelity, describe_proxy, record_export, record_fidelity
 from nas.profiles import conf_dir, hydra_entry
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -29,7 +31,7 @@ class Exported:
     """The outcome of an export: the chosen point, the file written and, with verify, the fidelity check."""
 
     point: Point
-    compute_key: str
+    compute_keys: tuple[str, ...]
     name: str
     path: Path
     fidelity: Fidelity | None = None
@@ -84,7 +86,7 @@ def export(store: Store, study: str, policy: Policy, *, name: str | None = None,
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     record_export(store, study, point.number, name, str(path), policy.to_dict(), dict(point.trial.objectives or {}))
-    return Exported(point, sp.compute_key, name, path)
+    return Exported(point, sp.compute_keys, name, path)
 
 
 def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported:
@@ -101,20 +103,20 @@ def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported:
                         conf.get("trial"))
         done = export(store, study, policy, name=conf.get("name"), model_dir=conf.get("model_dir"),
                       force=bool(conf.get("force")))
-        print(f"exported {done.point.describe(done.compute_key)} of study {study!r} by policy={policy.name} "
+        print(f"exported {done.point.describe(done.compute_keys)} of study {study!r} by policy={policy.name} "
               f"-> {done.path}\ntrain it: python -m nas.train model={done.name}", file=out, flush=True)
         if conf.get("verify"):
             from nas.training.fidelity import verify  # trains models: torch is imported only when asked
 
-            fidelity = verify(store, study, conf.get("verify_top_k", 3), conf.get("verify_factor", 4.0),
-                              device=conf.get("device", "auto"), threads=conf.get("threads") or 1,
-                              progress=bool(conf.get("progress")))
+            fidelity = verify(store, study, conf.get("verify_top_k", 3), device=conf.get("device", "auto"),
+                              threads=conf.get("threads") or 1, progress=bool(conf.get("progress")))
             record_fidelity(store, study, fidelity)
             tau = "undefined (all tied)" if fidelity.kendall_tau is None else f"{fidelity.kendall_tau:.4f}"
-            print(f"fidelity: trials {fidelity.trials} retrained at {fidelity.budget_factor:g}x the proxy budget "
-                  f"({fidelity.budget_tokens} tokens): proxy quality {[round(q, 4) for q in fidelity.proxy_quality]}, "
-                  f"longer {[round(q, 4) for q in fidelity.long_quality]}, Kendall tau-b = {tau}", file=out, flush=True)
-            done = Exported(done.point, done.compute_key, done.name, done.path, fidelity)
+            print(f"fidelity: trials {fidelity.trials} retrained at the reference proxy "
+                  f"{describe_proxy(fidelity.reference or {})}: proxy quality "
+                  f"{[round(q, 4) for q in fidelity.proxy_quality]}, reference "
+                  f"{[round(q, 4) for q in fidelity.long_quality]}, Kendall tau-b = {tau}", file=out, flush=True)
+            done = Exported(done.point, done.compute_keys, done.name, done.path, fidelity)
         return done
     finally:
         store.close()

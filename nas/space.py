@@ -15,6 +15,8 @@ import yaml
 
 from nas.knobs import SIZE_FIELDS
 from nas.model.config import ArchConfig, PrecisionConfig
+from nas.objectives import COMPUTE_KEYS, DEFAULT_COMPUTE
+from nas.profiles import profile_names
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 KNOBS = tuple(f.name for f in dataclasses.fields(ArchConfig) if f.name not in SIZE_FIELDS + ("precision",)) + tuple(
@@ -25,7 +27,8 @@ PARAM_KEYS = {
     "float": {"type", "low", "high", "step", "log", "when", "below"},
     "categorical": {"type", "choices", "when", "divides", "below", "implies"},
 }
-TOP_KEYS = {"name", "description", "params", "fixed", "baseline"}
+TOP_KEYS = {"name", "description", "params", "fixed", "baseline", "objectives", "defaults"}
+DEFAULT_GROUPS = ("task", "target")  # groups a space's Hydra defaults list may choose: `override /task@_global_.task`
 MAX_GRID = 1000  # values one parameter may contribute to a grid
 
 
@@ -104,6 +107,7 @@ class SearchSpec:
     fixed: Mapping[str, Any]
     baseline: Mapping[str, Any]
     description: str = ""
+    objectives: tuple[str, ...] = DEFAULT_COMPUTE  # the compute objectives its knobs move, primary first
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Define-by-run sampling: each parameter whose conditions hold, in file order."""
@@ -134,8 +138,8 @@ class SearchSpec:
             if "implies" in d:
                 d["implies"] = {choice: dict(knobs) for choice, knobs in p.implies}
             params[p.name] = d
-        return {"name": self.name, "description": self.description, "params": params,
-                "fixed": dict(self.fixed), "baseline": dict(self.baseline)}
+        return {"name": self.name, "description": self.description, "objectives": list(self.objectives),
+                "params": params, "fixed": dict(self.fixed), "baseline": dict(self.baseline)}
 
     def digest(self) -> str:
         """sha256 of the canonical parameters, fixed knobs and baseline (identifies the space across runs)."""
@@ -207,7 +211,37 @@ def parse(data: Any, source: str, base: ArchConfig) -> SearchSpec:
         raise fail("baseline", baseline, "expected a mapping of the dense baseline's parameter values")
     _check_baseline(spec_params, dict(baseline), dict(fixed), base, fail)
     desc = data.get("description") or ""
-    return SearchSpec(name, source, spec_params, dict(fixed), dict(baseline), str(desc))
+    _check_defaults(data.get("defaults"), fail)
+    objectives = _objectives(data.get("objectives", list(DEFAULT_COMPUTE)), fail)
+    return SearchSpec(name, source, spec_params, dict(fixed), dict(baseline), str(desc), objectives)
+
+
+def _objectives(raw: Any, fail: Any) -> tuple[str, ...]:
+    """The space's compute objectives: a non-empty list of distinct nas.cost ratio names."""
+    keys = raw if isinstance(raw, list) else [raw]
+    for key in keys:
+        if key not in COMPUTE_KEYS:
+            raise fail("objectives", key, f"not a compute objective; valid are {', '.join(COMPUTE_KEYS)}")
+    if not keys or len(set(keys)) != len(keys):
+        raise fail("objectives", raw, f"expected a non-empty list of distinct names from {', '.join(COMPUTE_KEYS)}")
+    return tuple(keys)
+
+
+def _check_defaults(raw: Any, fail: Any) -> None:
+    """A space's Hydra defaults list may only choose its task and target (Hydra applies it; parse checks it)."""
+    if raw is None:
+        return
+    valid = ", ".join(f"override /{g}@_global_.{g}: NAME" for g in DEFAULT_GROUPS)
+    if not isinstance(raw, list):
+        raise fail("defaults", raw, f"expected a list of entries like {valid}")
+    for entry in raw:
+        key, value = next(iter(entry.items())) if isinstance(entry, Mapping) and len(entry) == 1 else (None, entry)
+        group = next((g for g in DEFAULT_GROUPS if key == f"override /{g}@_global_.{g}"), None)
+        if group is None:
+            raise fail("defaults", entry, f"a space's defaults may only be {valid}")
+        if value not in profile_names(group):
+            raise fail(f"defaults.{key}", value, f"expected one of {', '.join(profile_names(group))} "
+                       f"(conf/{group}/*.yaml)")
 
 
 def _param(key: str, raw: Any, earlier: list[str], base: ArchConfig, fail: Any) -> Param:

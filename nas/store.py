@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event
-from sqlalchemy import select, update
+from sqlalchemy import Select, inspect, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, relationship, sessionmaker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_URL = f"sqlite:///{REPO_ROOT / 'trials_db' / 'nas.db'}"
@@ -38,6 +38,7 @@ class StudyRow(Base):
     space_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, nullable=False)
     code_version: Mapped[str] = mapped_column(String(255), nullable=False)
+    adequacy: Mapped[dict | None] = mapped_column(JSON)  # the proxy adequacy check at creation (revision 0003)
     trials: Mapped[list["TrialRow"]] = relationship(back_populates="study", order_by="TrialRow.number")
 
 
@@ -115,6 +116,7 @@ class Study:
     space_hash: str
     created: dt.datetime
     code_version: str
+    adequacy: dict[str, Any] | None = None  # {"mode", "passed", "summary", "fix", "checks"}; None before 0003
 
 
 def code_version() -> str:
@@ -163,8 +165,8 @@ def tune_sqlite(engine: Engine) -> None:
     engine.dispose()  # connections opened before this hook get the pragmas when reopened
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Bring the nas_* tables to the newest Alembic revision shipped in nas/migrations."""
+def upgrade_schema(engine: Engine, revision: str = "head") -> None:
+    """Bring the nas_* tables to an Alembic revision shipped in nas/migrations (default: the newest)."""
     from alembic import command
     from alembic.config import Config
 
@@ -172,7 +174,7 @@ def upgrade_schema(engine: Engine) -> None:
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
 
 
 class Store:
@@ -184,28 +186,42 @@ class Store:
         if migrate:
             upgrade_schema(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._columns: dict[str, set[str]] = {}
 
     def close(self) -> None:
         """Release the connection pool."""
         self.engine.dispose()
 
+    def has_column(self, table: str, column: str) -> bool:
+        """Whether the database has table.column (a store opened read-only may predate a revision)."""
+        if table not in self._columns:
+            found = inspect(self.engine)
+            self._columns[table] = {c["name"] for c in found.get_columns(table)} if found.has_table(table) else set()
+        return column in self._columns[table]
+
+    def _select_studies(self) -> Select:
+        """select(StudyRow), leaving out the adequacy column when the schema predates it (revision 0003)."""
+        q = select(StudyRow)
+        return q if self.has_column("nas_study", "adequacy") else q.options(defer(StudyRow.adequacy, raiseload=True))
+
     # ---- studies -----------------------------------------------------------------------
     def study(self, name: str) -> Study | None:
         """The study called `name`, or None."""
         with self._session() as s:
-            row = s.scalar(select(StudyRow).where(StudyRow.name == name))
+            row = s.scalar(self._select_studies().where(StudyRow.name == name))
             return None if row is None else _study(row)
 
     def studies(self) -> list[Study]:
         """Every study, oldest first."""
         with self._session() as s:
-            return [_study(r) for r in s.scalars(select(StudyRow).order_by(StudyRow.created))]
+            return [_study(r) for r in s.scalars(self._select_studies().order_by(StudyRow.created))]
 
-    def create_study(self, name: str, config: dict, search_space: dict, space_hash: str) -> Study:
-        """Insert a new study row."""
+    def create_study(self, name: str, config: dict, search_space: dict, space_hash: str, *,
+                     adequacy: dict | None = None) -> Study:
+        """Insert a new study row (with its proxy adequacy check, when one ran)."""
         with self._session.begin() as s:
             row = StudyRow(name=name, config=config, search_space=search_space, space_hash=space_hash,
-                           code_version=code_version())
+                           code_version=code_version(), adequacy=adequacy)
             s.add(row)
             s.flush()
             return _study(row)
@@ -270,7 +286,8 @@ class Store:
 
 
 def _study(r: StudyRow) -> Study:
-    return Study(r.name, r.config, r.search_space, r.space_hash, r.created, r.code_version)
+    adequacy = None if "adequacy" in inspect(r).unloaded else r.adequacy
+    return Study(r.name, r.config, r.search_space, r.space_hash, r.created, r.code_version, adequacy)
 
 
 def _trial(r: TrialRow) -> Trial:

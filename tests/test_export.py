@@ -174,6 +174,55 @@ def test_cli_exports_and_refuses_in_one_line(store, tmp_path):
                                                "written to conf/model/"]
 
 
+# ---- two compute objectives: the policies read the primary one (oracles: hand-computed from POINTS2) ----------
+
+# (quality, flops_ratio, memory_ratio): 2 dominates 1 (same quality and flops, less memory); 4 is on the front only
+# by its memory (flops and quality lose to 2); the front over all three is 0, 2, 3, 4, 5
+POINTS2 = [(1.00, 1.00, 1.00), (1.02, 0.50, 0.90), (1.02, 0.50, 0.80), (1.10, 0.30, 1.10), (1.05, 0.60, 0.50),
+           (1.50, 0.20, 1.00)]
+
+
+@pytest.fixture()
+def store2(tmp_path: Path, corpus: Path) -> Store:
+    s = Store(f"sqlite:///{tmp_path / 'k2.db'}")
+    config = {"proxy": PROXY, "task": {"name": "lm", "kind": "lm", "corpus": str(corpus)},
+              "objectives": {"compute": ["flops_ratio", "memory_ratio"]}}
+    s.create_study("s2", config, {"name": "test_space", "baseline": {"attention": "dense"}}, "f" * 64)
+    for number, (quality, flops, memory) in enumerate(POINTS2):
+        params = {"attention": "dense"} if number == 0 else {"attention": "local_global", "window": 4 + number}
+        s.start_trial("s2", number, params, _arch(params))
+        s.finish_trial("s2", number, "COMPLETE",
+                       objectives={"quality": quality, "flops_ratio": flops, "memory_ratio": memory})
+    yield s
+    s.close()
+
+
+def test_front_over_three_objectives(store2):
+    sp = load_points(store2, "s2")
+    assert sp.compute_keys == ("flops_ratio", "memory_ratio") and sp.points[4].compute == (0.60, 0.50)
+    assert [p.number for p in pareto_front(sp.points)] == [5, 3, 2, 4, 0]  # by flops, then memory
+
+
+@pytest.mark.parametrize("policy, expected", [
+    (Policy("knee"), 3),  # the knee of the (flops, quality) front 5, 3, 2, 0 (POINTS' figures: 0.675 > 0.585)
+    (Policy("max_quality", max_compute=0.55), 2),  # 1 and 2 tie on quality and flops: 2 uses less memory
+    (Policy("min_compute", min_quality_ratio=0.97), 2),  # the same tie, the same break
+    (Policy("max_quality", max_compute=1.0), 0),
+])
+def test_policies_read_the_primary_compute_objective(store2, tmp_path, policy, expected):
+    done = export(store2, "s2", policy, name=f"k2_{policy.name}", model_dir=tmp_path, force=True)
+    assert done.point.number == expected and done.compute_keys == ("flops_ratio", "memory_ratio")
+    header = done.path.read_text().splitlines()
+    assert any(line.startswith("# objectives: quality=") and "memory_ratio=" in line for line in header)
+
+
+def test_refusals_name_the_primary_objective_and_show_every_one(store2, tmp_path):
+    with pytest.raises(ValueError) as err:
+        export(store2, "s2", Policy("max_quality", max_compute=0.1), model_dir=tmp_path)
+    assert str(err.value) == ("no COMPLETE trial of study 's2' has flops_ratio <= max_compute=0.1: the closest is "
+                              "trial 5 (quality=1.5000, flops_ratio=0.2000, memory_ratio=1.0000)")
+
+
 # ---- fidelity ----------------------------------------------------------------------------
 
 
@@ -190,26 +239,49 @@ def test_top_points_fills_from_the_rest(store):
     assert [p.number for p in top_points(points, 5)] == [0, 1, 2, 4, 3]
 
 
-def test_verify_retrains_top_k_and_stores_tau(store, tmp_path):
+def _fake_reference(monkeypatch: pytest.MonkeyPatch, calls: list) -> None:
+    """nas.reference stand-in with its API: a proxy 4x deeper, 4x the context, 8x the tokens."""
+    import dataclasses
+    import types
+
+    def reference_proxy(proxy, budget_tokens=None):
+        calls.append((proxy.name, budget_tokens))
+        return dataclasses.replace(proxy, name=proxy.name + "-ref", n_layers=4 * proxy.n_layers,
+                                   seq_len=4 * proxy.seq_len, budget_tokens=8 * (budget_tokens or proxy.budget_tokens))
+
+    module = types.ModuleType("nas.reference")
+    module.reference_proxy = reference_proxy
+    monkeypatch.setitem(sys.modules, "nas.reference", module)
+
+
+def test_verify_retrains_top_k_at_the_reference_proxy_and_stores_tau(store, tmp_path, monkeypatch):
     from nas.data import TaskSpec
     from nas.proxy import ProxySpec, quality, train_proxy
 
+    calls: list = []
+    _fake_reference(monkeypatch, calls)
     done = run_from_config({"study": "s1", "store": {"url": store.url}, "model_dir": str(tmp_path), "name": "v",
-                            "verify": True, "verify_top_k": 3, "verify_factor": 2.0, "device": "cpu"},
+                            "verify": True, "verify_top_k": 3, "device": "cpu"},
                            out=open(tmp_path / "log.txt", "w"))
     fid = done.fidelity
+    assert calls == [("micro", None)]  # the study's proxy and budget (none set: the proxy's own)
     assert fid.trials == [0, 1, 2] and fid.proxy_quality == [1.00, 1.02, 1.10]
-    assert fid.budget_tokens == 2 * PROXY["budget_tokens"]
+    assert fid.reference["name"] == "micro-ref" and fid.reference["n_layers"] == 4 and fid.reference["seq_len"] == 128
+    assert fid.budget_tokens == fid.reference["budget_tokens"] == 8 * PROXY["budget_tokens"]
+    assert fid.budget_factor == 8.0
     assert fid.kendall_tau == kendall_tau_b(fid.proxy_quality, fid.long_quality)
-    # oracle: the same proxy run done directly
+    # oracle: the same reference run done directly
+    reference = ProxySpec.from_dict(fid.reference)
     trial1 = load_points(store, "s1").points[1].trial
-    reports = list(train_proxy(trial1.arch, ProxySpec.from_dict(PROXY), TaskSpec(corpus=str(tmp_path / "corpus.txt")),
-                               budget_tokens=fid.budget_tokens, seed=0, device="cpu"))
+    reports = list(train_proxy(trial1.arch, reference, TaskSpec(corpus=str(tmp_path / "corpus.txt")),
+                               budget_tokens=reference.budget_tokens, seed=0, device="cpu"))
     assert fid.long_quality[1] == quality(reports[-1], TaskSpec())
     stored = fidelity_results(store, "s1")
     assert len(stored) == 1 and stored[0].trials == [0, 1, 2] and stored[0].long_quality == fid.long_quality
+    assert stored[0].reference == fid.reference
     assert all(math.isfinite(q) for q in fid.long_quality)
-    assert "Kendall tau-b" in (tmp_path / "log.txt").read_text()
+    log = (tmp_path / "log.txt").read_text()
+    assert "Kendall tau-b" in log and "reference proxy micro-ref: 4 layers x width 16, seq_len 128" in log
 
 
 def test_records_tables_come_from_the_migrations_and_start_empty(store):

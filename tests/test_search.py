@@ -57,10 +57,11 @@ class FakeRunner:
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
 
 
-def compose_cfg(*overrides: str):
+def compose_cfg(*overrides: str, adequacy: str = "skip"):
+    """conf/search.yaml with the overrides; the adequacy check is skipped unless asked (FakeRunner searches)."""
     search_config.register()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("search", overrides=["dashboard=false", *overrides])
+        return compose("search", overrides=["dashboard=false", f"adequacy={adequacy}", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +237,7 @@ def _bridge(tmp_path, name, sampler="random", pruner=PrunerConf(name="none"), se
     spec = load(path_of("sparse_attn"), ArchConfig(seq_len=128, n_layers=2, d_model=64, n_heads=4))
     evaluate = lambda knobs: ({}, {}, {"flops_ratio": knobs.get("window", 128) / 128})  # noqa: E731
     return OptunaBridge(make_storage(f"sqlite:///{tmp_path / 'b.db'}"), name, spec,
-                        make_sampler(SamplerConf(name=sampler), seed, spec), make_pruner(pruner), "flops_ratio",
+                        make_sampler(SamplerConf(name=sampler), seed, spec), make_pruner(pruner), ("flops_ratio",),
                         evaluate, check)
 
 
@@ -249,7 +250,7 @@ def test_a_seed_makes_the_sampled_sequence_reproducible(tmp_path, sampler):
         for _ in range(8):
             s = bridge.ask(lambda *a: None)
             seen.append(s.params)
-            bridge.finish(s, {"quality": 2.0 + s.compute, "final": True}, None)
+            bridge.finish(s, {"quality": 2.0 + s.compute[0], "final": True}, None)
         return seen
 
     first, second, other = run("a", 7), run("b", 7), run("c", 8)
@@ -313,7 +314,7 @@ def test_resume_takes_optunas_outcome_for_rows_the_killed_driver_had_not_closed(
     rows = {t.number: t for t in store.trials("rec")}
     assert rerun == [running.number]
     assert rows[told.number].state == "COMPLETE"
-    assert rows[told.number].objectives == {"quality": 2.5, "flops_ratio": told.compute}
+    assert rows[told.number].objectives == {"quality": 2.5, "flops_ratio": told.compute[0]}
     assert (rows[running.number].state, rows[running.number].error) == ("FAIL", INTERRUPTED)
 
 
@@ -327,9 +328,201 @@ def test_hard_constraints_reject_configurations_before_training(tmp_path):
     rejected = []
     bridge = _bridge(tmp_path, "con", check=lambda cost: "too big" if cost["flops_ratio"] > 0.15 else None)
     s = bridge.ask(lambda sampled, reason: rejected.append((sampled.number, reason)))
-    assert s.compute <= 0.15 and rejected and all(reason == "too big" for _, reason in rejected)
+    assert s.compute[0] <= 0.15 and rejected and all(reason == "too big" for _, reason in rejected)
     for number, _ in rejected:  # told PRUNED with the reason, and not counted against n_trials
         trial = bridge.study.trials[number]
         assert trial.state.name == "PRUNED" and trial.user_attrs["infeasible"] == "too big"
     bridge.finish(s, {"quality": 1.0, "final": True}, None)
     assert bridge.n_done() == 1
+
+
+# ---- per-space defaults and k compute objectives --------------------------------------------------------------
+
+
+def test_a_space_picks_its_task_and_target_unless_the_command_line_names_them():
+    sharing = compose_cfg("search_space=sharing")
+    assert (sharing.task.name, sharing.target.name, sharing.study) == ("capacity", "gpt_1b", "sharing-tiny-capacity")
+    mine = compose_cfg("search_space=sharing", "task=lm", "target=gpt_7b")
+    assert (mine.task.name, mine.target.name, mine.study) == ("lm", "gpt_7b", "sharing-tiny-lm")
+    sparse = compose_cfg()  # the default space
+    assert (sparse.task.name, sparse.target.name) == ("long_range", "gpt_1b_32k")
+    assert compose_cfg("search_space=precision").task.name == "numeric"
+
+
+def test_the_cli_composes_the_spaces_task(tmp_path):
+    shown = _cli(tmp_path, "search_space=sharing", "--cfg", "job")
+    assert shown.returncode == 0, shown.stderr
+    cfg = yaml.safe_load(shown.stdout)
+    assert cfg["task"]["name"] == "capacity" and cfg["target"]["name"] == "gpt_1b"
+    assert cfg["search_space"]["objectives"] == ["unique_params_ratio", "memory_ratio"]
+
+
+def test_compute_objectives_come_from_the_space_or_an_override():
+    assert validate(compose_cfg("search_space=sharing")).compute_keys == ("unique_params_ratio", "memory_ratio")
+    assert validate(compose_cfg("search_space=full")).compute_keys == ("flops_ratio", "unique_params_ratio",
+                                                                       "time_ratio")
+    setup = validate(compose_cfg("search_space=sharing", "objectives.compute=[time_ratio,memory_ratio]"))
+    assert setup.compute_keys == ("time_ratio", "memory_ratio")
+    assert setup.plain["objectives"]["compute"] == ["time_ratio", "memory_ratio"]  # stored resolved
+    assert validate(compose_cfg("objectives.compute=time_ratio")).compute_keys == ("time_ratio",)
+    with pytest.raises(SearchError) as err:
+        validate(compose_cfg("objectives.compute=[time_ratio,speed]"))
+    assert str(err.value) == ("objectives.compute=['time_ratio', 'speed'] is invalid: 'speed' is not a compute "
+                              "objective; expected one of flops_ratio, time_ratio, memory_ratio, unique_params_ratio, "
+                              "or a list of them")
+    with pytest.raises(SearchError, match=r"objectives.compute=7 is invalid"):
+        validate(compose_cfg("objectives.compute=7"))
+    with pytest.raises(SearchError, match=r"adequacy='maybe' is invalid: expected one of enforce, warn, skip"):
+        validate(compose_cfg(adequacy="maybe"))
+
+
+def _bridge2(tmp_path, name, pruner=PrunerConf(name="none")):
+    """A sharing-space bridge with two compute objectives from a closed-form cost."""
+    spec = load(path_of("sharing"), ArchConfig(seq_len=128, n_layers=2, d_model=64, n_heads=4))
+    unique = {"none": 1.0, "all": 0.1, "sequence": 0.5, "cycle": 0.5, "cycle_rev": 0.5, "adjacent": 0.5,
+              "ffn_block_diag": 0.7}
+    evaluate = lambda knobs: ({}, {}, {"unique_params_ratio": unique[knobs["sharing"]],  # noqa: E731
+                                       "memory_ratio": 1.0 - unique[knobs["sharing"]] / 4})
+    return OptunaBridge(make_storage(f"sqlite:///{tmp_path / 'b.db'}"), name, spec,
+                        make_sampler(SamplerConf(name="random"), 0, spec), make_pruner(pruner),
+                        ("unique_params_ratio", "memory_ratio"), evaluate, lambda cost: None)
+
+
+def test_a_two_compute_objective_study_tells_three_values_and_its_front_is_optunas(tmp_path):
+    from nas.pareto import pareto_front
+
+    bridge = _bridge2(tmp_path, "k2")
+    bridge.enqueue_baseline()
+    for i in range(10):
+        s = bridge.ask(lambda *a: None)
+        assert s.compute == (s.cost["unique_params_ratio"], s.cost["memory_ratio"])
+        assert bridge.rungs.trials[s.rung_trial.number].user_attrs[COMPUTE_ATTR] == list(s.compute)
+        bridge.finish(s, {"quality": 2.0 + (i % 3) / 10, "final": True}, None)
+    study = optuna.load_study(study_name="k2", storage=f"sqlite:///{tmp_path / 'b.db'}")
+    assert study.directions == [optuna.study.StudyDirection.MINIMIZE] * 3
+    assert study.metric_names == ["quality", "unique_params_ratio", "memory_ratio"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    ours = {done[i].number for i in pareto_front([t.values for t in done])}
+    assert ours == {t.number for t in bridge.front()}
+    assert bridge.objectives((0.5, 0.875), 2.1) == {"quality": 2.1, "unique_params_ratio": 0.5, "memory_ratio": 0.875}
+
+
+def test_pareto_pruner_with_two_compute_objectives():
+    """A peer must be no worse on every compute objective (and better on rung quality by the margin)."""
+    study = _rung_study([([0.5, 0.9], 1.0), ([0.6, 0.5], 1.0), ([0.4, 0.4], 3.0)])  # (compute objectives, quality)
+    trial = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, intermediate_values={1: 2.0},
+                                      user_attrs={COMPUTE_ATTR: [0.6, 0.9]})
+    # peer 0 (0.5, 0.9) and peer 1 (0.6, 0.5) are no worse on both and better on quality; peer 2 has worse quality
+    assert ParetoPruner(margin=0.01, min_dominators=2, n_startup_trials=3).prune(study, trial)
+    cheaper_memory = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, intermediate_values={1: 2.0},
+                                               user_attrs={COMPUTE_ATTR: [0.6, 0.6]})
+    assert not ParetoPruner(margin=0.01, min_dominators=2, n_startup_trials=3).prune(study, cheaper_memory)
+    assert ParetoPruner(margin=0.01, min_dominators=1, n_startup_trials=3).prune(study, cheaper_memory)
+
+
+# ---- the proxy adequacy check of a new study ------------------------------------------------------------------
+
+
+def _fake_adequacy(monkeypatch, passed: bool, calls: list) -> None:
+    """nas.adequacy replaced by a stand-in with its API (check_adequacy -> Adequacy)."""
+    import types
+    from dataclasses import asdict, dataclass
+
+    @dataclass
+    class Adequacy:
+        passed: bool
+        summary: str
+        fix: str | None
+        checks: list
+
+        def to_dict(self) -> dict:
+            return asdict(self)
+
+    def check_adequacy(spec, proxy, task, *, budget_tokens=None, seed=0, threads=1, device="auto", cache_dir=None,
+                       progress=False):
+        calls.append((spec.name, proxy.name, task.name, budget_tokens, seed, threads))
+        checks = [{"name": "window_resolution", "measured": 0.012 if passed else 0.001, "threshold": 0.005,
+                   "passed": passed, "meaning": "bpb gap between W=8 and dense at the proxy"}]
+        if passed:
+            return Adequacy(True, f"proxy {proxy.name} resolves {spec.name}: gap 0.012 >= 0.005", None, checks)
+        return Adequacy(False, f"proxy {proxy.name} cannot resolve {spec.name}: gap 0.001 < 0.005",
+                        "proxy.seq_len=512", checks)
+
+    module = types.ModuleType("nas.adequacy")
+    module.Adequacy, module.check_adequacy = Adequacy, check_adequacy
+    monkeypatch.setitem(sys.modules, "nas.adequacy", module)
+
+
+def test_a_failed_adequacy_check_stops_a_new_study_before_anything_is_written(tmp_path, monkeypatch):
+    calls: list = []
+    _fake_adequacy(monkeypatch, passed=False, calls=calls)
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+    out = io.StringIO()
+    with pytest.raises(SearchError) as err:
+        run_search(compose_cfg("study=inadequate", f"store.url={url}", "seed=5", adequacy="enforce"),
+                   trial_runner=FakeRunner(), out=out)
+    message = str(err.value)
+    assert "\n" not in message and message == ("proxy adequacy check failed: proxy tiny cannot resolve sparse_attn: "
+                                               "gap 0.001 < 0.005; fix: proxy.seq_len=512 (adequacy=warn searches "
+                                               "anyway)")
+    assert calls == [("sparse_attn", "tiny", "long_range", None, 5, 1)]
+    assert "adequacy: proxy tiny cannot resolve sparse_attn" in out.getvalue()
+    store = Store(url)
+    assert store.studies() == []
+    assert optuna.get_all_study_names(url) == []  # nor an Optuna study
+    store.close()
+
+
+def test_the_cli_turns_a_failed_check_into_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    from nas.search import main
+
+    _fake_adequacy(monkeypatch, passed=False, calls=[])
+    monkeypatch.setattr(sys, "argv", ["nas.search", f"store.url=sqlite:///{tmp_path / 'nas.db'}", "study=cli",
+                                      "progress=false"])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: proxy adequacy check failed: proxy tiny cannot resolve")
+
+
+def test_warn_records_a_failed_check_and_a_two_objective_search_runs_to_its_page(local_ray, tmp_path, monkeypatch):
+    from nas.dashboard import build
+
+    calls: list = []
+    _fake_adequacy(monkeypatch, passed=False, calls=calls)
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+    cfg = compose_cfg("study=warned", f"store.url={url}", "n_trials=5", "sampler=random", "pruner=none",
+                      "objectives.compute=[flops_ratio,memory_ratio]", adequacy="warn")
+    out = io.StringIO()
+    result = run_search(cfg, trial_runner=FakeRunner(), out=out)
+    store = Store(url)
+    study, trials = store.study("warned"), store.trials("warned")
+    assert study.adequacy["mode"] == "warn" and study.adequacy["passed"] is False
+    assert study.adequacy["fix"] == "proxy.seq_len=512" and study.adequacy["checks"][0]["threshold"] == 0.005
+    assert study.config["objectives"] == {"compute": ["flops_ratio", "memory_ratio"]}
+    done = [t for t in trials if t.state == "COMPLETE"]
+    assert done and all(set(t.objectives) == {"quality", "flops_ratio", "memory_ratio"} for t in done)
+    assert all(t.objectives["memory_ratio"] == t.cost["memory_ratio"] for t in done)
+    optuna_front = {t.number for t in optuna.load_study(study_name="warned", storage=url).best_trials}
+    assert {row["number"] for row in result.front} == optuna_front
+    assert all({"flops_ratio", "memory_ratio"} <= set(row) for row in result.front)
+    header = next(line for line in out.getvalue().splitlines() if line.lstrip().startswith("trial"))
+    assert "flops_ratio" in header and "memory_ratio" in header
+    # resuming is not checked again, and keeps the stored record
+    run_search(cfg, trial_runner=FakeRunner(), out=None)
+    assert len(calls) == 1 and store.study("warned").adequacy == study.adequacy
+    store.close()
+    page = build(url, ["warned"], tmp_path / "pages")
+    html = (tmp_path / "pages" / "warned.html").read_text()
+    assert [p.name for p in page] == ["index.html", "warned.html"]
+    assert 'id="adequacy"' in html and "FAILED" in html and "proxy.seq_len=512" in html
+    assert "window_resolution" in html and "0.001" in html and "0.005" in html
+
+
+def test_skip_records_that_no_check_ran(tmp_path):
+    from nas.search.driver import check_adequacy
+
+    record = check_adequacy(validate(compose_cfg()), out=None)
+    assert record["mode"] == "skip" and record["passed"] is None and "skipped" in record["summary"]

@@ -84,6 +84,13 @@ BAD = [
     (_with("params", {}), "params", "{}", "non-empty"),
     (_with("name", _DELETE), "name", "None", "non-empty string"),
     ({**_good(), "extra": 1}, "extra", "1", "unknown key"),
+    (_with("objectives", ["flops_ratio", "speed"]), "objectives", "'speed'",
+     "valid are flops_ratio, time_ratio, memory_ratio, unique_params_ratio"),
+    (_with("objectives", ["flops_ratio", "flops_ratio"]), "objectives", "'flops_ratio'", "distinct"),
+    (_with("objectives", []), "objectives", "[]", "non-empty"),
+    (_with("defaults", [{"override /proxy@_global_.proxy": "small"}]), "defaults", "small", "may only be"),
+    (_with("defaults", [{"override /task@_global_.task": "nope"}]), "defaults.override /task@_global_.task",
+     "'nope'", "conf/task/*.yaml"),
 ]
 
 
@@ -115,3 +122,40 @@ def test_unreadable_and_non_yaml_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("params: [unclosed\n")
     with pytest.raises(SpaceError, match="bad.yaml: not valid YAML"):
         load(tmp_path / "bad.yaml", BASE)
+
+
+# compute objectives each shipped space declares, and the task / target it defaults to (search_spaces/*.yaml)
+DECLARED = {
+    "sparse_attn": (("flops_ratio",), "long_range", "gpt_1b_32k"),
+    "head_grouping": (("flops_ratio", "memory_ratio"), "capacity", "gpt_1b"),
+    "sharing": (("unique_params_ratio", "memory_ratio"), "capacity", "gpt_1b"),
+    "precision": (("time_ratio", "memory_ratio"), "numeric", "gpt_1b"),
+    "full": (("flops_ratio", "unique_params_ratio", "time_ratio"), "long_range", "gpt_1b_32k"),
+}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_declared_compute_objective_moves_with_the_knobs(name):
+    """The point of a space's `objectives`: each one varies across its choices, at gpt_1b and at its own target."""
+    from nas.cost import estimate
+    from nas.proxy import ProxySpec, proxy_arch
+
+    spec = load(path_of(name), BASE)
+    keys, task, target = DECLARED[name]
+    data = yaml.safe_load(path_of(name).read_text())
+    assert spec.objectives == keys and spec.to_dict()["objectives"] == list(keys)
+    assert data["defaults"] == [{"override /task@_global_.task": task}, {"override /target@_global_.target": target}]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    samples = [spec.knobs(spec.suggest(study.ask())) for _ in range(24)] + [spec.knobs(dict(spec.baseline))]
+    for where in {"gpt_1b", target}:
+        costs = [estimate(proxy_arch(k, ProxySpec()), target=where).to_dict() for k in samples]
+        for key in keys:
+            assert len({round(c[key], 9) for c in costs}) > 1, f"{name}: {key} does not vary at {where}"
+
+
+def test_a_space_without_objectives_keeps_the_old_single_objective():
+    data = _good()
+    del data["objectives"], data["defaults"]
+    spec = parse(data, "old.yaml", BASE)
+    assert spec.objectives == ("flops_ratio",)
+    assert spec.digest() == load(path_of("sparse_attn"), BASE).digest()  # objectives are not the space's identity

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.objectives import QUALITY, stored_compute_keys
 from nas.store import Report
 
-QUALITY = "quality"
 ABSOLUTE_OF = {  # compute ratio -> the absolute cost figure it divides by the dense baseline's
     "flops_ratio": "step_flops",
     "time_ratio": "step_time_s",
@@ -25,13 +25,13 @@ class DashboardError(ValueError):
 
 @dataclass(frozen=True)
 class TrialView:
-    """One trial as drawn: knobs, objectives (quality, compute ratio), absolute costs and its learning curve."""
+    """One trial as drawn: knobs, objectives (quality, compute ratios), absolute costs and its learning curve."""
 
     number: int
     state: str  # RUNNING | COMPLETE | PRUNED | FAIL
     params: dict[str, Any]
     quality: float | None  # final objective (COMPLETE), the last rung's (PRUNED, RUNNING), None (FAIL); lower is better
-    compute: float | None  # compute ratio to the dense baseline, lower is better
+    compute: tuple[float, ...] | None  # the study's compute ratios to dense (its compute_keys order); lower is better
     cost: dict[str, Any] = field(default_factory=dict)
     reports: tuple[Report, ...] = ()
     is_baseline: bool = False
@@ -43,20 +43,37 @@ class TrialView:
         """Proxy training tokens this trial consumed (its last report)."""
         return self.reports[-1].tokens if self.reports else 0
 
+    @property
+    def vector(self) -> tuple[float, ...] | None:
+        """(quality, *compute) when both are known: the trial in objective space."""
+        return None if self.quality is None or self.compute is None else (self.quality, *self.compute)
+
 
 @dataclass(frozen=True)
 class StudyView:
-    """One study as drawn: its objectives' names and its trials by number."""
+    """One study as drawn: its objectives' names, its trials by number, its adequacy check and latest fidelity."""
 
     name: str
-    compute_key: str
+    compute_keys: tuple[str, ...]  # primary first
     quality_label: str
     trials: tuple[TrialView, ...]
     space: str = ""
+    adequacy: dict[str, Any] | None = None  # nas_study.adequacy
+    fidelity: Any = None  # the latest nas.training.records.Fidelity
+    n_fidelity: int = 0  # fidelity checks stored
+
+    @property
+    def labels(self) -> list[str]:
+        """Axis labels of the objectives: the quality label, then the compute keys."""
+        return [self.quality_label, *self.compute_keys]
 
     def by_state(self, state: str) -> list[TrialView]:
         """Trials in `state`."""
         return [t for t in self.trials if t.state == state]
+
+    def drawable(self, state: str = "COMPLETE") -> list[TrialView]:
+        """Trials in `state` with a quality and every compute objective (what the objective plots show)."""
+        return [t for t in self.by_state(state) if t.vector is not None]
 
     def counts(self) -> dict[str, int]:
         """Number of trials per state."""
@@ -65,7 +82,8 @@ class StudyView:
     def digest(self) -> str:
         """A hash of everything drawn (changes when a trial lands or reports)."""
         rows = [(t.number, t.state, t.quality, t.compute, len(t.reports)) for t in self.trials]
-        return hashlib.sha256(json.dumps([self.name, rows], default=str).encode()).hexdigest()[:16]
+        extra = [self.adequacy, self.n_fidelity]
+        return hashlib.sha256(json.dumps([self.name, rows, extra], default=str).encode()).hexdigest()[:16]
 
 
 def last_quality(reports: tuple[Report, ...]) -> float | None:
@@ -84,15 +102,16 @@ def quality_label(config: dict[str, Any]) -> str:
     return f"quality ({terms})" if terms else QUALITY
 
 
-def trial_view(t: Any, compute_key: str, baseline: dict[str, Any] | None) -> TrialView:
+def trial_view(t: Any, compute_keys: tuple[str, ...], baseline: dict[str, Any] | None) -> TrialView:
     """A store Trial as a TrialView."""
     reports = tuple(Report(r.step, r.tokens, dict(r.metrics)) for r in t.reports)
     objectives, cost = t.objectives or {}, t.cost or {}
     quality = objectives.get(QUALITY) if t.state == "COMPLETE" else \
         last_quality(reports) if t.state in ("PRUNED", "RUNNING") else None
-    compute = objectives.get(compute_key, cost.get(compute_key))
+    values = [objectives.get(k, cost.get(k)) for k in compute_keys]
+    compute = None if any(v is None for v in values) else tuple(float(v) for v in values)
     return TrialView(t.number, t.state, dict(t.params), None if quality is None else float(quality),
-                     None if compute is None else float(compute), dict(cost), reports,
+                     compute, dict(cost), reports,
                      baseline is not None and dict(t.params) == baseline, t.error, t.duration_s)
 
 
@@ -146,12 +165,17 @@ class StoreReader:
     def study(self, name: str) -> StudyView:
         """The study's view, trials by number."""
         self.check([name])
+        from nas.training.records import fidelity_results
+
         row = self.store.study(name)
-        compute_key = str(((row.config or {}).get("objectives") or {}).get("compute") or "flops_ratio")
+        stored = self.store.trials(name)
+        keys = stored_compute_keys(row.config or {}, (t.objectives for t in stored))
         baseline = (row.search_space or {}).get("baseline")
-        trials = tuple(trial_view(t, compute_key, baseline) for t in self.store.trials(name))
-        return StudyView(name, compute_key, quality_label(row.config or {}), trials,
-                         str((row.search_space or {}).get("name") or ""))
+        trials = tuple(trial_view(t, keys, baseline) for t in stored)
+        checks = fidelity_results(self.store, name)
+        return StudyView(name, keys, quality_label(row.config or {}), trials,
+                         str((row.search_space or {}).get("name") or ""), row.adequacy,
+                         checks[-1] if checks else None, len(checks))
 
     def optuna_study(self, name: str) -> Any:
         """The Optuna study of the same name in the store's database, or None when it is not there."""

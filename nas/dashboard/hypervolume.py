@@ -1,4 +1,4 @@
-"""Hypervolume of the Pareto front as trials land, over trial number and over cumulative proxy tokens."""
+"""Hypervolume of the Pareto front over all objectives as trials land, by trial number and by cumulative tokens."""
 
 from __future__ import annotations
 
@@ -22,36 +22,35 @@ class HypervolumeHistory:
     numbers: list[int]
     tokens: list[int]
     values: list[float]
-    reference: tuple[float, float]
+    reference: tuple[float, ...]  # (quality, *compute), Optuna's order of the objectives
 
 
-def reference_point(view: StudyView) -> tuple[float, float] | None:
-    """(compute, quality) just beyond the worst completed values; None without completed trials."""
-    pts = np.array([(t.compute, t.quality) for t in view.by_state("COMPLETE")
-                    if t.compute is not None and t.quality is not None], dtype=float)
+def reference_point(view: StudyView) -> tuple[float, ...] | None:
+    """(quality, *compute) just beyond the worst completed values; None without completed trials."""
+    pts = np.array([t.vector for t in view.drawable()], dtype=float)
     if len(pts) == 0:
         return None
     worst, span = pts.max(axis=0), np.ptp(pts, axis=0)
     ref = worst + MARGIN * np.where(span > 0, span, np.maximum(np.abs(worst), 1.0))
-    return float(ref[0]), float(ref[1])
+    return tuple(float(r) for r in ref)
 
 
 def hypervolume_history(view: StudyView) -> HypervolumeHistory:
-    """Optuna's hypervolume of the completed (compute, quality) points after each finished trial."""
+    """Optuna's hypervolume of the completed points over all objectives after each finished trial."""
     ref = reference_point(view)
     numbers, tokens, values, spent = [], [], [], 0
-    points: list[tuple[float, float]] = []
+    points: list[tuple[float, ...]] = []
     for t in view.trials:
         if t.state == "RUNNING":
             continue
         spent += t.tokens
-        if t.state == "COMPLETE" and t.compute is not None and t.quality is not None:
-            points.append((t.compute, t.quality))
+        if t.state == "COMPLETE" and t.vector is not None:
+            points.append(t.vector)
         hv = compute_hypervolume(np.array(points, dtype=float), np.array(ref)) if points and ref else 0.0
         numbers.append(t.number)
         tokens.append(spent)
         values.append(float(hv))
-    return HypervolumeHistory(numbers, tokens, values, ref or (float("nan"), float("nan")))
+    return HypervolumeHistory(numbers, tokens, values, ref or (float("nan"),) * (1 + len(view.compute_keys)))
 
 
 def plot_hypervolume(view: StudyView) -> go.Figure:
@@ -67,6 +66,7 @@ def plot_hypervolume(view: StudyView) -> go.Figure:
     fig.update_xaxes(title_text="trial number", row=1, col=1)
     fig.update_xaxes(title_text="proxy training tokens, all finished trials", row=1, col=2)
     fig.update_yaxes(title_text="hypervolume", row=1, col=1)
-    fig.update_layout(title=f"Hypervolume (reference point: {esc(view.compute_key)}={h.reference[0]:.4g}, "
-                            f"quality={h.reference[1]:.4g})", template="plotly_white", showlegend=False)
+    reference = ", ".join(f"{esc(k)}={r:.4g}" for k, r in zip(["quality", *view.compute_keys], h.reference))
+    fig.update_layout(title=f"Hypervolume over {1 + len(view.compute_keys)} objectives (reference point: {reference})",
+                      template="plotly_white", showlegend=False)
     return fig

@@ -12,6 +12,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from nas.dashboard.checks import adequacy_html, fidelity_html
 from nas.dashboard.data import StudyView
 from nas.dashboard.hypervolume import plot_hypervolume
 from nas.dashboard.importance import param_importances, plot_importances
@@ -101,7 +102,7 @@ def _importance_html(view: StudyView, optuna_study: Any) -> str:
     if optuna_study is None:
         return '<p class="note">No Optuna study of this name in the store: knob importance unavailable.</p>'
     try:
-        importances = param_importances(optuna_study, [view.quality_label, view.compute_key])
+        importances = param_importances(optuna_study, view.labels)
     except (ValueError, RuntimeError) as err:
         return f'<p class="note">Knob importance unavailable: {esc(err)}</p>'
     if not any(importances.values()):
@@ -123,7 +124,9 @@ def study_page(view: StudyView, optuna_study: Any = None, refresh_s: float | Non
     has_curves = any(t.reports for t in view.trials)
     body = [f'<p><a href="index.html">all studies</a></p><h1>Study {esc(view.name)}</h1>',
             f"<p>search space {esc(view.space or '?')}; trials: {esc(_counts(view))}; objectives: "
-            f"{esc(view.quality_label)} and {esc(view.compute_key)}, both lower is better.</p>",
+            f"{esc(', '.join(view.labels))}, all lower is better.</p>",
+            "<h2>Proxy adequacy</h2>", adequacy_html(view),
+            "<h2>Proxy fidelity</h2>", fidelity_html(view),
             "<h2>Pareto front</h2>", _figure(plot_pareto_front([view]), "pareto"),
             "<h3>Failed trials</h3>", _failed_html(view),
             "<h2>Hypervolume</h2>", _figure(plot_hypervolume(view), "hypervolume"),
@@ -156,8 +159,9 @@ def _best(view: StudyView, limit: int = 5) -> str:
     best = front(view)
     if not best:
         return "none yet"
-    shown = "<br>".join(f"#{t.number}: quality {num(t.quality)}, {esc(view.compute_key)} {num(t.compute)}"
-                        f"{' (dense)' if t.is_baseline else ''}" for t in best[:limit])
+    shown = "<br>".join(f"#{t.number}: quality {num(t.quality)}, "
+                        + ", ".join(f"{esc(k)} {num(c)}" for k, c in zip(view.compute_keys, t.compute))
+                        + f"{' (dense)' if t.is_baseline else ''}" for t in best[:limit])
     return shown + (f"<br>... {len(best) - limit} more" if len(best) > limit else "")
 
 

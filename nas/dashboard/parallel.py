@@ -31,11 +31,12 @@ def _order(v: Any) -> tuple:
 
 
 def plot_parallel_coordinates(view: StudyView) -> go.Figure:
-    """One line per completed trial through every knob, then compute and quality (coloured by quality)."""
-    done = [t for t in view.by_state("COMPLETE") if t.quality is not None and t.compute is not None]
+    """One line per completed trial through every knob, then every compute objective and quality (coloured by it)."""
+    done = view.drawable()
     knobs = list(dict.fromkeys(k for t in done for k in t.params))
     dims = [_axis(k, [t.params.get(k) for t in done]) for k in knobs]
-    dims += [_axis(view.compute_key, [t.compute for t in done]), _axis(view.quality_label, [t.quality for t in done])]
+    dims += [_axis(key, [t.compute[i] for t in done]) for i, key in enumerate(view.compute_keys)]
+    dims += [_axis(view.quality_label, [t.quality for t in done])]
     fig = go.Figure(go.Parcoords(line={"color": [t.quality for t in done], "colorscale": "Viridis_r",
                                        "showscale": True, "colorbar": {"title": "quality"}}, dimensions=dims))
     fig.update_layout(title="Knobs against objectives (completed trials)", template="plotly_white")

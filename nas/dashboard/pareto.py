@@ -1,56 +1,77 @@
-"""The Pareto front of compute (ratio to dense) against quality, for one study or several on one plot."""
+"""The Pareto front: quality against compute when every study has one compute objective (several studies share
+the plot); with more, a grid with one panel per pair of objectives (quality vs each compute, compute vs compute)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import math
+from collections.abc import Callable, Sequence
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from nas.dashboard.data import StudyView, TrialView
 from nas.dashboard.style import COLORS, esc, hover_text
+from nas.objectives import QUALITY
+from nas.pareto import pareto_front
 
-
-def non_dominated(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point dominates (both coordinates minimised; ties all stay)."""
-    return [i for i, p in enumerate(points)
-            if not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in points)]
+GRID_COLS = 3
 
 
 def front(view: StudyView) -> list[TrialView]:
-    """The study's non-dominated COMPLETE trials, by increasing compute."""
-    done = [t for t in view.by_state("COMPLETE") if t.quality is not None and t.compute is not None]
-    keep = non_dominated([(t.compute, t.quality) for t in done])
+    """The study's COMPLETE trials no other dominates over all its objectives (nas.pareto), by increasing compute."""
+    done = view.drawable()
+    keep = pareto_front([t.vector for t in done])
     return sorted((done[i] for i in keep), key=lambda t: (t.compute, t.quality))
 
 
-def _scatter(trials: list[TrialView], view: StudyView, name: str, color: str, **kw) -> go.Scatter:
-    return go.Scatter(x=[t.compute for t in trials], y=[t.quality for t in trials], name=esc(name),
-                      text=[hover_text(t, view) for t in trials], hoverinfo="text", legendgroup=esc(view.name),
-                      marker={"color": color, **kw.pop("marker", {})}, **kw)
+def _value(view: StudyView, name: str) -> Callable[[TrialView], float]:
+    """The accessor of objective `name` (quality or one of the view's compute keys)."""
+    if name == QUALITY:
+        return lambda t: t.quality
+    i = view.compute_keys.index(name)
+    return lambda t: t.compute[i]
+
+
+def _traces(view: StudyView, x: str, y: str, prefix: str, color: str, line: bool) -> list[go.Scatter]:
+    """Completed, pruned (last rung, dimmed), front and dense baseline at objectives (x, y) of one study."""
+    fx, fy = _value(view, x), _value(view, y)
+
+    def scatter(trials: list[TrialView], name: str, **kw) -> go.Scatter:
+        return go.Scatter(x=[fx(t) for t in trials], y=[fy(t) for t in trials], name=esc(prefix + name),
+                          text=[hover_text(t, view) for t in trials], hoverinfo="text", legendgroup=esc(prefix + name),
+                          marker={"color": color, **kw.pop("marker", {})}, **kw)
+
+    best = sorted(front(view), key=lambda t: (fx(t), fy(t)))
+    base = [t for t in view.trials if t.is_baseline and t.vector is not None]
+    return [
+        scatter(view.drawable(), "completed", mode="markers", marker={"size": 9, "symbol": "circle"}),
+        scatter(view.drawable("PRUNED"), "pruned (last rung)", mode="markers", opacity=0.35,
+                marker={"size": 8, "symbol": "circle-open"}),
+        scatter(best, "Pareto front", mode="lines+markers" if line else "markers", line={"width": 2},
+                marker={"size": 11, "symbol": "diamond"}),
+        scatter(base, "dense baseline", mode="markers",
+                marker={"size": 18, "symbol": "star", "line": {"width": 1, "color": "black"}}),
+    ]
 
 
 def plot_pareto_front(views: Sequence[StudyView]) -> go.Figure:
-    """Every trial at (compute ratio, quality): completed, pruned (dimmed, last rung), front connected, dense marked."""
+    """Every trial at its objectives: completed, pruned (dimmed, last rung), front, dense marked."""
+    if all(len(v.compute_keys) == 1 for v in views):
+        return _one_compute(views)
+    return _pair_grid(views)
+
+
+def _one_compute(views: Sequence[StudyView]) -> go.Figure:
+    """(compute ratio, quality) of each study on one plot, its front connected."""
     fig = go.Figure()
     several = len(views) > 1
     for k, view in enumerate(views):
-        color = COLORS[k % len(COLORS)]
         prefix = f"{view.name}: " if several else ""
-        done = [t for t in view.by_state("COMPLETE") if t.quality is not None and t.compute is not None]
-        pruned = [t for t in view.by_state("PRUNED") if t.quality is not None and t.compute is not None]
-        best = front(view)
-        fig.add_trace(_scatter(done, view, prefix + "completed", color, mode="markers",
-                               marker={"size": 9, "symbol": "circle"}))
-        fig.add_trace(_scatter(pruned, view, prefix + "pruned (last rung)", color, mode="markers", opacity=0.35,
-                               marker={"size": 8, "symbol": "circle-open"}))
-        fig.add_trace(_scatter(best, view, prefix + "Pareto front", color, mode="lines+markers",
-                               line={"width": 2}, marker={"size": 11, "symbol": "diamond"}))
-        base = [t for t in view.trials if t.is_baseline and t.quality is not None and t.compute is not None]
-        fig.add_trace(_scatter(base, view, prefix + "dense baseline", color, mode="markers",
-                               marker={"size": 18, "symbol": "star", "line": {"width": 1, "color": "black"}}))
+        fig.add_traces(_traces(view, view.compute_keys[0], QUALITY, prefix, COLORS[k % len(COLORS)], line=True))
     fig.add_vline(x=1.0, line_dash="dash", line_color="gray", annotation_text="dense = 1.0",
                   annotation_position="top right")
-    keys = sorted({v.compute_key for v in views})
+    keys = sorted({v.compute_keys[0] for v in views})
     fig.update_layout(
         title="Pareto front: compute against quality (lower is better on both)",
         xaxis_title=esc(f"compute: {' / '.join(keys)} (ratio to dense; absolute in hover)"),
@@ -59,3 +80,35 @@ def plot_pareto_front(views: Sequence[StudyView]) -> go.Figure:
     )
     return fig
 
+
+def objective_pairs(views: Sequence[StudyView]) -> list[tuple[str, str]]:
+    """(x, y) of every panel: each compute objective against quality, then each pair of compute objectives."""
+    keys = list(dict.fromkeys(k for v in views for k in v.compute_keys))
+    return [(k, QUALITY) for k in keys] + list(itertools.combinations(keys, 2))
+
+
+def _pair_grid(views: Sequence[StudyView]) -> go.Figure:
+    """One panel per pair of objectives; the front (over all objectives) as diamonds in each."""
+    pairs = objective_pairs(views)
+    cols = min(GRID_COLS, len(pairs))
+    rows = math.ceil(len(pairs) / cols)
+    quality = " / ".join(sorted({v.quality_label for v in views}))
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.08, vertical_spacing=0.12,
+                        subplot_titles=[esc(f"{y if y != QUALITY else 'quality'} vs {x}") for x, y in pairs])
+    several = len(views) > 1
+    for i, (x, y) in enumerate(pairs):
+        row, col = divmod(i, cols)
+        for k, view in enumerate(views):
+            if not {x, y} - {QUALITY} <= set(view.compute_keys):
+                continue
+            prefix = f"{view.name}: " if several else ""
+            for trace in _traces(view, x, y, prefix, COLORS[k % len(COLORS)], line=False):
+                trace.showlegend = i == 0
+                fig.add_trace(trace, row=row + 1, col=col + 1)
+        fig.update_xaxes(title_text=esc(f"{x} (ratio to dense)"), row=row + 1, col=col + 1)
+        fig.update_yaxes(title_text=esc(quality if y == QUALITY else f"{y} (ratio to dense)"), row=row + 1,
+                         col=col + 1)
+    fig.update_layout(title="Pareto front over all objectives, one panel per pair (lower is better on every axis)",
+                      hovermode="closest", template="plotly_white", height=420 * rows,
+                      legend={"orientation": "h", "y": -0.12 / rows})
+    return fig

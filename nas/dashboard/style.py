@@ -29,9 +29,10 @@ def params_text(params: dict[str, Any]) -> str:
 def hover_text(t: TrialView, view: StudyView) -> str:
     """Escaped hover lines: trial, state, objectives, absolute costs and knob values."""
     lines = [f"<b>{esc(view.name)} trial {t.number}</b> ({esc(t.state)}{', dense baseline' if t.is_baseline else ''})",
-             f"{esc(view.quality_label)} = {num(t.quality)}", f"{esc(view.compute_key)} = {num(t.compute)}"]
-    absolute = ABSOLUTE_OF.get(view.compute_key)
-    keys = [absolute] + [k for k in COST_KEYS if k != absolute] if absolute else list(COST_KEYS)
+             f"{esc(view.quality_label)} = {num(t.quality)}"]
+    lines += [f"{esc(k)} = {num(v)}" for k, v in zip(view.compute_keys, t.compute or (None,) * len(view.compute_keys))]
+    absolute = [ABSOLUTE_OF[k] for k in view.compute_keys if k in ABSOLUTE_OF]
+    keys = list(dict.fromkeys([*absolute, *COST_KEYS]))
     lines += [f"{esc(k)} = {num(t.cost[k])}" for k in keys if k in t.cost]
     lines += [f"{esc(k)} = {esc(v)}" for k, v in t.params.items()]
     return "<br>".join(lines)

@@ -38,15 +38,16 @@ def _cell(value: object, shown: str | None = None) -> str:
 def trial_table(view: StudyView) -> str:
     """HTML of the sortable trial table (every string escaped)."""
     knobs = list(dict.fromkeys(k for t in view.trials for k in t.params))
-    absolute = ABSOLUTE_OF.get(view.compute_key, "")
+    absolute = [ABSOLUTE_OF.get(k, "") for k in view.compute_keys]
     on_front = {t.number for t in front(view)}
-    head = ["trial", "state", "front", view.quality_label, view.compute_key, absolute, "rungs", "tokens",
+    head = ["trial", "state", "front", view.quality_label, *view.compute_keys, *absolute, "rungs", "tokens",
             "duration_s", *knobs, "error"]
     rows = []
     for t in view.trials:
+        compute = t.compute or (None,) * len(view.compute_keys)
         cells = [_cell(t.number), _cell(t.state + (" (dense)" if t.is_baseline else "")),
-                 _cell("yes" if t.number in on_front else ""), _cell(t.quality), _cell(t.compute),
-                 _cell(t.cost.get(absolute)), _cell(len(t.reports)), _cell(t.tokens), _cell(t.duration_s),
+                 _cell("yes" if t.number in on_front else ""), _cell(t.quality), *(_cell(c) for c in compute),
+                 *(_cell(t.cost.get(a)) for a in absolute), _cell(len(t.reports)), _cell(t.tokens), _cell(t.duration_s),
                  *(_cell(t.params.get(k)) for k in knobs), _cell(t.error or "", (t.error or "")[:200])]
         rows.append(f'<tr class="{_row_class(t)}">{"".join(cells)}</tr>')
     header = "".join(f"<th>{esc(h)}</th>" for h in head)

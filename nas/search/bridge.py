@@ -1,8 +1,9 @@
 """Optuna side of the search: the study in the store's database, sampling, rung reports, pruning and tells.
 
-The main study is multi-objective (quality, compute). Optuna's pruners are single-objective, so every
-trial also has a twin in the study `<name>.rungs` (one objective: quality, minimised) that receives the
-rung reports and whose pruner decides; compute is stored on the twin as a user attr for ParetoPruner.
+The main study is multi-objective (quality, then k >= 1 compute objectives, all minimised). Optuna's pruners
+are single-objective, so every trial also has a twin in the study `<name>.rungs` (one objective: quality,
+minimised) that receives the rung reports and whose pruner decides; the compute objectives are stored on the
+twin as a user attr (a list) for ParetoPruner.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from nas.objectives import QUALITY, names, values_dict
 from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
 from nas.search.config import PrunerConf, SamplerConf
 from nas.space import SearchSpec, SpaceError
@@ -25,7 +27,6 @@ from nas.store import tune_sqlite
 RUNG_SUFFIX = ".rungs"
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
 PRUNERS = ("pareto", "median", "successive_halving", "hyperband", "none")
-QUALITY = "quality"
 INTERRUPTED = "interrupted: the search driver stopped before this trial finished; its configuration is re-run"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -91,7 +92,7 @@ class Sampled:
     arch: dict[str, Any]
     target_arch: dict[str, Any]
     cost: dict[str, Any]
-    compute: float
+    compute: tuple[float, ...]  # in the bridge's compute_keys order
     rerun_of: int | None
     trial: optuna.Trial
     rung_trial: optuna.Trial
@@ -109,15 +110,16 @@ class OptunaBridge:
     """Owns the Optuna studies of one search and turns asks, rung reports and outcomes into Optuna calls."""
 
     def __init__(self, storage: RDBStorage, name: str, spec: SearchSpec, sampler: optuna.samplers.BaseSampler,
-                 pruner: optuna.pruners.BasePruner, compute_key: str, evaluate: Evaluator,
+                 pruner: optuna.pruners.BasePruner, compute_keys: tuple[str, ...], evaluate: Evaluator,
                  check: Callable[[dict[str, Any]], str | None]) -> None:
-        self.name, self.spec, self.compute_key = name, spec, compute_key
+        self.name, self.spec, self.compute_keys = name, spec, tuple(compute_keys)
         self.evaluate, self.check = evaluate, check
+        metrics = names(self.compute_keys)
         self.study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
-                                         directions=["minimize", "minimize"], load_if_exists=True)
+                                         directions=["minimize"] * len(metrics), load_if_exists=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.study.set_metric_names([QUALITY, compute_key])
+            self.study.set_metric_names(metrics)
         self.rungs = optuna.create_study(storage=storage, study_name=name + RUNG_SUFFIX, pruner=pruner,
                                          sampler=optuna.samplers.RandomSampler(), direction="minimize",
                                          load_if_exists=True)
@@ -150,8 +152,12 @@ class OptunaBridge:
                    if not t.user_attrs.get("interrupted") and "infeasible" not in t.user_attrs)
 
     def front(self) -> list[optuna.trial.FrozenTrial]:
-        """The Pareto front of completed trials (Optuna's own computation)."""
-        return sorted(self.study.best_trials, key=lambda t: t.values[1])
+        """The Pareto front of completed trials over all objectives (Optuna's own computation), by compute."""
+        return sorted(self.study.best_trials, key=lambda t: (t.values[1:], t.values[0]))
+
+    def objectives(self, compute: tuple[float, ...], quality: float | None = None) -> dict[str, float]:
+        """Objective name -> value as the store keeps it (quality only when known)."""
+        return values_dict(self.compute_keys, compute, quality)
 
     # ---- per trial -----------------------------------------------------------------------
     def ask(self, on_infeasible: Callable[[Sampled, str], None], max_tries: int = 1000) -> Sampled:
@@ -161,11 +167,11 @@ class OptunaBridge:
             params = self.spec.suggest(trial)
             knobs = self.spec.knobs(params)
             arch, target_arch, cost = self.evaluate(knobs)
-            compute = float(cost[self.compute_key])
-            trial.set_user_attr(COMPUTE_ATTR, compute)
+            compute = tuple(float(cost[k]) for k in self.compute_keys)
+            trial.set_user_attr(COMPUTE_ATTR, list(compute))
             trial.set_user_attr("cost", cost)
             rung_trial = self.rungs.ask()
-            rung_trial.set_user_attr(COMPUTE_ATTR, compute)
+            rung_trial.set_user_attr(COMPUTE_ATTR, list(compute))
             rung_trial.set_user_attr("number", trial.number)
             s = Sampled(trial.number, params, knobs, arch, target_arch, cost, compute,
                         trial.user_attrs.get("rerun_of"), trial, rung_trial)
@@ -210,7 +216,7 @@ class OptunaBridge:
             self.rungs.tell(s.rung_trial, state=state)
         else:
             state, s.last_quality = TrialState.COMPLETE, quality
-            self.study.tell(s.trial, [quality, s.compute])
+            self.study.tell(s.trial, [quality, *s.compute])
             self.rungs.tell(s.rung_trial, quality)
         s.state = state.name
         return s.state

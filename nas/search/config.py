@@ -66,9 +66,12 @@ class StoreConf:
 
 @dataclass
 class ObjectivesConf:
-    """Quality comes from the proxy task's objective; compute is a ratio to dense from the cost model."""
+    """Quality comes from the proxy task's objective; compute objectives are ratios to dense from the cost model."""
 
-    compute: str = "flops_ratio"  # flops_ratio | time_ratio | memory_ratio | unique_params_ratio
+    # None: the search space's own `objectives` list; else one name or a list of names from
+    # flops_ratio | time_ratio | memory_ratio | unique_params_ratio (Any: OmegaConf has no str-or-list type, so
+    # nas.objectives.check_compute does the type check in validate)
+    compute: Any = None
 
 
 @dataclass
@@ -91,6 +94,7 @@ class SearchConf:
     device: str = "auto"
     progress: bool = True  # one line per finished trial
     dashboard: bool = True  # build dashboards/<study>.html at the end
+    adequacy: str = "enforce"  # proxy adequacy check of a new study: enforce | warn | skip
     ray: RayConf = field(default_factory=RayConf)
     sampler: SamplerConf = field(default_factory=SamplerConf)
     pruner: PrunerConf = field(default_factory=PrunerConf)

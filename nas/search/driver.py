@@ -14,8 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas import space
 from nas.data import TaskSpec
+from nas.objectives import check_compute, stored_compute_keys
 from nas.proxy import ProxySpec, proxy_arch
-from nas.pareto_pruner import COMPUTE_ATTR
+from nas.pareto_pruner import COMPUTE_ATTR, compute_vector
 from nas.search.bridge import INTERRUPTED, OptunaBridge, make_pruner, make_sampler, make_storage
 from nas.search.config import SearchConf
 from nas.search.runner import ProxyRunner, TrialRunner, trainable
@@ -25,7 +26,7 @@ QUIET_TUNE = {  # no CSV/JSON/TensorBoard loggers, no progress tables, rare expe
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_GLOBAL_CHECKPOINT_S": "600",
 }
 FIXED_PER_STUDY = ("proxy", "task", "budget_tokens", "objectives", "target", "hardware")  # resume must match
-COMPUTE_KEYS = ("flops_ratio", "time_ratio", "memory_ratio", "unique_params_ratio")
+ADEQUACY_MODES = ("enforce", "warn", "skip")
 
 
 class SearchError(ValueError):
@@ -42,6 +43,7 @@ class Setup:
     proxy: ProxySpec
     task: TaskSpec
     url: str
+    compute_keys: tuple[str, ...]  # the study's compute objectives, primary first
 
 
 @dataclass
@@ -66,9 +68,8 @@ def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setu
             raise SearchError(f"{key}={value!r} is invalid: expected an integer >= {low}")
     if conf.ray.gpus_per_trial < 0:
         raise SearchError(f"ray.gpus_per_trial={conf.ray.gpus_per_trial!r} is invalid: expected a number >= 0")
-    if conf.objectives.compute not in COMPUTE_KEYS:
-        raise SearchError(f"objectives.compute={conf.objectives.compute!r} is invalid: expected one of "
-                          f"{', '.join(COMPUTE_KEYS)}")
+    if conf.adequacy not in ADEQUACY_MODES:
+        raise SearchError(f"adequacy={conf.adequacy!r} is invalid: expected one of {', '.join(ADEQUACY_MODES)}")
     if not conf.study or any(c in conf.study for c in "/\\"):
         raise SearchError(f"study={conf.study!r} is invalid: expected a non-empty name without slashes")
     try:
@@ -77,10 +78,16 @@ def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setu
     except (TypeError, ValueError) as err:
         raise SearchError(str(err)) from err
     spec = space.parse(plain["search_space"], space_source, proxy_arch({}, proxy))
+    try:  # an override, else the space's own list; stored resolved, so a resume compares what was searched
+        keys = spec.objectives if conf.objectives.compute is None else \
+            check_compute(conf.objectives.compute, "objectives.compute")
+    except ValueError as err:
+        raise SearchError(str(err)) from err
+    plain["objectives"] = {**plain["objectives"], "compute": list(keys)}
     make_sampler(conf.sampler, conf.seed, spec)
     make_pruner(conf.pruner)
     _cost(proxy_arch(spec.knobs(dict(spec.baseline)), proxy), plain)  # the target and hardware profiles load
-    return Setup(conf, plain, spec, proxy, task, conf.store.url or DEFAULT_URL)
+    return Setup(conf, plain, spec, proxy, task, conf.store.url or DEFAULT_URL, keys)
 
 
 def _cost(arch: Any, plain: dict) -> dict[str, Any]:
@@ -121,11 +128,39 @@ def _reconcile(store: Store, bridge: OptunaBridge, study: str, rerun: list[int])
         if t.number in rerun:
             continue
         told = bridge.study.trials[t.number]
-        objectives = {bridge.compute_key: told.user_attrs.get(COMPUTE_ATTR)}
         if told.values is not None:
-            objectives = {"quality": told.values[0], bridge.compute_key: told.values[1]}
+            objectives = bridge.objectives(tuple(told.values[1:]), told.values[0])
+        elif COMPUTE_ATTR in told.user_attrs:
+            objectives = bridge.objectives(compute_vector(told.user_attrs[COMPUTE_ATTR]))
+        else:
+            objectives = None
         store.finish_trial(study, t.number, told.state.name, objectives=objectives)
     store.mark_interrupted(study, INTERRUPTED)
+
+
+def check_adequacy(setup: Setup, out: TextIO | None) -> dict[str, Any]:
+    """Run the proxy adequacy check as `adequacy` says; what the study records. SearchError when enforced and failed."""
+    mode = setup.conf.adequacy
+    if mode == "skip":
+        return {"mode": "skip", "passed": None, "summary": "adequacy check skipped (adequacy=skip)", "checks": []}
+    try:  # trains the dense baseline at the proxy: imported when used
+        from nas.adequacy import check_adequacy as run_check
+    except ModuleNotFoundError as err:
+        if err.name != "nas.adequacy":
+            raise
+        raise SearchError(f"adequacy={mode} needs nas.adequacy, which this installation lacks: set adequacy=skip "
+                          "to search without the check") from err
+
+    conf = setup.conf
+    result = run_check(setup.spec, setup.proxy, setup.task, budget_tokens=conf.budget_tokens, seed=conf.seed,
+                       threads=conf.ray.cpus_per_trial, device=conf.device, progress=False)
+    summary = " ".join(str(result.summary).split())  # one line
+    if out is not None:
+        print(f"adequacy: {summary}", file=out, flush=True)
+    if not result.passed and mode == "enforce":
+        fix = f"; fix: {result.fix}" if result.fix and result.fix not in summary else ""
+        raise SearchError(f"proxy adequacy check failed: {summary}{fix} (adequacy=warn searches anyway)")
+    return {**result.to_dict(), "mode": mode}
 
 
 def _ray_init(conf: SearchConf) -> bool:
@@ -161,16 +196,24 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
         raise SearchError(f"study={conf.study!r} already exists in {setup.url} with a different search space "
                           f"({existing.search_space.get('name')}); resume it with that space or choose another "
                           "study=NAME")
-    changed = [k for k in FIXED_PER_STUDY if existing is not None and existing.config.get(k) != setup.plain.get(k)]
+    changed = [k for k in FIXED_PER_STUDY
+               if existing is not None and _fixed(existing.config, k) != _fixed(setup.plain, k)]
     if changed:
         store.close()
         raise SearchError(f"study={conf.study!r} already exists in {setup.url} with a different {changed[0]} "
                           f"({existing.config.get(changed[0])!r}); results would not be comparable: resume it with "
                           "the same settings or choose another study=NAME")
+    adequacy = None
+    if existing is None:  # a new study: can the proxy resolve the knobs? (before Optuna or the store write)
+        try:
+            adequacy = check_adequacy(setup, out)
+        except BaseException:
+            store.close()
+            raise
     bridge = OptunaBridge(make_storage(setup.url), conf.study, spec, make_sampler(conf.sampler, conf.seed, spec),
-                          make_pruner(conf.pruner), conf.objectives.compute, _evaluator(setup), _checker(setup))
+                          make_pruner(conf.pruner), setup.compute_keys, _evaluator(setup), _checker(setup))
     if existing is None:
-        store.create_study(conf.study, setup.plain, spec.to_dict(), spec.digest())
+        store.create_study(conf.study, setup.plain, spec.to_dict(), spec.digest(), adequacy=adequacy)
         bridge.enqueue_baseline()
     else:
         rerun = bridge.recover()
@@ -211,16 +254,23 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
                 import ray
 
                 ray.shutdown()
-    front = [_front_row(t, conf.objectives.compute) for t in bridge.front()]
+    front = [_front_row(t, setup.compute_keys) for t in bridge.front()]
     store.close()
     result = SearchResult(conf.study, setup.url, dict(counts), front, time.perf_counter() - t0)
     if out is not None:
-        _summary(result, conf.objectives.compute, out, conf.dashboard)
+        _summary(result, setup.compute_keys, out, conf.dashboard)
     return result
 
 
-def _front_row(t: Any, compute_key: str) -> dict[str, Any]:
-    return {"number": t.number, "quality": t.values[0], compute_key: t.values[1], "params": t.params,
+def _fixed(config: dict[str, Any], key: str) -> Any:
+    """A setting a resume must match, as compared (objectives: the compute list, also from older studies)."""
+    if key == "objectives":
+        return list(stored_compute_keys(config))
+    return config.get(key)
+
+
+def _front_row(t: Any, compute_keys: tuple[str, ...]) -> dict[str, Any]:
+    return {"number": t.number, "quality": t.values[0], **dict(zip(compute_keys, t.values[1:])), "params": t.params,
             "baseline": bool(t.user_attrs.get("baseline"))}
 
 
@@ -238,16 +288,17 @@ def _dashboard(result: SearchResult) -> str:
     return str(page[0] if page else pages[0]) if pages else command
 
 
-def _summary(result: SearchResult, compute_key: str, out: TextIO, build_dashboard: bool) -> None:
+def _summary(result: SearchResult, compute_keys: tuple[str, ...], out: TextIO, build_dashboard: bool) -> None:
     """The Pareto front as a table, then where to look next."""
     print(f"\nPareto front of study {result.study!r} ({len(result.front)} trials; this run: "
           f"{result.counts.get('COMPLETE', 0)} complete, {result.counts.get('PRUNED', 0)} pruned, "
           f"{result.counts.get('FAIL', 0)} failed, {result.wall_s:.0f} s)", file=out)
-    print(f"{'trial':>5}  {'quality':>8}  {compute_key:>18}  params", file=out)
+    print(f"{'trial':>5}  {'quality':>8}  " + "".join(f"{k:>20}" for k in compute_keys) + "  params", file=out)
     for row in result.front:
         tag = " (dense baseline)" if row["baseline"] else ""
         params = " ".join(f"{k}={v}" for k, v in row["params"].items())
-        print(f"{row['number']:>5}  {row['quality']:>8.4f}  {row[compute_key]:>18.4f}  {params}{tag}", file=out)
+        compute = "".join(f"{row[k]:>20.4f}" for k in compute_keys)
+        print(f"{row['number']:>5}  {row['quality']:>8.4f}  {compute}  {params}{tag}", file=out)
     print(f"dashboard: {_dashboard(result) if build_dashboard else 'python -m nas.dashboard study=' + result.study}",
           file=out)
     print(f"optuna-dashboard: optuna-dashboard {result.url}", file=out)

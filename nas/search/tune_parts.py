@@ -113,9 +113,7 @@ class StoreCallback(_Bound, Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         s = self.d.trials[trial.trial_id]
-        objectives = {self.d.bridge.compute_key: s.compute}
-        if s.state == "COMPLETE":
-            objectives = {"quality": s.last_quality, **objectives}
+        objectives = self.d.bridge.objectives(s.compute, s.last_quality if s.state == "COMPLETE" else None)
         self.d.store.finish_trial(self.d.study, s.number, s.state, objectives=objectives, error=s.error)
         progress(self.d, s, s.state, s.error)
 
@@ -124,8 +122,8 @@ class StoreCallback(_Bound, Callback):
         text = trial.get_error() or "the trial's worker died"
         lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
         s.error = lines[-1] if lines else str(text)
-        self.d.store.finish_trial(self.d.study, s.number, "FAIL",
-                                  objectives={self.d.bridge.compute_key: s.compute}, error=s.error)
+        self.d.store.finish_trial(self.d.study, s.number, "FAIL", objectives=self.d.bridge.objectives(s.compute),
+                                  error=s.error)
         progress(self.d, s, "FAIL", s.error)
 
 
@@ -133,7 +131,7 @@ def record_infeasible(d: DriverState):
     """Store a configuration rejected by a hard constraint as PRUNED with the reason (it is never trained)."""
     def record(s: Sampled, reason: str) -> None:
         d.store.start_trial(d.study, s.number, s.params, s.arch, target_arch=s.target_arch, cost=s.cost)
-        d.store.finish_trial(d.study, s.number, "PRUNED", objectives={d.bridge.compute_key: s.compute},
+        d.store.finish_trial(d.study, s.number, "PRUNED", objectives=d.bridge.objectives(s.compute),
                              error=f"infeasible: {reason}")
         d.counts["infeasible"] += 1
     return record
@@ -148,7 +146,8 @@ def progress(d: DriverState, s: Sampled, state: str, error: str | None) -> None:
     detail = f"quality={s.last_quality:.4f} " if s.last_quality is not None and state != "FAIL" else ""
     if error:
         detail += f"error={error[:120]!r} "
+    compute = " ".join(f"{k}={v:.3f}" for k, v in zip(d.bridge.compute_keys, s.compute))
     print(f"[{time.perf_counter() - d.t0:7.1f}s] trial {s.number:3d} {state:8s} {detail}"
-          f"{d.bridge.compute_key}={s.compute:.3f} | done {c['COMPLETE'] + c['PRUNED'] + c['FAIL']} "
+          f"{compute} | done {c['COMPLETE'] + c['PRUNED'] + c['FAIL']} "
           f"(complete {c['COMPLETE']}, pruned {c['PRUNED']}, failed {c['FAIL']}), front {len(d.bridge.front())}",
           file=d.out, flush=True)

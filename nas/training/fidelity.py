@@ -1,7 +1,8 @@
-"""Proxy fidelity: retrain the best points of a front for longer and compare rankings (Kendall tau-b)."""
+"""Proxy fidelity: retrain the best points of a front at a reference proxy and compare rankings (Kendall tau-b)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -42,13 +43,13 @@ def top_points(points: list[Point], k: int) -> list[Point]:
     return (front + rest)[:k]
 
 
-def verify(store: Store, study: str, top_k: int = 3, factor: float = 4.0, *, device: str = "auto",
-           threads: int = 1, progress: bool = False) -> Fidelity:
-    """Retrain the top-k points at factor x the study's proxy budget; Kendall tau-b of proxy vs longer quality."""
+def verify(store: Store, study: str, top_k: int = 3, *, device: str = "auto", threads: int = 1,
+           progress: bool = False) -> Fidelity:
+    """Retrain the top-k points at the reference proxy (nas.reference); Kendall tau-b of proxy vs reference quality."""
+    from nas.reference import reference_proxy
+
     if not (isinstance(top_k, int) and top_k >= 2):
         raise ValueError(f"verify_top_k={top_k!r} is invalid: expected an integer >= 2 (a ranking needs two points)")
-    if not (isinstance(factor, (int, float)) and factor > 1):
-        raise ValueError(f"verify_factor={factor!r} is invalid: expected a number > 1 (times the proxy budget)")
     sp = load_points(store, study)
     chosen = top_points(sp.points, top_k)
     if len(chosen) < 2:
@@ -59,12 +60,15 @@ def verify(store: Store, study: str, top_k: int = 3, factor: float = 4.0, *, dev
     except KeyError as err:
         raise ValueError(f"study={study!r} has no {err.args[0]} in its stored config: cannot retrain its "
                          "proxy") from err
-    budget = int(factor * (config.get("budget_tokens") or proxy.budget_tokens))
-    long_quality = []
-    for p in chosen:
-        reports = list(train_proxy(p.trial.arch, proxy, task, budget_tokens=budget, seed=int(config.get("seed", 0)),
-                                   threads=threads, device=device, progress=progress))
-        long_quality.append(quality(reports[-1], task))
+    study_budget = config.get("budget_tokens") or proxy.budget_tokens
+    reference = reference_proxy(proxy, config.get("budget_tokens"))
+    reference_quality = []
+    for p in chosen:  # the trial's proxy arch carries its knobs; train_proxy rescales them to the reference's size
+        reports = list(train_proxy(p.trial.arch, reference, task, budget_tokens=reference.budget_tokens,
+                                   seed=int(config.get("seed", 0)), threads=threads, device=device, progress=progress))
+        reference_quality.append(quality(reports[-1], task))
     proxy_quality = [p.quality for p in chosen]
-    return Fidelity([p.number for p in chosen], proxy_quality, long_quality, float(factor), budget,
-                    kendall_tau_b(proxy_quality, long_quality), code_version(), utc_now())
+    return Fidelity([p.number for p in chosen], proxy_quality, reference_quality,
+                    reference.budget_tokens / study_budget, reference.budget_tokens,
+                    kendall_tau_b(proxy_quality, reference_quality), code_version(), utc_now(),
+                    dataclasses.asdict(reference))

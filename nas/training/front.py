@@ -1,8 +1,11 @@
 """The decision at the end of a search: a study's completed points, its Pareto front and the export policies.
 
-Both objectives are minimised: quality (the proxy task's objective, e.g. bits per byte) and compute (a
-ratio to the dense target, e.g. flops_ratio). The quality ratio of a point is dense_quality / quality:
-1.0 is as good as the dense baseline, 0.97 means a 3% worse objective (for lower-is-better quality).
+Every objective is minimised: quality (the proxy task's objective, e.g. bits per byte) and one or more compute
+ratios to the dense target (e.g. flops_ratio), the first of them the space's primary. The front is over all
+objectives (nas.pareto). The policies read the primary compute objective: knee is the knee of the front of
+quality against it, max_quality bounds it, min_compute minimises it; ties go to the lower other compute
+objectives in order. The quality ratio of a point is dense_quality / quality: 1.0 is as good as the dense
+baseline, 0.97 means a 3% worse objective (for lower-is-better quality).
 """
 
 from __future__ import annotations
@@ -12,31 +15,44 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from nas import pareto
+from nas.objectives import QUALITY, stored_compute_keys
 from nas.store import Store, Study, Trial
 
 POLICIES = ("knee", "max_quality", "min_compute", "trial")
-QUALITY = "quality"
 
 
 @dataclass(frozen=True)
 class Point:
-    """A COMPLETE trial as a point of (quality, compute), both lower-is-better."""
+    """A COMPLETE trial as a point of (quality, compute objectives...), all lower-is-better."""
 
     number: int
     quality: float
-    compute: float
+    compute: tuple[float, ...]  # in the study's compute_keys order; compute[0] is the primary
     trial: Trial
 
-    def describe(self, compute_key: str) -> str:
-        return f"trial {self.number} (quality={self.quality:.4f}, {compute_key}={self.compute:.4f})"
+    @property
+    def primary(self) -> float:
+        """The primary compute objective (what the policies bound and minimise)."""
+        return self.compute[0]
+
+    @property
+    def vector(self) -> tuple[float, ...]:
+        """(quality, *compute): the point in objective space."""
+        return (self.quality, *self.compute)
+
+    def describe(self, compute_keys: tuple[str, ...]) -> str:
+        """'trial N (quality=..., key=..., ...)'."""
+        values = ", ".join(f"{k}={v:.4f}" for k, v in zip(compute_keys, self.compute))
+        return f"trial {self.number} (quality={self.quality:.4f}, {values})"
 
 
 @dataclass(frozen=True)
 class StudyPoints:
-    """A study, the name of its compute objective, its completed points and how many trials are in each state."""
+    """A study, the names of its compute objectives, its completed points and how many trials are in each state."""
 
     study: Study
-    compute_key: str
+    compute_keys: tuple[str, ...]
     points: list[Point]
     states: dict[str, int]
 
@@ -54,46 +70,43 @@ def load_points(store: Store, study: str) -> StudyPoints:
         names = ", ".join(s.name for s in store.studies()) or "none"
         raise ValueError(f"study={study!r} not found in the store {store.url}: studies are {names}")
     trials = store.trials(study)
-    compute_key = (meta.config.get("objectives") or {}).get("compute")
-    if compute_key is None:  # a study without the search's config: the one objective besides quality
-        keys = {k for t in trials if t.objectives for k in t.objectives if k != QUALITY}
-        compute_key = sorted(keys)[0] if keys else "flops_ratio"
+    keys = stored_compute_keys(meta.config, (t.objectives for t in trials))
     points = []
     for t in trials:
         obj = t.objectives or {}
-        if t.state == "COMPLETE" and QUALITY in obj and compute_key in obj:
-            q, c = float(obj[QUALITY]), float(obj[compute_key])
-            if math.isfinite(q) and math.isfinite(c):
+        if t.state == "COMPLETE" and all(k in obj for k in (QUALITY, *keys)):
+            q, c = float(obj[QUALITY]), tuple(float(obj[k]) for k in keys)
+            if all(math.isfinite(v) for v in (q, *c)):
                 points.append(Point(t.number, q, c, t))
-    return StudyPoints(meta, compute_key, points, dict(Counter(t.state for t in trials)))
+    return StudyPoints(meta, keys, points, dict(Counter(t.state for t in trials)))
 
 
 def pareto_front(points: list[Point]) -> list[Point]:
-    """The points no other point dominates (<= in both objectives, < in one), by increasing compute."""
-    def dominated(p: Point) -> bool:
-        return any(o.quality <= p.quality and o.compute <= p.compute
-                   and (o.quality < p.quality or o.compute < p.compute) for o in points)
-    return sorted((p for p in points if not dominated(p)), key=lambda p: (p.compute, p.quality, p.number))
+    """The points no other point dominates over all objectives, by increasing compute (primary first)."""
+    keep = pareto.pareto_front([p.vector for p in points])
+    return sorted((points[i] for i in keep), key=lambda p: (p.compute, p.quality, p.number))
 
 
-def knee(front: list[Point]) -> Point:
-    """The front point farthest from the line joining its two extremes, on the side of the ideal point.
+def knee(points: list[Point]) -> Point:
+    """The knee of the front of quality against the primary compute objective: the point farthest from the line
+    joining the front's two extremes, on the side of the ideal point.
 
-    Both objectives are normalised to [0, 1] over the front. Ties (a front of one or two points, or
-    points on the line) go to the point nearest the ideal (0, 0), then to the lower compute.
+    Both are normalised to [0, 1] over that front. Ties (a front of one or two points, or points on the line)
+    go to the point nearest the ideal (0, 0), then to the lower compute objectives in order.
     """
-    lo_c, hi_c = min(p.compute for p in front), max(p.compute for p in front)
+    front = [points[i] for i in pareto.pareto_front([(p.quality, p.primary) for p in points])]
+    lo_c, hi_c = min(p.primary for p in front), max(p.primary for p in front)
     lo_q, hi_q = min(p.quality for p in front), max(p.quality for p in front)
 
     def norm(p: Point) -> tuple[float, float]:
-        return ((p.compute - lo_c) / (hi_c - lo_c) if hi_c > lo_c else 0.0,
+        return ((p.primary - lo_c) / (hi_c - lo_c) if hi_c > lo_c else 0.0,
                 (p.quality - lo_q) / (hi_q - lo_q) if hi_q > lo_q else 0.0)
 
     # the extremes are (0, 1) (least compute) and (1, 0) (best quality): the line x + y = 1; distance
     # towards the ideal point is (1 - x - y) / sqrt(2)
-    def key(p: Point) -> tuple[float, float, float]:
+    def key(p: Point) -> tuple[float, ...]:
         x, y = norm(p)
-        return (round((1.0 - x - y) / math.sqrt(2.0), 12), -math.hypot(x, y), -p.compute)
+        return (round((1.0 - x - y) / math.sqrt(2.0), 12), -math.hypot(x, y), *(-c for c in p.compute))
 
     return max(front, key=key)
 
@@ -103,7 +116,7 @@ class Policy:
     """How to pick the exported point."""
 
     name: str = "knee"
-    max_compute: float | None = None  # max_quality: compute objective <= this
+    max_compute: float | None = None  # max_quality: primary compute objective <= this
     min_quality_ratio: float | None = None  # min_compute: dense_quality / quality >= this
     dense_quality: float | None = None  # min_compute: overrides the study's baseline trial
     trial: int | None = None  # trial: the trial number
@@ -132,10 +145,11 @@ class Policy:
 
 def select(sp: StudyPoints, policy: Policy) -> Point:
     """The point the policy picks; ValueError naming the closest point when none qualifies."""
-    name, key, points = sp.study.name, sp.compute_key, sp.points
+    name, keys, points = sp.study.name, sp.compute_keys, sp.points
     if not points:
         states = ", ".join(f"{n} {s}" for s, n in sorted(sp.states.items())) or "no trials"
-        raise ValueError(f"study={name!r} has no COMPLETE trial with objectives {QUALITY} and {key} ({states}): "
+        raise ValueError(f"study={name!r} has no COMPLETE trial with objectives {QUALITY} and {', '.join(keys)} "
+                         f"({states}): "
                          "nothing to export; run or resume the search first")
     if policy.name == "knee":
         return knee(pareto_front(points))
@@ -144,14 +158,15 @@ def select(sp: StudyPoints, policy: Policy) -> Point:
         if not found:
             closest = min(points, key=lambda p: (abs(p.number - policy.trial), p.number))
             raise ValueError(f"trial={policy.trial} is not a COMPLETE trial of study {name!r}: the closest is "
-                             f"{closest.describe(key)}")
+                             f"{closest.describe(keys)}")
         return found[0]
     if policy.name == "max_quality":
-        ok = [p for p in points if p.compute <= policy.max_compute]
+        ok = [p for p in points if p.primary <= policy.max_compute]
         if not ok:
-            closest = min(points, key=lambda p: (p.compute, p.quality))
-            raise ValueError(f"no COMPLETE trial of study {name!r} has {key} <= max_compute={policy.max_compute:g}: "
-                             f"the closest is {closest.describe(key)}")
+            closest = min(points, key=lambda p: (p.primary, p.quality))
+            raise ValueError(f"no COMPLETE trial of study {name!r} has {keys[0]} <= "
+                             f"max_compute={policy.max_compute:g}: "
+                             f"the closest is {closest.describe(keys)}")
         return min(ok, key=lambda p: (p.quality, p.compute, p.number))
     dense = policy.dense_quality if policy.dense_quality is not None else sp.dense_quality()
     if dense is None:
@@ -164,6 +179,6 @@ def select(sp: StudyPoints, policy: Policy) -> Point:
     if not ok:
         closest = min(points, key=lambda p: (p.quality, p.compute))
         raise ValueError(f"no COMPLETE trial of study {name!r} has quality ratio (dense {dense:.4f} / quality) >= "
-                         f"min_quality_ratio={policy.min_quality_ratio:g}: the closest is {closest.describe(key)}, "
+                         f"min_quality_ratio={policy.min_quality_ratio:g}: the closest is {closest.describe(keys)}, "
                          f"ratio {ratio(closest):.4f}")
-    return min(ok, key=lambda p: (p.compute, p.quality, p.number))
+    return min(ok, key=lambda p: (p.primary, p.quality, p.compute, p.number))

@@ -1,6 +1,7 @@
 """Store rows of what follows a search: exported models and proxy-fidelity checks (tables nas_export, nas_fidelity).
 
-The tables sit on the store's declarative Base; Alembic revision 0002 (nas/migrations) creates them.
+The tables sit on the store's declarative Base; Alembic revision 0002 (nas/migrations) creates them, 0003 adds
+nas_fidelity.reference.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, inspect, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, defer, mapped_column
 
 from nas.store import Base, Store, StudyRow, code_version
 
@@ -36,19 +37,20 @@ class ExportRow(Base):
 
 
 class FidelityRow(Base):
-    """One fidelity check: proxy quality against quality after longer training, for the top trials of a front."""
+    """One fidelity check: proxy quality against quality at a reference proxy, for the top trials of a front."""
 
     __tablename__ = "nas_fidelity"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("nas_study.id", ondelete="CASCADE"), nullable=False, index=True)
     trials: Mapped[list] = mapped_column(JSON, nullable=False)  # trial numbers, in proxy-ranking order
     proxy_quality: Mapped[list] = mapped_column(JSON, nullable=False)
-    long_quality: Mapped[list] = mapped_column(JSON, nullable=False)
-    budget_factor: Mapped[float] = mapped_column(Float, nullable=False)
+    long_quality: Mapped[list] = mapped_column(JSON, nullable=False)  # at the reference proxy
+    budget_factor: Mapped[float] = mapped_column(Float, nullable=False)  # reference tokens / the study's
     budget_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
     kendall_tau: Mapped[float | None] = mapped_column(Float)  # None when undefined (every quality tied)
     code_version: Mapped[str] = mapped_column(String(255), nullable=False)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now, nullable=False)
+    reference: Mapped[dict | None] = mapped_column(JSON)  # the reference ProxySpec (revision 0003; None before)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,14 @@ class Fidelity:
     kendall_tau: float | None
     code_version: str
     created: dt.datetime
+    reference: dict[str, Any] | None = None  # the reference proxy it retrained at; None: older checks (same size)
+
+
+def describe_proxy(proxy: dict[str, Any]) -> str:
+    """'name: L layers x width D, seq_len S, T tokens' of a stored ProxySpec dict."""
+    tokens = proxy.get("budget_tokens")
+    return (f"{proxy.get('name', '?')}: {proxy.get('n_layers', '?')} layers x width {proxy.get('d_model', '?')}, "
+            f"seq_len {proxy.get('seq_len', '?')}, {f'{tokens:,}' if isinstance(tokens, int) else '?'} tokens")
 
 
 def _study_id(store: Store, study: str) -> int:
@@ -104,7 +114,7 @@ def record_fidelity(store: Store, study: str, result: Fidelity) -> None:
         s.add(FidelityRow(study_id=sid, trials=result.trials, proxy_quality=result.proxy_quality,
                           long_quality=result.long_quality, budget_factor=result.budget_factor,
                           budget_tokens=result.budget_tokens, kendall_tau=result.kendall_tau,
-                          code_version=result.code_version, created=result.created))
+                          code_version=result.code_version, created=result.created, reference=result.reference))
 
 
 def fidelity_results(store: Store, study: str) -> list[Fidelity]:
@@ -112,7 +122,10 @@ def fidelity_results(store: Store, study: str) -> list[Fidelity]:
     if not _has(store, FidelityRow.__tablename__):
         return []
     sid = _study_id(store, study)
+    has_reference = store.has_column(FidelityRow.__tablename__, "reference")  # read-only stores may predate 0003
+    q = select(FidelityRow).where(FidelityRow.study_id == sid).order_by(FidelityRow.id)
     with store._session() as s:
-        rows = s.scalars(select(FidelityRow).where(FidelityRow.study_id == sid).order_by(FidelityRow.id))
+        rows = s.scalars(q if has_reference else q.options(defer(FidelityRow.reference, raiseload=True)))
         return [Fidelity(r.trials, r.proxy_quality, r.long_quality, r.budget_factor, r.budget_tokens,
-                         r.kendall_tau, r.code_version, r.created) for r in rows]
+                         r.kendall_tau, r.code_version, r.created, r.reference if has_reference else None)
+                for r in rows]

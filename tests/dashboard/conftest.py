@@ -1,4 +1,4 @@
-"""A store seeded once per session: studies alpha, beta (time_ratio) and one with an HTML-like name."""
+"""A store seeded once per session: alpha, beta (time_ratio), gamma (two compute objectives), an HTML-like name."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from nas.dashboard.data import StoreReader
 
-from dashboard_seed import BETA, EVIL, KNOWN, Seed, lg, seed_study
+from dashboard_seed import BETA, EVIL, GAMMA, GAMMA_KEYS, KNOWN, Seed, lg, seed_study
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     seed_study(url, "beta", BETA, compute_key="time_ratio")
     seed_study(url, EVIL, [Seed(0, "COMPLETE", {"attention": "dense"}, 1.0, 1.0),
                            Seed(1, "COMPLETE", lg(16), 1.2, 0.5)], with_optuna=False)
+    seed_study(url, "gamma", GAMMA, compute_key=GAMMA_KEYS)
     return Seeded(url, path)
 
 

@@ -20,13 +20,13 @@ STEPS = (10, 20, 40)
 
 @dataclass
 class Seed:
-    """One trial to seed: final quality (COMPLETE) or the rungs it reached (PRUNED), compute ratio."""
+    """One trial to seed: final quality (COMPLETE) or the rungs it reached (PRUNED), compute ratio(s)."""
 
     number: int
     state: str
     params: dict[str, Any]
     quality: float | None
-    compute: float
+    compute: float | tuple[float, ...]  # a tuple for a study with several compute objectives
     rungs: int = 3
     error: str | None = None
 
@@ -52,6 +52,17 @@ KNOWN_FRONT = {0, 1, 2, 6, 7}
 BETA = [Seed(0, "COMPLETE", DENSE, 0.98, 1.0), Seed(1, "COMPLETE", lg(16, 2), 1.03, 0.6),
         Seed(2, "PRUNED", lg(8), 1.5, 0.5, rungs=1), Seed(3, "COMPLETE", lg(48, 4, "dynamic"), 1.01, 0.75)]
 EVIL = "<script>alert(1)</script>"  # a study name that must show as text
+GAMMA_KEYS = ("flops_ratio", "memory_ratio")
+GAMMA = [  # (flops, memory), quality. By hand: 3 is dominated by 2, 6 by 1; 4 trades memory for quality
+    Seed(0, "COMPLETE", DENSE, 1.00, (1.0, 1.0)),
+    Seed(1, "COMPLETE", lg(16), 1.20, (0.5, 1.1)),
+    Seed(2, "COMPLETE", lg(32), 1.10, (0.6, 0.9)),
+    Seed(3, "COMPLETE", lg(48), 1.15, (0.6, 0.95)),
+    Seed(4, "COMPLETE", lg(64, 4, "dynamic"), 1.05, (0.7, 1.2)),
+    Seed(5, "PRUNED", lg(8), 1.5, (0.4, 0.8), rungs=2),
+    Seed(6, "COMPLETE", lg(12), 1.30, (0.5, 1.1)),
+]
+GAMMA_FRONT = {0, 1, 2, 4}
 
 
 def curve(s: Seed) -> list[float]:
@@ -63,24 +74,31 @@ def curve(s: Seed) -> list[float]:
     return [final + 0.2 * (s.rungs - 1 - k) for k in range(s.rungs)]
 
 
-def seed_study(url: str, name: str, seeds: list[Seed], compute_key: str = "flops_ratio",
+def seed_study(url: str, name: str, seeds: list[Seed], compute_key: str | tuple[str, ...] = "flops_ratio",
                with_optuna: bool = True) -> None:
-    """Write the study and its trials (with rung reports) to the store, and the same values to Optuna."""
+    """Write the study and its trials (with rung reports) to the store, and the same values to Optuna.
+
+    One compute key is stored as older versions did (objectives.compute: NAME); a tuple as a list.
+    """
     store = Store(url)
-    config = {"objectives": {"compute": compute_key}, "task": {"objective": {"bpb": 1.0}}}
+    keys = (compute_key,) if isinstance(compute_key, str) else compute_key
+    config = {"objectives": {"compute": compute_key if isinstance(compute_key, str) else list(keys)},
+              "task": {"objective": {"bpb": 1.0}}}
     store.create_study(name, config, SPACE, "0" * 64)
     for s in seeds:
-        cost = {compute_key: s.compute, "step_flops": s.compute * 6e12, "train_flops": s.compute * 6e16,
-                "params_unique": 1e9, "memory_bytes": 4e10, "step_time_s": s.compute * 0.5}
+        values = s.compute if isinstance(s.compute, tuple) else (s.compute,)
+        computed = dict(zip(keys, values))
+        cost = {**computed, "step_flops": values[0] * 6e12, "train_flops": values[0] * 6e16,
+                "params_unique": 1e9, "memory_bytes": 4e10 * values[-1], "step_time_s": values[0] * 0.5}
         store.start_trial(name, s.number, s.params, {}, cost=cost)
         qs = curve(s)
         for k, q in enumerate(qs):
             store.add_report(name, s.number, STEPS[k], STEPS[k] * 1024, {"quality": q, "bpb": q})
-        objectives = {compute_key: s.compute, **({"quality": s.quality} if s.state == "COMPLETE" else {})}
+        objectives = {**computed, **({"quality": s.quality} if s.state == "COMPLETE" else {})}
         store.finish_trial(name, s.number, s.state, objectives=objectives, error=s.error)
     store.close()
     if with_optuna:
-        study = optuna.create_study(storage=url, study_name=name, directions=["minimize", "minimize"])
+        study = optuna.create_study(storage=url, study_name=name, directions=["minimize"] * (1 + len(keys)))
         for s in seeds:
             study.add_trial(optuna_trial(s))
 
@@ -90,5 +108,6 @@ def optuna_trial(s: Seed) -> optuna.trial.FrozenTrial:
     state = TrialState[s.state]
     return optuna.trial.create_trial(
         params=s.params, distributions={k: DISTRIBUTIONS[k] for k in s.params}, state=state,
-        values=[s.quality, s.compute] if state == TrialState.COMPLETE else None,
+        values=[s.quality, *(s.compute if isinstance(s.compute, tuple) else (s.compute,))]
+        if state == TrialState.COMPLETE else None,
         intermediate_values={STEPS[k]: q for k, q in enumerate(curve(s))} if state == TrialState.PRUNED else None)

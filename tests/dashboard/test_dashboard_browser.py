@@ -63,6 +63,7 @@ def _check_sorted(header: str, ascending: list[str], descending: list[str]) -> N
     ("index.html", 0, "alpha"),
     ("alpha.html", 5, "Study alpha"),  # front, hypervolume, curves, parallel coordinates, importance
     (page_name(EVIL), 4, f"Study {EVIL}"),  # no Optuna study of that name: no importance plot
+    ("gamma.html", 5, "Study gamma"),  # two compute objectives: the front is one grid of pairwise panels
     ("compare--alpha--beta.html", 1, "Comparison: alpha, beta"),
 ])
 def test_page_renders_offline_without_errors(browser: Browser, pages: Path, page: str, plots: int,

@@ -27,7 +27,7 @@ def test_build_writes_index_and_pages_without_touching_the_store(seeded, tmp_pat
     before = _sha(seeded.path)
     paths = build(seeded.url, None, tmp_path)
     assert _sha(seeded.path) == before  # read-only
-    assert [p.name for p in paths] == ["index.html", "alpha.html", "beta.html", page_name(EVIL)]
+    assert [p.name for p in paths] == ["index.html", "alpha.html", "beta.html", page_name(EVIL), "gamma.html"]
     index = (tmp_path / "index.html").read_text()
     for name in ("alpha", "beta"):
         assert f'<a href="{name}.html">{name}</a>' in index
@@ -117,4 +117,53 @@ def test_cli_builds_pages_and_fails_cleanly(seeded, tmp_path: Path) -> None:
     bad = _cli(f"store.url={seeded.url}", f"out_dir={tmp_path}", "study=nope")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [f"error: study='nope' not found in {seeded.url}: known studies are "
-                                               f"alpha, beta, {EVIL}"]
+                                               f"alpha, beta, {EVIL}, gamma"]
+
+
+def test_a_study_page_shows_the_latest_fidelity_check_and_the_adequacy_record(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from nas.training.records import Fidelity, record_fidelity
+
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    seed_study(url, "checked", [Seed(0, "COMPLETE", lg(8), 1.0, 0.5), Seed(1, "COMPLETE", lg(16), 0.9, 0.6)])
+    store = Store(url)
+    old = Fidelity([1, 0], [0.9, 1.0], [0.8, 0.95], 4.0, 4096, 1.0, "v0", dt.datetime(2026, 1, 2, 3, 4))
+    new = Fidelity([1, 0], [0.9, 1.0], [0.85, 0.8], 8.0, 65536, -1.0, "v1", dt.datetime(2026, 2, 3, 4, 5),
+                   {"name": "tiny-ref", "n_layers": 8, "d_model": 64, "seq_len": 512, "budget_tokens": 65536})
+    record_fidelity(store, "checked", old)
+    build(url, ["checked"], tmp_path / "a")
+    first = (tmp_path / "a" / "checked.html").read_text()
+    assert "Kendall tau-b <b>1.0000</b> over the top k=2 trials" in first
+    assert "the study&#x27;s proxy at 4x its budget (4,096 tokens)" in first and "2026-01-02 03:04" in first
+    record_fidelity(store, "checked", new)
+    store.close()
+    build(url, ["checked"], tmp_path / "b")
+    page = (tmp_path / "b" / "checked.html").read_text()
+    assert 'id="fidelity"' in page and "Kendall tau-b <b>-1.0000</b> over the top k=2 trials" in page
+    assert "reference proxy tiny-ref: 8 layers x width 64, seq_len 512, 65,536 tokens" in page
+    assert "2026-02-03 04:05 UTC (latest of 2)" in page
+    assert 'id="adequacy"' in page and "predates it" in page  # seeded without an adequacy record
+
+
+def test_a_store_from_before_revision_0003_still_loads_read_only(seeded, tmp_path: Path) -> None:
+    """Older stores: two objectives with objectives.compute: NAME, no adequacy / reference columns."""
+    import shutil
+
+    from alembic import command
+    from alembic.config import Config
+
+    db = tmp_path / "old.db"
+    shutil.copy(seeded.path, db)
+    store = Store(f"sqlite:///{db}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(REPO / "nas" / "migrations"))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    store.close()
+    before = _sha(db)
+    build(f"sqlite:///{db}", ["alpha", "gamma"], tmp_path / "out")
+    assert _sha(db) == before  # read-only: not upgraded by the dashboard
+    alpha = (tmp_path / "out" / "alpha.html").read_text()
+    assert "predates it" in alpha and "No fidelity check yet" in alpha and 'id="pareto"' in alpha

@@ -15,9 +15,9 @@ from nas.dashboard.hypervolume import hypervolume_history, plot_hypervolume, ref
 from nas.dashboard.importance import param_importances, plot_importances
 from nas.dashboard.learning_curves import plot_learning_curves
 from nas.dashboard.parallel import plot_parallel_coordinates
-from nas.dashboard.pareto import front, non_dominated, plot_pareto_front
+from nas.dashboard.pareto import front, objective_pairs, plot_pareto_front
 from nas.dashboard.table import trial_table
-from dashboard_seed import EVIL, KNOWN, KNOWN_FRONT, optuna_trial
+from dashboard_seed import EVIL, GAMMA, GAMMA_FRONT, KNOWN, KNOWN_FRONT, optuna_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -31,8 +31,8 @@ def _optuna_front(points: list[tuple[float, float]]) -> set[int]:
 
 
 def _view(points: list[tuple[float, float]]) -> StudyView:
-    trials = tuple(TrialView(i, "COMPLETE", {"c": c}, q, c) for i, (c, q) in enumerate(points))
-    return StudyView("synthetic", "flops_ratio", "quality", trials)
+    trials = tuple(TrialView(i, "COMPLETE", {"c": c}, q, (c,)) for i, (c, q) in enumerate(points))
+    return StudyView("synthetic", ("flops_ratio",), "quality", trials)
 
 
 def test_known_front_matches_optuna_and_expectation(reader, seeded) -> None:
@@ -47,7 +47,6 @@ def test_random_fronts_match_optuna(seed: int) -> None:
     rng = random.Random(seed)
     grid = [round(rng.uniform(0.1, 1.0), 1) for _ in range(40)]  # coarse values: many ties and duplicates
     points = [(c, round(rng.uniform(0.9, 1.5), 1)) for c in grid]
-    assert set(non_dominated(points)) == _optuna_front(points)
     assert {t.number for t in front(_view(points))} == _optuna_front(points)
 
 
@@ -56,6 +55,7 @@ def test_pareto_figure_shows_every_trial_kind(reader) -> None:
     fig = plot_pareto_front([view])
     traces = {t.name: t for t in fig.data}
     assert sorted(traces["completed"].x) == sorted(s.compute for s in KNOWN if s.state == "COMPLETE")
+    assert list(traces["completed"].y) == [s.quality for s in KNOWN if s.state == "COMPLETE"]
     pruned = traces["pruned (last rung)"]
     assert list(pruned.x) == [0.4] and list(pruned.y) == [1.40] and pruned.opacity < 1  # at its last rung, dimmed
     line = traces["Pareto front"]
@@ -74,21 +74,27 @@ def test_comparison_has_one_front_per_study(reader) -> None:
     assert list(fronts[1].x) == [0.6, 0.75, 1.0]  # beta: 1 (0.6, 1.03), 3 (0.75, 1.01), 0 (1.0, 0.98)
 
 
-def test_hypervolume_matches_optuna_history(reader, seeded) -> None:
-    view = reader.study("alpha")
-    history = hypervolume_history(view)
-    ref = reference_point(view)
+@pytest.mark.parametrize("name, seeds", [("alpha", KNOWN), ("gamma", GAMMA)])  # 2 and 3 objectives
+def test_hypervolume_matches_optuna_history(reader, seeded, name, seeds) -> None:
+    view = reader.study(name)
+    history, ref = hypervolume_history(view), reference_point(view)
+    assert len(ref) == 1 + len(view.compute_keys)
     oracle = optuna.visualization.plot_hypervolume_history(
-        optuna.load_study(study_name="alpha", storage=seeded.url), reference_point=[ref[1], ref[0]])
-    complete = [s.number for s in KNOWN if s.state == "COMPLETE"]
+        optuna.load_study(study_name=name, storage=seeded.url), reference_point=list(ref))
+    complete = [s.number for s in seeds if s.state == "COMPLETE"]
     ours = [v for n, v in zip(history.numbers, history.values) if n in complete]
     np.testing.assert_allclose(ours, oracle.data[0].y, rtol=1e-12)
-    # closed form of the final front: staircase area under the reference point
-    pts = sorted((s.compute, s.quality) for s in KNOWN if s.number in KNOWN_FRONT)
-    area = sum((nxt[0] - c) * (ref[1] - q) for (c, q), nxt in zip(pts, pts[1:] + [(ref[0], 0)]))
-    assert history.values[-1] == pytest.approx(area)
     assert history.tokens == sorted(history.tokens) and history.tokens[-1] == sum(t.tokens for t in view.trials)
-    assert len(plot_hypervolume(view).data) == 2
+    fig = plot_hypervolume(view)
+    assert len(fig.data) == 2 and f"over {len(ref)} objectives" in fig.layout.title.text
+
+
+def test_two_objective_hypervolume_is_the_staircase_area(reader) -> None:
+    view = reader.study("alpha")
+    ref = reference_point(view)  # (quality, flops_ratio)
+    pts = sorted((s.compute, s.quality) for s in KNOWN if s.number in KNOWN_FRONT)
+    area = sum((nxt[0] - c) * (ref[0] - q) for (c, q), nxt in zip(pts, pts[1:] + [(ref[1], 0)]))
+    assert hypervolume_history(view).values[-1] == pytest.approx(area)
 
 
 def test_learning_curves_cut_pruned_trials(reader) -> None:
@@ -134,5 +140,46 @@ def test_table_and_hover_escape_html(reader) -> None:
 
 
 def test_views_of_reports() -> None:
-    t = TrialView(0, "PRUNED", {}, 1.2, 0.5, reports=(Report(1, 64, {"quality": 2.0}), Report(2, 128, {})))
+    t = TrialView(0, "PRUNED", {}, 1.2, (0.5,), reports=(Report(1, 64, {"quality": 2.0}), Report(2, 128, {})))
     assert t.tokens == 128
+
+
+# ---- two compute objectives (gamma: quality, flops_ratio, memory_ratio) -------------------------------------------
+
+
+def test_three_objective_front_is_the_hand_computed_one_and_optunas(reader, seeded) -> None:
+    view = reader.study("gamma")
+    assert view.compute_keys == ("flops_ratio", "memory_ratio")
+    oracle = {t.number for t in optuna.load_study(study_name="gamma", storage=seeded.url).best_trials}
+    assert {t.number for t in front(view)} == oracle == GAMMA_FRONT
+
+
+def test_pairwise_front_panels(reader) -> None:
+    view = reader.study("gamma")
+    assert objective_pairs([view]) == [("flops_ratio", "quality"), ("memory_ratio", "quality"),
+                                       ("flops_ratio", "memory_ratio")]
+    fig = plot_pareto_front([view])
+    panels = [a.text for a in fig.layout.annotations]
+    assert panels == ["quality vs flops_ratio", "quality vs memory_ratio", "memory_ratio vs flops_ratio"]
+    seeds = {s.number: s for s in GAMMA}
+    fronts = [t for t in fig.data if t.name == "Pareto front"]
+    assert len(fronts) == 3 and all(t.mode == "markers" for t in fronts)  # a projected front is not a curve
+    expected = [{(seeds[n].compute[0], seeds[n].quality) for n in GAMMA_FRONT},
+                {(seeds[n].compute[1], seeds[n].quality) for n in GAMMA_FRONT},
+                {(seeds[n].compute[0], seeds[n].compute[1]) for n in GAMMA_FRONT}]
+    assert [set(zip(t.x, t.y)) for t in fronts] == expected
+    assert (fronts[1].xaxis, fronts[1].yaxis) == ("x2", "y2")
+    assert fig.layout.xaxis3.title.text == "flops_ratio (ratio to dense)"
+    assert fig.layout.yaxis3.title.text == "memory_ratio (ratio to dense)"
+    assert sum(t.showlegend is not False for t in fig.data) == 4  # one legend entry per kind
+    hover = [t for t in fig.data if t.name == "completed"][0].text[0]
+    assert "flops_ratio = 1" in hover and "memory_ratio = 1" in hover
+
+
+def test_parallel_coordinates_and_table_show_every_objective(reader) -> None:
+    view = reader.study("gamma")
+    labels = [d.label for d in plot_parallel_coordinates(view).data[0].dimensions]
+    assert labels[-3:] == ["flops_ratio", "memory_ratio", "quality (bpb)"]
+    html = trial_table(view)
+    assert "<th>flops_ratio</th><th>memory_ratio</th><th>step_flops</th><th>memory_bytes</th>" in html
+    assert html.count('data-v="yes"') == len(GAMMA_FRONT)
