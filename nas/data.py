@@ -180,7 +180,6 @@ class MQARSpec:
     num_pairs: int = 2
     min_distance: int = 4  # key-to-query distance range (positions)
     max_distance: int | None = None
-    fused: bool = False  # one token per pair (key and value fused) and one per query: recall in a single layer
 
     def validate(self) -> None:
         if not (isinstance(self.vocab, int) and self.vocab >= 4 and self.vocab % 2 == 0):
@@ -190,9 +189,6 @@ class MQARSpec:
             raise ValueError(f"task.mqar.num_pairs={self.num_pairs!r} is invalid: expected an integer in [1, {half - 1}]")
         if not (isinstance(self.min_distance, int) and self.min_distance >= 2):
             raise ValueError(f"task.mqar.min_distance={self.min_distance!r} is invalid: expected an integer >= 2")
-        if self.fused and self.fused_vocab() > 256:
-            raise ValueError(f"task.mqar.vocab={self.vocab!r} is too large for fused pairs: (vocab/2)^2 + vocab + 1 "
-                             "token ids must fit the 256-byte vocabulary (vocab <= 28)")
         if self.max_distance is not None and not (isinstance(self.max_distance, int)
                                                   and self.max_distance >= self.min_distance):
             raise ValueError(f"task.mqar.max_distance={self.max_distance!r} is invalid: expected null or an integer "
@@ -201,11 +197,6 @@ class MQARSpec:
     def min_seq_len(self) -> int:
         """Shortest sequence holding every pair and its query at the largest distance asked for."""
         return (self.max_distance or self.min_distance) + 2 + 4 * self.num_pairs
-
-    def fused_vocab(self) -> int:
-        """Token ids the fused layout uses: pairs 1..half^2, then query keys, then values."""
-        half = self.vocab // 2
-        return 1 + half * half + 2 * half
 
     def distance_range(self, seq_len: int) -> tuple[int, int]:
         """(shortest, longest) key-to-query distance at this sequence length."""
@@ -245,13 +236,8 @@ def mqar_batch(spec: MQARSpec, batch_size: int, seq_len: int, gen: torch.Generat
                 raise ValueError(f"task.mqar: could not place {n} pairs in seq_len={seq_len}: lower num_pairs")
             used.update(slots)
             k, v = keys[b][i], values[b][i]
-            if spec.fused:  # pair token at p, query token at p + d, label: the value's own id
-                k, v = k - 1, v - half
-                x[b, p], x[b, p + d], y[b, p + d] = 1 + k * half + v, 1 + half * half + k, 1 + half * half + half + v
-            else:
-                x[b, p], x[b, p + 1], x[b, p + d], x[b, p + d + 1] = k, v, k, v
-                y[b, p + d] = v
-            dist[b, p + d] = d
+            x[b, p], x[b, p + 1], x[b, p + d], x[b, p + d + 1] = k, v, k, v
+            y[b, p + d], dist[b, p + d] = v, d
     return x, y, dist
 
 

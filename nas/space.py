@@ -227,6 +227,13 @@ def _objectives(raw: Any, fail: Any) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def default_choice(name: str, group: str) -> str | None:
+    """The `task` or `target` a shipped space's defaults list chooses (None when it chooses none)."""
+    data = yaml.safe_load(path_of(name).read_text()) or {}
+    key = f"override /{group}@_global_.{group}"
+    return next((e[key] for e in data.get("defaults") or [] if isinstance(e, Mapping) and key in e), None)
+
+
 def _check_defaults(raw: Any, fail: Any) -> None:
     """A space's Hydra defaults list may only choose its task and target (Hydra applies it; parse checks it)."""
     if raw is None:

@@ -95,14 +95,14 @@ def test_proxy_arch_takes_knobs_and_proxy_sizes() -> None:
     target = ArchConfig(seq_len=2048, n_layers=12, d_model=768, n_heads=12, attention="local_global", window=512,
                         global_tokens=4, kv_heads=3, sharing="cycle_rev", unique_layers=6, sharing_scope="both")
     arch = proxy_arch(target, tiny)
-    assert (arch.n_layers, arch.d_model, arch.n_heads, arch.seq_len) == (2, 64, 4, 128)
-    assert arch.window == 512 * 128 // 2048 and arch.global_tokens == 4  # a window is a share of the context
+    assert (arch.n_layers, arch.d_model, arch.n_heads, arch.seq_len) == (2, 64, 4, 64)
+    assert arch.window == 512 * 64 // 2048 and arch.global_tokens == 4  # a window is a share of the context
     assert arch.kv_heads == 1  # 3 of 12 heads -> 1 of 4
     assert arch.unique_layers == 1 and arch.sharing == "cycle_rev"  # 6 of 12 layers -> 1 of 2
-    assert proxy_arch({"kv_heads": 2, "window": 96}, tiny).window == 96  # a knob dict is in proxy units
+    assert proxy_arch({"kv_heads": 2, "window": 48}, tiny).window == 48  # a knob dict is in proxy units
     with pytest.raises(ValueError, match="kv_heads"):
         proxy_arch({"kv_heads": 3}, tiny)  # ... and refused, not rounded, when the proxy cannot honour it
-    with pytest.raises(ValueError, match="window=321 exceeds proxy 'tiny''s seq_len=128"):
+    with pytest.raises(ValueError, match="window=321 exceeds proxy 'tiny''s seq_len=64"):
         proxy_arch({"attention": "local_global", "window": 321}, tiny)
     with pytest.raises(ValueError, match="arch.windw is not a known field"):
         proxy_arch({"windw": 3}, tiny)

@@ -209,7 +209,7 @@ def test_cli_bad_space_file_and_bad_override_exit_2_and_write_nothing(tmp_path):
     bad = _cli(tmp_path, "search_space=broken", spaces=spaces)
     assert bad.returncode == 2
     assert bad.stderr.strip() == (f"error: {spaces / 'broken.yaml'}: params.window=512 is invalid: must stay below "
-                                  "the proxy's seq_len=128")
+                                  "the proxy's seq_len=64")
     override = _cli(tmp_path, "sampler.name=annealing", "pruner=median")
     assert override.returncode == 2
     assert override.stderr.strip() == ("error: sampler.name='annealing' is invalid: expected one of nsga2, tpe, "
@@ -224,7 +224,7 @@ def test_structured_config_rejects_wrong_types_and_bad_values():
         validate(compose_cfg("ray.max_concurrent=0"))
     with pytest.raises(SearchError, match=r"objectives.compute='speed' is invalid"):
         validate(compose_cfg("objectives.compute=speed"))
-    with pytest.raises(SpaceError, match=r"params.window=160 is invalid: must stay below the proxy's seq_len=128"):
+    with pytest.raises(SpaceError, match=r"params.window=160 is invalid: must stay below the proxy's seq_len=64"):
         validate(compose_cfg("search_space.params.window.high=160"), "sparse_attn.yaml")
     setup = validate(compose_cfg("search_space=full", "proxy.seq_len=256", "sampler=tpe", "pruner=hyperband"))
     assert setup.spec.name == "full" and setup.proxy.seq_len == 256
@@ -235,7 +235,7 @@ def test_structured_config_rejects_wrong_types_and_bad_values():
 
 def _bridge(tmp_path, name, sampler="random", pruner=PrunerConf(name="none"), seed=0, check=lambda cost: None):
     spec = load(path_of("sparse_attn"), ArchConfig(seq_len=128, n_layers=2, d_model=64, n_heads=4))
-    evaluate = lambda knobs: ({}, {}, {"flops_ratio": knobs.get("window", 128) / 128})  # noqa: E731
+    evaluate = lambda knobs: ({}, {}, {"flops_ratio": knobs.get("window", 32) / 32})  # noqa: E731
     return OptunaBridge(make_storage(f"sqlite:///{tmp_path / 'b.db'}"), name, spec,
                         make_sampler(SamplerConf(name=sampler), seed, spec), make_pruner(pruner), ("flops_ratio",),
                         evaluate, check)

@@ -124,7 +124,8 @@ def test_sizes_from_a_target_and_overrides(exported):
     big = sized_arch(arch, target="gpt_125m")
     assert (big.n_layers, big.d_model, big.n_heads, big.seq_len) == (12, 768, 12, 1024)
     assert big.kv_heads == 6 and big.unique_layers == 6  # half the heads, half the layers: as in the export
-    assert (big.attention, big.window, big.sharing) == ("local_global", 8, "cycle_rev")
+    # a window keeps its share of the context: 8 of 32 positions -> 256 of 1024
+    assert (big.attention, big.window, big.sharing) == ("local_global", 8 * 1024 // 32, "cycle_rev")
     wide = sized_arch(arch, {"d_model": 32, "n_layers": None})
     assert (wide.d_model, wide.n_layers, wide.kv_heads) == (32, 2, 2)
     assert sized_arch(arch, {"n_layers": None}) == arch

@@ -1,0 +1,235 @@
+"""Proxy fidelity per search space: a fixed panel ranked by the default proxy and by its reference.
+
+    python benchmarks/fidelity.py --space sparse_attn --workers 2     # one space (the recorded runs)
+    python benchmarks/fidelity.py                                      # report every space (trains nothing)
+    python benchmarks/fidelity.py --quick                              # smoke run of the machinery (tiny budgets)
+
+For each space (sparse_attn, head_grouping, sharing, precision), every configuration of a fixed panel spanning
+the space is trained at the default proxy (conf/proxy/tiny.yaml) and at its reference (nas/reference.py: 4x
+depth, 4x context, 8x tokens), both on the space's default task (the space file's defaults list) with the
+same seed, and scored with the task's objective. The panel is written in proxy units; a configuration carries
+to the reference by the one rule of nas/knobs.py. The reference's dense configuration must itself pass the
+space's adequacy checks (nas/adequacy.py); a reference that fails them is reported, and its tau is not a
+fidelity figure.
+
+Every finished run is appended to benchmarks/results/fidelity_runs.jsonl (keyed by role, task, knobs, seed
+and the proxy's sizes), so the benchmark resumes where it stopped and a space can be measured in several
+sittings. Prints a table per space: proxy and reference quality and rank, Kendall tau-b, top-3 agreement.
+Last line: `fidelity tau_min=... tau_sparse_attn=... tau_head_grouping=... tau_sharing=... tau_precision=...`
+(`nan` for a space not yet measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+SPACES = ("sparse_attn", "head_grouping", "sharing", "precision")
+RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = RESULTS / "fidelity_runs.jsonl"
+
+
+def _lg(window: int, global_tokens: int, gate: str = "none") -> dict[str, Any]:
+    return {"attention": "local_global", "window": window, "global_tokens": global_tokens, "gate": gate}
+
+
+def _prec(attention: str, ffn: str, embed: str = "fp32", adaptive: str | None = None) -> dict[str, Any]:
+    p = {"attention": attention, "ffn": ffn, "embed": embed}
+    return {"precision": {**p, "adaptive_format": adaptive} if adaptive else p}
+
+
+PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in the tiny proxy's units (64 positions, 4 heads, 2 layers)
+    "sparse_attn": [{}, _lg(4, 0), _lg(4, 4), _lg(6, 2, "dynamic"), _lg(8, 0), _lg(8, 2), _lg(11, 4, "dynamic"),
+                    _lg(16, 0), _lg(16, 4)],
+    "head_grouping": [{}, {"kv_heads": 2}, {"kv_heads": 1}, {"kv_heads": 2, "group_share": "qkv"},
+                      {"kv_heads": 1, "group_share": "qkv"}],  # every distinct configuration at 4 heads
+    "sharing": [{}, {"sharing": "all", "sharing_scope": "both"}, {"sharing": "all", "sharing_scope": "ffn"},
+                {"sharing": "all", "sharing_scope": "attention"}, {"sharing": "sequence", "sharing_scope": "both"},
+                {"sharing": "cycle", "sharing_scope": "ffn"}, {"sharing": "cycle_rev", "sharing_scope": "attention"},
+                {"sharing": "adjacent", "sharing_scope": "both"},
+                {"sharing": "ffn_block_diag", "sharing_scope": "ffn"}],
+    "precision": [{}, _prec("bf16", "bf16", "bf16"), _prec("fp16", "fp16"), _prec("fp32", "fp8_e4m3"),
+                  _prec("fp32", "fp8_e5m2"), _prec("fp8_e4m3", "fp8_e4m3"), _prec("bf16", "adaptive", "fp32", "fp8_e4m3"),
+                  _prec("bf16", "adaptive", "fp32", "fp8_e5m2"), _prec("fp8_e5m2", "fp8_e5m2")],
+}
+
+
+def _non_default(data: dict[str, Any], cls: type) -> dict[str, Any]:
+    """The fields of a dataclass dict that differ from the class defaults (new default fields keep keys stable)."""
+    defaults = asdict(cls())
+    return {k: v for k, v in data.items() if v != defaults.get(k)}
+
+
+def run_key(role: str, task: dict[str, Any], knobs: dict[str, Any], seed: int, proxy: dict[str, Any]) -> str:
+    """Identity of one training run (the task without its name: equal tasks share runs)."""
+    from nas.data import MQARSpec, TaskSpec
+    from nas.proxy import ProxySpec
+
+    task = {**_non_default(task, TaskSpec), "mqar": _non_default(task["mqar"], MQARSpec)}
+    task.pop("name", None)
+    return json.dumps({"role": role, "task": task, "knobs": knobs, "seed": seed,
+                       "proxy": _non_default(proxy, ProxySpec)}, sort_keys=True)
+
+
+def load_runs(path: Path) -> dict[str, dict[str, Any]]:
+    """Recorded runs by key (later lines win)."""
+    runs = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                runs[row["key"]] = row
+    return runs
+
+
+def train_one(key: str, role: str, proxy: dict[str, Any], task: dict[str, Any], knobs: dict[str, Any], seed: int,
+              threads: int) -> dict[str, Any]:
+    """Train one configuration; its final quality, metrics and wall time."""
+    import torch
+
+    from nas.data import TaskSpec
+    from nas.proxy import ProxySpec, proxy_arch, quality, train_proxy
+
+    torch.set_num_threads(threads)
+    spec, task_spec = ProxySpec.from_dict(proxy), TaskSpec.from_dict(task)
+    start = time.perf_counter()
+    reports = list(train_proxy(knobs, spec, task_spec, seed=seed, threads=threads, device="cpu"))
+    final = reports[-1]
+    return {"key": key, "role": role, "proxy": spec.name, "task": task_spec.name, "knobs": knobs, "seed": seed,
+            "arch": proxy_arch(knobs, spec).to_dict(), "quality": quality(final, task_spec),
+            "metrics": final.metrics, "wall_s": time.perf_counter() - start}
+
+
+def top_k_agreement(a: list[float], b: list[float], k: int = 3) -> float:
+    """Share of the k best (lowest) of `a` that are among the k best of `b`."""
+    best = lambda xs: set(sorted(range(len(xs)), key=lambda i: (xs[i], i))[:k])  # noqa: E731
+    return len(best(a) & best(b)) / k
+
+
+def reference_adequacy(space: str, proxy: Any, reference: Any, task: Any, dense_metrics: dict[str, float]
+                       ) -> list[dict]:
+    """The space's adequacy checks applied to the reference's dense run (windows carried to its context)."""
+    from nas import adequacy
+    from nas.proxy import proxy_arch
+    from nas.space import load, path_of
+
+    spec = load(path_of(space), proxy_arch({}, proxy))
+    names = {p.name for p in spec.params}
+    checks: list[dict] = []
+    if names & set(adequacy.ATTENTION_KNOBS):
+        scale = reference.seq_len // proxy.seq_len
+        carried = replace(spec, params=tuple(replace(p, high=p.high * scale) if p.name == "window" else p
+                                             for p in spec.params))
+        checks += adequacy.attention_checks(dense_metrics, carried, reference, task)[0]
+    if names & set(adequacy.CAPACITY_KNOBS):
+        checks.append(adequacy.capacity_check(dense_metrics, task, reference, None)[0])
+    return checks
+
+
+def measure(space: str, proxy: Any, workers: int, seed: int, runs_path: Path, out: list[str]) -> float | None:
+    """Train the missing runs of one space, then print its table; its tau-b (None when unmeasured)."""
+    from nas.data import load_task
+    from nas.reference import describe, reference_proxy
+    from nas.space import default_choice
+    from nas.training.fidelity import kendall_tau_b
+
+    task = load_task(default_choice(space, "task") or "lm")
+    reference = reference_proxy(proxy)
+    panel = PANELS[space]
+    roles = {"proxy": asdict(proxy), "reference": asdict(reference)}
+    runs = load_runs(runs_path)
+    todo = [(run_key(role, task.to_dict(), knobs, seed, p), role, p, knobs) for knobs in panel
+            for role, p in roles.items()]
+    missing = [t for t in todo if t[0] not in runs]
+    if missing:
+        print(f"{space}: {len(missing)} runs to train ({workers} at a time); recorded so far "
+              f"{len(todo) - len(missing)}/{len(todo)}", flush=True)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(train_one, key, role, p, task.to_dict(), knobs, seed, 1)
+                       for key, role, p, knobs in sorted(missing, key=lambda t: t[1] == "proxy")]
+            for done in as_completed(futures):
+                row = done.result()
+                with runs_path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                runs[row["key"]] = row
+                print(f"  {row['role']:>9} {json.dumps(row['knobs']):60s} quality={row['quality']:.4f} "
+                      f"{row['wall_s']:.0f}s", flush=True)
+    rows = [(knobs, runs[todo[2 * i][0]], runs[todo[2 * i + 1][0]]) for i, knobs in enumerate(panel)]
+    pq, rq = [r[1]["quality"] for r in rows], [r[2]["quality"] for r in rows]
+    tau, top3 = kendall_tau_b(pq, rq), top_k_agreement(pq, rq)
+    rank = lambda xs: [sorted(xs).index(x) + 1 for x in xs]  # noqa: E731
+    out.append(f"\n## {space} (task {task.name}; {len(panel)} configurations, seed {seed})")
+    out.append(f"proxy     {describe(proxy)}; wall {sum(r[1]['wall_s'] for r in rows):.0f} s")
+    out.append(f"reference {describe(reference)}; wall {sum(r[2]['wall_s'] for r in rows):.0f} s")
+    out.append(f"| configuration | proxy quality | rank | reference quality | rank |")
+    out.append("|---|---:|---:|---:|---:|")
+    for (knobs, p, r), pr, rr in zip(rows, rank(pq), rank(rq)):
+        out.append(f"| {json.dumps(knobs) if knobs else 'dense baseline'} | {p['quality']:.4f} | {pr} | "
+                   f"{r['quality']:.4f} | {rr} |")
+    checks = reference_adequacy(space, proxy, reference, task, rows[0][2]["metrics"])
+    for c in checks:
+        out.append(f"reference adequacy: {c['name']} = {c['measured']:.3f} (needs {c['threshold']:.3f}): "
+                   f"{'pass' if c['passed'] else 'FAIL'}")
+    out.append(f"Kendall tau-b = {tau if tau is None else f'{tau:.3f}'}; top-3 agreement = {top3:.2f}"
+               + ("" if all(c["passed"] for c in checks) else " (the reference fails adequacy: not a fidelity figure)"))
+    return tau
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", action="append", choices=SPACES, help="space(s) to train (default: all)")
+    parser.add_argument("--workers", type=int, default=2, help="runs trained at once, one thread each")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny budgets, a scratch run file: checks the machinery")
+    parser.add_argument("--report-only", action="store_true", help="print recorded spaces only, train nothing")
+    args = parser.parse_args()
+
+    from nas.proxy import load_proxy
+
+    proxy = load_proxy("tiny")
+    runs_path = RUNS
+    if args.quick:
+        proxy = replace(proxy, budget_tokens=8 * proxy.tokens_per_step, rungs=1, eval_batches=1)
+        runs_path = Path(os.environ.get("TMPDIR", "/tmp")) / "nas-fidelity-quick.jsonl"
+        runs_path.unlink(missing_ok=True)
+    runs_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1 per run")
+    taus: dict[str, float | None] = {}
+    out: list[str] = []
+    start = time.perf_counter()
+    for space in args.space or SPACES:
+        train = args.quick or (args.space is not None and not args.report_only)
+        if not train and not _complete(space, proxy, load_runs(runs_path), args.seed):
+            out.append(f"\n## {space}: not measured yet (python benchmarks/fidelity.py --space {space})")
+            taus[space] = None
+            continue
+        taus[space] = measure(space, proxy, args.workers, args.seed, runs_path, out)
+    print("\n".join(out))
+    print(f"\nwall {time.perf_counter() - start:.0f} s this run")
+    measured = [t for t in taus.values() if t is not None]
+    fmt = lambda t: "nan" if t is None else f"{t:.3f}"  # noqa: E731
+    print(f"fidelity tau_min={fmt(min(measured) if measured else None)} "
+          + " ".join(f"tau_{s}={fmt(taus.get(s))}" for s in SPACES))
+
+
+def _complete(space: str, proxy: Any, runs: dict[str, Any], seed: int) -> bool:
+    """Whether every run of a space's panel is recorded."""
+    from nas.data import load_task
+    from nas.reference import reference_proxy
+    from nas.space import default_choice
+
+    task = load_task(default_choice(space, "task") or "lm").to_dict()
+    roles = {"proxy": asdict(proxy), "reference": asdict(reference_proxy(proxy))}
+    return all(run_key(role, task, knobs, seed, p) in runs for knobs in PANELS[space] for role, p in roles.items())
+
+
+if __name__ == "__main__":
+    main()
