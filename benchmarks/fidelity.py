@@ -46,7 +46,7 @@ def _prec(attention: str, ffn: str, embed: str = "fp32", adaptive: str | None = 
     return {"precision": {**p, "adaptive_format": adaptive} if adaptive else p}
 
 
-PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in the tiny proxy's units (64 positions, 4 heads, 2 layers)
+PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in the proxy's units (64 positions, 4 heads)
     "sparse_attn": [{}, _lg(4, 0), _lg(4, 4), _lg(6, 2, "dynamic"), _lg(8, 0), _lg(8, 2), _lg(11, 4, "dynamic"),
                     _lg(16, 0), _lg(16, 4)],
     "head_grouping": [{}, {"kv_heads": 2}, {"kv_heads": 1}, {"kv_heads": 2, "group_share": "qkv"},
@@ -108,6 +108,16 @@ def train_one(key: str, role: str, proxy: dict[str, Any], task: dict[str, Any], 
             "metrics": final.metrics, "wall_s": time.perf_counter() - start}
 
 
+def space_proxy(space: str, base: Any) -> Any:
+    """The space's default proxy (its defaults list, else tiny), with the budget and evaluation of `base`."""
+    from nas.proxy import load_proxy
+    from nas.space import default_choice
+
+    proxy = load_proxy(default_choice(space, "proxy") or "tiny")
+    return replace(proxy, budget_tokens=base.budget_tokens * proxy.tokens_per_step // base.tokens_per_step,
+                   rungs=base.rungs, eval_batches=base.eval_batches) if base.name == "quick" else proxy
+
+
 def top_k_agreement(a: list[float], b: list[float], k: int = 3) -> float:
     """Share of the k best (lowest) of `a` that are among the k best of `b`."""
     best = lambda xs: set(sorted(range(len(xs)), key=lambda i: (xs[i], i))[:k])  # noqa: E731
@@ -142,6 +152,7 @@ def measure(space: str, proxy: Any, workers: int, seed: int, runs_path: Path, ou
     from nas.training.fidelity import kendall_tau_b
 
     task = load_task(default_choice(space, "task") or "lm")
+    proxy = space_proxy(space, proxy)
     reference = reference_proxy(proxy)
     panel = PANELS[space]
     roles = {"proxy": asdict(proxy), "reference": asdict(reference)}
@@ -197,7 +208,7 @@ def main() -> None:
     proxy = load_proxy("tiny")
     runs_path = RUNS
     if args.quick:
-        proxy = replace(proxy, budget_tokens=8 * proxy.tokens_per_step, rungs=1, eval_batches=1)
+        proxy = replace(proxy, name="quick", budget_tokens=8 * proxy.tokens_per_step, rungs=1, eval_batches=1)
         runs_path = Path(os.environ.get("TMPDIR", "/tmp")) / "nas-fidelity-quick.jsonl"
         runs_path.unlink(missing_ok=True)
     runs_path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,6 +238,7 @@ def _complete(space: str, proxy: Any, runs: dict[str, Any], seed: int) -> bool:
     from nas.space import default_choice
 
     task = load_task(default_choice(space, "task") or "lm").to_dict()
+    proxy = space_proxy(space, proxy)
     roles = {"proxy": asdict(proxy), "reference": asdict(reference_proxy(proxy))}
     return all(run_key(role, task, knobs, seed, p) in runs for knobs in PANELS[space] for role, p in roles.items())
 

@@ -10,6 +10,9 @@ The dense baseline of the space is trained once at the proxy on the task; then, 
 - capacity (kv_heads, group_share, sharing, ...): the dense model must have learned the data well beyond its
   byte frequencies (bpb <= CAPACITY_RATIO x the unigram entropy of the validation bytes): a proxy that has
   not, cannot show what removing capacity costs.
+- sharing patterns: every two configurations of the space's sharing knobs that are different models at
+  COMPARE_DEPTH layers must be different models at the proxy's depth (at 2 layers `all`, `sequence` and
+  `adjacent` are one model): a structural check, no training.
 - precision (precision.*): rounding the trained dense model's matmuls to the coarsest format searched must
   move its validation bpb by >= PRECISION_SHIFT (relative): else every format looks free at this size.
 """
@@ -32,6 +35,8 @@ RECALL_MARGIN = 0.15
 CONTEXT_GAIN = 0.03
 CAPACITY_RATIO = 0.85
 PRECISION_SHIFT = 0.002
+COMPARE_DEPTH = 12
+SHARING_KNOBS = ("sharing", "sharing_scope", "unique_layers")
 ATTENTION_KNOBS = ("attention", "window", "global_tokens", "gate")
 CAPACITY_KNOBS = ("kv_heads", "group_share", "sharing", "unique_layers", "sharing_scope", "ffn_blocks")
 _COARSENESS = {fmt: rank for rank, fmt in enumerate(FORMATS)}  # fp32 < bf16 < fp16 < fp8_e4m3 < fp8_e5m2
@@ -102,6 +107,41 @@ def capacity_check(metrics: dict[str, float], task: TaskSpec, proxy: ProxySpec, 
             f"proxy.budget_tokens={2 * proxy.budget_tokens} or proxy=small")
 
 
+def _sharing_configs(spec: SearchSpec) -> list[dict[str, Any]]:
+    """Every assignment of the space's sharing parameters whose conditions hold (grid values, file order)."""
+    configs: list[dict[str, Any]] = [{}]
+    for p in spec.params:
+        if p.name in SHARING_KNOBS:
+            configs = [c if not p.active(c) else {**c, p.name: v} for c in configs for v in
+                       (p.grid_values() if p.active(c) else [None])]
+    return [dict(t) for t in {tuple(sorted(c.items())) for c in configs if c}]
+
+
+def _structure(knobs: dict[str, Any], proxy: ProxySpec, n_layers: int) -> tuple:
+    """Which weights each layer position uses: the model's sharing structure at a depth."""
+    from nas.knobs import carry
+    from nas.model.sharing import sublayer_maps
+    from nas.proxy import proxy_sizes
+
+    arch = carry(knobs, {**proxy_sizes(proxy), "n_layers": n_layers}, what=f"{n_layers} layers")
+    return (*map(tuple, sublayer_maps(arch)), arch.sharing == "ffn_block_diag")
+
+
+def depth_check(spec: SearchSpec, proxy: ProxySpec) -> tuple[dict[str, Any], str]:
+    """Sharing configurations that differ at COMPARE_DEPTH layers must differ at the proxy's depth."""
+    configs = [spec.knobs({**c}) for c in _sharing_configs(spec)]
+    pairs = [(a, b) for i, a in enumerate(configs) for b in configs[i + 1:]
+             if _structure(a, proxy, COMPARE_DEPTH) != _structure(b, proxy, COMPARE_DEPTH)]
+    merged = [(a, b) for a, b in pairs if _structure(a, proxy, proxy.n_layers) == _structure(b, proxy, proxy.n_layers)]
+    example = f"; e.g. {merged[0][0]} and {merged[0][1]} are one model" if merged else ""
+    depth = next((n for n in (4, 6, 8, 12) if not any(_structure(a, proxy, n) == _structure(b, proxy, n)
+                                                      for a, b in pairs)), COMPARE_DEPTH)
+    return (_check(f"sharing configurations merged at {proxy.n_layers} layers", len(merged), 0, not merged,
+                   f"{len(merged)} of {len(pairs)} pairs that differ at {COMPARE_DEPTH} layers are the same model at "
+                   f"the proxy's depth{example}"),
+            f"proxy.n_layers={depth} (proxy=small has 4)")
+
+
 def coarsest_format(spec: SearchSpec) -> str | None:
     """The coarsest numeric format any precision.* parameter of the space can choose."""
     chosen = [c for p in spec.params if p.name.startswith("precision.") and p.name != "precision.adaptive_format"
@@ -150,6 +190,10 @@ def check_adequacy(spec: SearchSpec, proxy: ProxySpec, task: TaskSpec, *, budget
             found_one, fix = capacity_check(metrics, task, proxy, cache_dir)
             checks.append(found_one)
             fixes += [fix] if not found_one["passed"] else []
+    if names & {"sharing", "sharing_scope"}:
+        found_one, fix = depth_check(spec, proxy)
+        checks.append(found_one)
+        fixes += [fix] if not found_one["passed"] else []
     fmt = coarsest_format(spec)
     if fmt is not None and fmt != "fp32" and task.uses_lm:
         data = TaskData(task, proxy.seq_len, cache_dir=cache_dir)

@@ -59,6 +59,13 @@ class ProxySpec:
     rung_base: float = 2.0
     eval_batches: int = 4
     positions: str = "rope"  # the model family's position encoding (ArchConfig.positions)
+    min_context: int | None = None  # multi-fidelity along context: rung phases train at growing lengths from here
+
+    def context_at(self, phase: int, phases: int) -> int:
+        """Training length of rung phase `phase` of `phases`: seq_len halved per remaining rung, >= min_context."""
+        if self.min_context is None:
+            return self.seq_len
+        return max(self.min_context, self.seq_len >> (phases - 1 - phase))
 
     def __post_init__(self) -> None:
         for key in ("n_layers", "d_model", "n_heads", "seq_len", "batch_size", "budget_tokens", "rungs", "eval_batches"):
@@ -74,6 +81,11 @@ class ProxySpec:
             raise ValueError(f"proxy.min_lr_ratio={self.min_lr_ratio!r} is invalid: expected a number in [0, 1]")
         if not self.weight_decay >= 0.0:
             raise ValueError(f"proxy.weight_decay={self.weight_decay!r} is invalid: expected a number >= 0")
+        if self.min_context is not None and not (isinstance(self.min_context, int) and
+                                                 1 <= self.min_context <= self.seq_len and
+                                                 self.seq_len % self.min_context == 0):
+            raise ValueError(f"proxy.min_context={self.min_context!r} is invalid: expected null or an integer that "
+                             f"divides seq_len={self.seq_len}")
         if self.positions not in POSITIONS:
             raise ValueError(f"proxy.positions={self.positions!r} is invalid: expected one of {', '.join(POSITIONS)}")
         if not self.rung_base > 1.0:
@@ -278,11 +290,12 @@ def train_proxy(
         raise ValueError(f"task.mqar.vocab={task.mqar.vocab} exceeds the model vocabulary ({cfg.vocab_size})")
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads={threads!r} is invalid: expected an integer >= 1")
-    data = TaskData(task, proxy.seq_len, cache_dir=cache_dir)
+    data = {c: TaskData(task, c, cache_dir=cache_dir)
+            for c in {proxy.context_at(k, proxy.rungs) for k in range(proxy.rungs)} | {proxy.seq_len}}
     return _run(cfg, proxy, data, total_steps, seed, threads, _resolve_device(device), progress, model_sink)
 
 
-def _run(cfg: ArchConfig, proxy: ProxySpec, data: TaskData, total_steps: int, seed: int, threads: int,
+def _run(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], total_steps: int, seed: int, threads: int,
          device: torch.device, progress: bool, model_sink: Callable[[TransformerLM], None] | None
          ) -> Iterator[RungReport]:
     previous_threads = torch.get_num_threads()
@@ -295,14 +308,15 @@ def _run(cfg: ArchConfig, proxy: ProxySpec, data: TaskData, total_steps: int, se
             model_sink(model)
         optimizer = make_optimizer(model, proxy.lr, proxy.weight_decay)
         gen = torch.Generator().manual_seed(seed)
-        val_set = data.val_set(proxy.eval_batches, proxy.batch_size)
+        val_set = data[proxy.seq_len].val_set(proxy.eval_batches, proxy.batch_size)  # always the full context
         rungs = rung_steps(total_steps, proxy.rungs, proxy.rung_base)
         adaptive = AdaptivePrecision.from_config(cfg.precision) if cfg.precision.ffn == "adaptive" else None
         start, loss_sum, loss_count = time.perf_counter(), 0.0, 0
         for step in range(1, total_steps + 1):
             lr = lr_at(step, proxy.lr, proxy.warmup_steps, total_steps, proxy.min_lr_ratio)
             set_lr(optimizer, lr)
-            batch = batch_to(data.batch(proxy.batch_size, gen), device)
+            context = proxy.context_at(sum(step > r for r in rungs) + proxy.rungs - len(rungs), proxy.rungs)
+            batch = batch_to(data[context].batch(proxy.batch_size * proxy.seq_len // context, gen), device)
             logits, _ = model(batch.x)
             loss = train_loss(logits, batch)
             value = loss.item()

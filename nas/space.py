@@ -28,7 +28,7 @@ PARAM_KEYS = {
     "categorical": {"type", "choices", "when", "divides", "below", "implies"},
 }
 TOP_KEYS = {"name", "description", "params", "fixed", "baseline", "objectives", "defaults"}
-DEFAULT_GROUPS = ("task", "target")  # groups a space's Hydra defaults list may choose: `override /task@_global_.task`
+DEFAULT_GROUPS = ("proxy", "task", "target")  # groups a space's Hydra defaults list may choose: `override /task@_global_.task`
 MAX_GRID = 1000  # values one parameter may contribute to a grid
 
 

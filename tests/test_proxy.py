@@ -146,3 +146,35 @@ def test_command_line_runs_one_proxy_without_littering(tmp_path) -> None:
     assert [line.split()[1] for line in lines if line.startswith("rung")] == ["0", "1", "2", "3"]
     assert lines[-1].startswith("quality (1*bpb) = ")
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["c.txt", "cache"]
+
+
+def test_context_growth_trains_rung_phases_at_doubling_lengths_with_constant_tokens(text_task, tmp_path) -> None:
+    grow = replace(MICRO, min_context=8, rungs=3, budget_tokens=16 * MICRO.tokens_per_step)
+    assert [grow.context_at(k, 3) for k in range(3)] == [8, 16, 32]
+    seen: list[tuple[int, int]] = []
+
+    def record(model) -> None:
+        model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)) if m.training else None)
+
+    reports = list(train_proxy({}, grow, text_task, cache_dir=tmp_path, model_sink=record))
+    steps = [r.step for r in reports]  # rungs at 4, 8, 16: phases of 4, 4 and 8 steps
+    assert steps == [4, 8, 16]
+    assert seen == [(16, 8)] * 4 + [(8, 16)] * 4 + [(4, 32)] * 8  # batch x length = 128 tokens every step
+    with pytest.raises(ValueError, match="proxy.min_context=5"):
+        replace(MICRO, min_context=5)
+
+
+def test_per_position_and_per_distance_metrics_add_up_to_the_totals(tmp_path) -> None:
+    (tmp_path / "c.txt").write_text("for i in range(10):\n    print(i)\n" * 300)
+    task = TaskSpec(kind="mixed", corpus=str(tmp_path / "c.txt"), mqar={"vocab": 16, "num_pairs": 2, "min_distance": 2},
+                    objective={"bpb_late": 1.0, "mqar_error": 1.0})
+    proxy = replace(MICRO, eval_batches=3)
+    final = list(train_proxy({}, proxy, task, cache_dir=tmp_path))[-1].metrics
+    buckets = [k for k in final if k.startswith("bpb_pos")]
+    assert buckets == ["bpb_pos0", "bpb_pos8", "bpb_pos16"]  # [0, 8), [8, 16), [16, 32)
+    widths = {"bpb_pos0": 8, "bpb_pos8": 8, "bpb_pos16": 16}
+    assert sum(final[k] * widths[k] for k in buckets) / 32 == pytest.approx(final["bpb"], rel=1e-5)
+    assert final["bpb_late"] == pytest.approx(final["bpb_pos16"], rel=1e-6)  # the second half of 32 positions
+    assert quality({"metrics": final}, task) == pytest.approx(final["bpb_late"] + 1 - final["mqar_acc"])
+    dist = {int(k[len("mqar_acc_dist"):]): v for k, v in final.items() if k.startswith("mqar_acc_dist")}
+    assert dist and all(lo & (lo - 1) == 0 and 0.0 <= v <= 1.0 for lo, v in dist.items())

@@ -341,8 +341,9 @@ def test_hard_constraints_reject_configurations_before_training(tmp_path):
 
 def test_a_space_picks_its_task_and_target_unless_the_command_line_names_them():
     sharing = compose_cfg("search_space=sharing")
-    assert (sharing.task.name, sharing.target.name, sharing.study) == ("capacity", "gpt_1b", "sharing-tiny-capacity")
-    mine = compose_cfg("search_space=sharing", "task=lm", "target=gpt_7b")
+    assert (sharing.task.name, sharing.target.name, sharing.study) == ("capacity", "gpt_1b",
+                                                                       "sharing-tiny_deep-capacity")
+    mine = compose_cfg("search_space=sharing", "task=lm", "target=gpt_7b", "proxy=tiny")
     assert (mine.task.name, mine.target.name, mine.study) == ("lm", "gpt_7b", "sharing-tiny-lm")
     sparse = compose_cfg()  # the default space
     assert (sparse.task.name, sparse.target.name) == ("long_range", "gpt_1b_32k")

@@ -88,7 +88,7 @@ BAD = [
      "valid are flops_ratio, time_ratio, memory_ratio, unique_params_ratio"),
     (_with("objectives", ["flops_ratio", "flops_ratio"]), "objectives", "'flops_ratio'", "distinct"),
     (_with("objectives", []), "objectives", "[]", "non-empty"),
-    (_with("defaults", [{"override /proxy@_global_.proxy": "small"}]), "defaults", "small", "may only be"),
+    (_with("defaults", [{"override /sampler@_global_.sampler": "tpe"}]), "defaults", "tpe", "may only be"),
     (_with("defaults", [{"override /task@_global_.task": "nope"}]), "defaults.override /task@_global_.task",
      "'nope'", "conf/task/*.yaml"),
 ]
@@ -144,7 +144,9 @@ def test_every_declared_compute_objective_moves_with_the_knobs(name):
     keys, task, target = DECLARED[name]
     data = yaml.safe_load(path_of(name).read_text())
     assert spec.objectives == keys and spec.to_dict()["objectives"] == list(keys)
-    assert data["defaults"] == [{"override /task@_global_.task": task}, {"override /target@_global_.target": target}]
+    proxy = [{"override /proxy@_global_.proxy": "tiny_deep"}] if name == "sharing" else []  # 2 layers merge patterns
+    assert data["defaults"] == proxy + [{"override /task@_global_.task": task},
+                                        {"override /target@_global_.target": target}]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     samples = [spec.knobs(spec.suggest(study.ask())) for _ in range(24)] + [spec.knobs(dict(spec.baseline))]
     for where in {"gpt_1b", target}:

@@ -143,15 +143,12 @@ def check_adequacy(setup: Setup, out: TextIO | None) -> dict[str, Any]:
     mode = setup.conf.adequacy
     if mode == "skip":
         return {"mode": "skip", "passed": None, "summary": "adequacy check skipped (adequacy=skip)", "checks": []}
-    try:  # trains the dense baseline at the proxy: imported when used
-        from nas.adequacy import check_adequacy as run_check
-    except ModuleNotFoundError as err:
-        if err.name != "nas.adequacy":
-            raise
-        raise SearchError(f"adequacy={mode} needs nas.adequacy, which this installation lacks: set adequacy=skip "
-                          "to search without the check") from err
+    from nas.adequacy import check_adequacy as run_check  # trains the dense baseline: imported when used
 
     conf = setup.conf
+    if out is not None:
+        print(f"adequacy: training the dense baseline at proxy {setup.proxy.name!r} on task {setup.task.name!r} to "
+              f"check it can resolve the {setup.spec.name} knobs...", file=out, flush=True)
     result = run_check(setup.spec, setup.proxy, setup.task, budget_tokens=conf.budget_tokens, seed=conf.seed,
                        threads=conf.ray.cpus_per_trial, device=conf.device, progress=False)
     summary = " ".join(str(result.summary).split())  # one line

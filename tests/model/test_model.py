@@ -250,3 +250,37 @@ def test_gate_stats_per_layer_and_head():
 def test_sequence_longer_than_config_is_refused():
     with pytest.raises(ValueError, match="seq_len=24"):
         TransformerLM(tiny())(torch.zeros(1, 25, dtype=torch.long))
+
+
+def test_rope_matches_complex_rotation_and_scores_depend_only_on_relative_position() -> None:
+    from nas.model.transformer import apply_rope, rope_tables
+
+    torch.manual_seed(0)
+    S, hd = 12, 8
+    cos, sin = rope_tables(S, hd, torch.device("cpu"))
+    x = torch.randn(2, 3, S, hd)
+    # oracle: RoFormer's rotation as complex multiplication of (x_i, x_{i+hd/2}) by exp(i * pos * theta_i)
+    theta = 10000.0 ** (-torch.arange(hd // 2, dtype=torch.float64) * 2 / hd)
+    z = torch.complex(x[..., : hd // 2].double(), x[..., hd // 2 :].double())
+    rotated = z * torch.polar(torch.ones(S, hd // 2, dtype=torch.float64), torch.arange(S).double()[:, None] * theta)
+    expected = torch.cat((rotated.real, rotated.imag), dim=-1).float()
+    torch.testing.assert_close(apply_rope(x, cos, sin), expected)  # fp32 defaults: the same float computation
+    q, k = torch.randn(hd), torch.randn(hd)
+    qs, ks = apply_rope(q.expand(1, 1, S, hd), cos, sin)[0, 0], apply_rope(k.expand(1, 1, S, hd), cos, sin)[0, 0]
+    torch.testing.assert_close(qs[7] @ ks[4], qs[5] @ ks[2])  # offset 3 both times
+    torch.testing.assert_close(qs[9] @ ks[9], q @ k)  # offset 0: no rotation
+
+
+def test_rope_model_has_no_position_table_and_stays_causal() -> None:
+    cfg = tiny(positions="rope")
+    model = TransformerLM(cfg).eval()
+    assert model.pos_emb is None
+    assert model.param_counts()["unique"] == _closed_form_unique(cfg)
+    x = torch.randint(0, 256, (1, cfg.seq_len))
+    y = x.clone()
+    y[0, -1] = (y[0, -1] + 1) % 256
+    with torch.no_grad():
+        a, _ = model(x)
+        b, _ = model(y)
+    torch.testing.assert_close(a[:, :-1], b[:, :-1])
+    assert not torch.allclose(a[:, -1], b[:, -1])

@@ -1,0 +1,47 @@
+"""nas.knobs: the one proxy <-> target scaling rule, checked against hand-computed carries."""
+
+from __future__ import annotations
+
+import pytest
+
+from nas.cost import apply_knobs, load_target
+from nas.knobs import carry, nearest_divisor, sizes_of
+from nas.model.config import ArchConfig
+from nas.proxy import load_proxy, proxy_arch
+
+
+def test_nearest_divisor_breaks_ties_upwards() -> None:
+    assert nearest_divisor(12, 5) == 6  # divisors 4 and 6 are both 1 away: the larger
+    assert nearest_divisor(16, 3) == 4  # 2 and 4 are 1 away
+    assert nearest_divisor(24, 10.4) == 12 and nearest_divisor(7, 3) == 1
+
+
+def test_a_proxy_trial_carries_to_the_target_and_back_by_one_rule() -> None:
+    tiny = load_proxy("tiny")
+    proxy = proxy_arch({"attention": "local_global", "window": 8, "global_tokens": 2, "kv_heads": 2,
+                        "sharing": "cycle", "unique_layers": 1}, tiny)
+    target = apply_knobs(load_target("gpt_1b_32k")[0], proxy)
+    # window: 8 of 64 positions -> 4096 of 32768; global tokens: a count; kv: half the heads; M: half the layers
+    assert (target.window, target.global_tokens, target.kv_heads, target.unique_layers) == (4096, 2, 8, 12)
+    back = proxy_arch(target, tiny)
+    assert (back.window, back.global_tokens, back.kv_heads, back.unique_layers) == (8, 2, 2, 1)
+    assert sizes_of(back) == sizes_of(proxy)
+
+
+def test_a_knob_dict_is_taken_in_the_units_of_the_sizes_and_refused_when_it_does_not_fit() -> None:
+    sizes = sizes_of(ArchConfig(seq_len=64, n_layers=2, d_model=64, n_heads=4))
+    assert carry({"attention": "local_global", "window": 40}, sizes).window == 40
+    with pytest.raises(ValueError, match="window=321 exceeds the proxy's seq_len=64"):
+        carry({"window": 321}, sizes)
+    with pytest.raises(ValueError, match="global_tokens=64 does not fit below the proxy's seq_len=64"):
+        carry({"attention": "local_global", "global_tokens": 64}, sizes)
+    with pytest.raises(ValueError, match="kv_heads"):
+        carry({"kv_heads": 3}, sizes)  # not rounded in the sizes' own units: refused
+
+
+def test_sharing_patterns_that_fix_m_drop_a_stale_unique_layers_when_carried() -> None:
+    source = ArchConfig(n_layers=4, sharing="cycle", unique_layers=2).replace(sharing="all")
+    carried = carry(source, sizes_of(ArchConfig(n_layers=24)))
+    assert carried.unique_layers is None and carried.n_unique == 1
+    rev = carry(ArchConfig(n_layers=6, sharing="cycle_rev", unique_layers=3), sizes_of(ArchConfig(n_layers=8)))
+    assert rev.unique_layers == 4  # 3 of 6 -> 4 of 8, a divisor of 8 as cycle_rev needs
