@@ -22,6 +22,7 @@ from ray import cloudpickle
 from nas.profiles import conf_dir
 from nas.model.config import ArchConfig
 from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
+from nas.proxy import proxy_arch
 from nas.search import SearchError, run_search, validate
 from nas.search import config as search_config
 from nas.search.bridge import INTERRUPTED, RUNG_SUFFIX, OptunaBridge, make_pruner, make_sampler, make_storage
@@ -527,3 +528,28 @@ def test_skip_records_that_no_check_ran(tmp_path):
 
     record = check_adequacy(validate(compose_cfg()), out=None)
     assert record["mode"] == "skip" and record["passed"] is None and "skipped" in record["summary"]
+
+
+def test_a_configuration_trained_twice_is_one_point_of_the_front(tmp_path):
+    bridge = _bridge(tmp_path, "dup")
+    for _ in range(2):
+        bridge.study.enqueue_trial({"attention": "local_global", "window": 8, "global_tokens": 0, "gate": "none"})
+    first, second = bridge.ask(lambda *a: None), bridge.ask(lambda *a: None)
+    assert first.params == second.params
+    for s in (first, second):
+        bridge.finish(s, {"quality": 2.0, "final": True}, None)
+    assert len(bridge.study.best_trials) == 2  # Optuna keeps both (equal values dominate neither)
+    assert [t.number for t in bridge.front()] == [first.number]
+
+
+def test_target_and_hardware_overrides_reach_the_cost():
+    from nas.search.driver import _cost
+
+    base = validate(compose_cfg("search_space=head_grouping"))
+    arch = proxy_arch({"kv_heads": 2}, base.proxy)
+    plain = _cost(arch, base.plain)
+    batch = _cost(arch, validate(compose_cfg("search_space=head_grouping", "target.workload.batch=2")).plain)
+    slow = _cost(arch, validate(compose_cfg("search_space=head_grouping", "hardware.memory_bandwidth_gbs=100")).plain)
+    assert batch["memory_bytes"] < plain["memory_bytes"]  # a quarter of gpt_1b's 8 sequences held at once
+    assert slow["step_time_s"] > plain["step_time_s"]
+    assert plain["flops_ratio"] == batch["flops_ratio"]

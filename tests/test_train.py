@@ -115,8 +115,12 @@ def test_gradient_accumulation_equals_the_full_batch_step(tmp_path, corpus):
     loss_4, _, _ = runs[4].train_step()
     assert loss_1 == pytest.approx(ref_loss.item(), rel=1e-5)
     assert loss_4 == pytest.approx(ref_loss.item(), rel=1e-5)
-    for p1, p4 in zip(runs[1].model.parameters(), runs[4].model.parameters()):
-        torch.testing.assert_close(p1, p4, rtol=1e-4, atol=1e-6)
+    # what accumulation guarantees is the summed gradient, before the optimizer (Adam's first step divides by
+    # sqrt(v) + eps, so it turns summation-order noise in near-zero gradients into whole-step differences):
+    # fp32 sums of a few hundred terms in another order agree to ~1e-5 of the tensor's largest entry
+    for (name, p1), p4 in zip(runs[1].model.named_parameters(), runs[4].model.parameters()):
+        scale = float(p4.grad.abs().max())
+        torch.testing.assert_close(p1.grad, p4.grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
 
 
 def test_sizes_from_a_target_and_overrides(exported):

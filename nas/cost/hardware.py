@@ -3,6 +3,8 @@ rate, and how this hardware runs local_global attention and reduced precisions."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dataclasses import dataclass, field
 
 from nas.profiles import read_profile
@@ -56,9 +58,14 @@ class Hardware:
         return self.emulation_bytes[fmt] if self.emulated and fmt != "fp32" else 0.0
 
 
-def load_hardware(name: str) -> Hardware:
-    """The hardware profile conf/hardware/<name>.yaml."""
-    path, data = read_profile("hardware", name)
+def load_hardware(profile: str | Mapping[str, Any]) -> Hardware:
+    """A hardware profile: conf/hardware/<name>.yaml, or its composed mapping (with any overrides, and `name`)."""
+    if isinstance(profile, str):
+        path, data = read_profile("hardware", profile)
+        name = profile
+    else:
+        data, name = dict(profile), str(profile.get("name", "hardware"))
+        path = f"hardware {name!r}"
     peaks = data.get("peak_tflops")
     if not isinstance(peaks, dict):
         raise ValueError(f"{path}: peak_tflops must be a mapping of {', '.join(PEAK_DTYPES)} to TFLOP/s")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,14 +73,21 @@ class CostReport:
         }
 
 
-def estimate(arch: ArchConfig | dict[str, Any], target: str = "gpt_1b", hardware: str = "h100_sxm",
-             optimizer: str = "adamw") -> CostReport:
-    """Costs of the named target with a trial's knobs (a proxy ArchConfig or a knob dict) on a hardware profile."""
+def _name(profile: str | Mapping[str, Any]) -> str:
+    return profile if isinstance(profile, str) else str(profile.get("name", "?"))
+
+
+def estimate(arch: ArchConfig | dict[str, Any], target: str | Mapping[str, Any] = "gpt_1b",
+             hardware: str | Mapping[str, Any] = "h100_sxm", optimizer: str = "adamw") -> CostReport:
+    """Costs of a target with a trial's knobs (a proxy ArchConfig or a knob dict) on a hardware profile.
+
+    Target and hardware are profile names or composed mappings (a search's `target` / `hardware` with overrides).
+    """
     dense, workload = load_target(target)
     hw = load_hardware(hardware)
     arch_t = apply_knobs(dense, arch)
     return CostReport(
-        target=target, hardware=hardware, arch=arch_t, workload=workload,
+        target=_name(target), hardware=_name(hardware), arch=arch_t, workload=workload,
         flops=flops(arch_t, workload), params=param_counts(arch_t),
         memory=memory(arch_t, workload, optimizer), time=step_time(arch_t, workload, hw, optimizer=optimizer),
         baseline_flops=flops(dense, workload), baseline_params=param_counts(dense),

@@ -11,9 +11,15 @@ from nas.model.config import ArchConfig
 from nas.profiles import read_profile
 
 
-def load_target(name: str) -> tuple[ArchConfig, Workload]:
-    """The target's dense architecture (every knob at its default) and its training workload."""
-    path, data = read_profile("target", name)
+def load_target(profile: str | Mapping[str, Any]) -> tuple[ArchConfig, Workload]:
+    """The target's dense architecture (every knob at its default) and its training workload.
+
+    `profile` is a name (conf/target/<name>.yaml) or the composed mapping (with any overrides, and `name`).
+    """
+    if isinstance(profile, str):
+        path, data = read_profile("target", profile)
+    else:
+        path, data = f"target {profile.get('name', '?')!r}", dict(profile)
     arch, work = data.get("arch"), data.get("workload")
     if not isinstance(arch, dict) or not isinstance(work, dict):
         raise ValueError(f"{path}: expected mappings `arch` (ArchConfig sizes) and `workload` (batch, seq_len, "

@@ -8,6 +8,7 @@ twin as a user attr (a list) for ParetoPruner.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Callable
@@ -152,8 +153,14 @@ class OptunaBridge:
                    if not t.user_attrs.get("interrupted") and "infeasible" not in t.user_attrs)
 
     def front(self) -> list[optuna.trial.FrozenTrial]:
-        """The Pareto front of completed trials over all objectives (Optuna's own computation), by compute."""
-        return sorted(self.study.best_trials, key=lambda t: (t.values[1:], t.values[0]))
+        """The Pareto front of completed trials over all objectives (Optuna's own computation), by compute.
+
+        One trial per configuration: a configuration sampled again trains to the same point (same seed).
+        """
+        first: dict[str, optuna.trial.FrozenTrial] = {}
+        for t in sorted(self.study.best_trials, key=lambda t: t.number):
+            first.setdefault(json.dumps(t.params, sort_keys=True, default=str), t)
+        return sorted(first.values(), key=lambda t: (t.values[1:], t.values[0]))
 
     def objectives(self, compute: tuple[float, ...], quality: float | None = None) -> dict[str, float]:
         """Objective name -> value as the store keeps it (quality only when known)."""

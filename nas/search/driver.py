@@ -94,7 +94,7 @@ def _cost(arch: Any, plain: dict) -> dict[str, Any]:
     from nas.cost import estimate
 
     try:
-        return estimate(arch, target=plain["target"]["name"], hardware=plain["hardware"]["name"]).to_dict()
+        return estimate(arch, target=plain["target"], hardware=plain["hardware"]).to_dict()  # overrides included
     except (KeyError, TypeError) as err:
         raise SearchError(f"target / hardware config needs a name ({err})") from err
 
@@ -105,7 +105,7 @@ def _evaluator(setup: Setup):
         cost = _cost(arch, setup.plain)
         from nas.cost import apply_knobs, load_target
 
-        target_arch = apply_knobs(load_target(setup.plain["target"]["name"])[0], arch)
+        target_arch = apply_knobs(load_target(setup.plain["target"])[0], arch)
         return arch.to_dict(), target_arch.to_dict(), cost
     return evaluate
 
