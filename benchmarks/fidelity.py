@@ -2,6 +2,7 @@
 
     python benchmarks/fidelity.py --space sparse_attn --workers 2     # one space (the recorded runs)
     python benchmarks/fidelity.py                                      # report every space (trains nothing)
+    python benchmarks/fidelity.py --space sparse_attn --min-context 16 # the same against context-growing rungs
     python benchmarks/fidelity.py --quick                              # smoke run of the machinery (tiny budgets)
 
 For each space (sparse_attn, head_grouping, sharing, precision), every configuration of a fixed panel spanning
@@ -113,7 +114,7 @@ def space_proxy(space: str, base: Any) -> Any:
     from nas.proxy import load_proxy
     from nas.space import default_choice
 
-    proxy = load_proxy(default_choice(space, "proxy") or "tiny")
+    proxy = replace(load_proxy(default_choice(space, "proxy") or "tiny"), min_context=base.min_context)
     return replace(proxy, budget_tokens=base.budget_tokens * proxy.tokens_per_step // base.tokens_per_step,
                    rungs=base.rungs, eval_batches=base.eval_batches) if base.name == "quick" else proxy
 
@@ -200,12 +201,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="runs trained at once, one thread each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny budgets, a scratch run file: checks the machinery")
+    parser.add_argument("--min-context", type=int, default=None,
+                        help="rungs grow the proxy's context from this length (multi-fidelity along context)")
     parser.add_argument("--report-only", action="store_true", help="print recorded spaces only, train nothing")
     args = parser.parse_args()
 
     from nas.proxy import load_proxy
 
-    proxy = load_proxy("tiny")
+    proxy = replace(load_proxy("tiny"), min_context=args.min_context)
     runs_path = RUNS
     if args.quick:
         proxy = replace(proxy, name="quick", budget_tokens=8 * proxy.tokens_per_step, rungs=1, eval_batches=1)

@@ -1,7 +1,8 @@
 """The reference of a proxy: a model of clearly higher fidelity that proxy rankings are checked against.
 
 One definition, used by `benchmarks/fidelity.py` and `nas.export verify=true`: 4x the proxy's depth, 4x its
-context and 8x its training tokens, at the same width, heads and recipe (warm-up scaled with the steps). A
+context and 8x its training tokens, at the same width, heads and recipe (warm-up scaled with the steps; the
+full context from the first step). A
 configuration carries to it by the rule of nas/knobs.py (a window keeps its share of the context).
 """
 
@@ -24,10 +25,12 @@ def reference_proxy(proxy: ProxySpec, budget_tokens: int | None = None) -> Proxy
     steps = tokens // (proxy.batch_size * seq_len)
     proxy_steps = max(1, budget // proxy.tokens_per_step)
     return replace(proxy, name=f"{proxy.name}-reference", n_layers=DEPTH_FACTOR * proxy.n_layers, seq_len=seq_len,
-                   budget_tokens=tokens, warmup_steps=round(proxy.warmup_steps * steps / proxy_steps))
+                   budget_tokens=tokens, warmup_steps=round(proxy.warmup_steps * steps / proxy_steps),
+                   min_context=None)  # the reference trains at its full context throughout
 
 
 def describe(proxy: ProxySpec) -> str:
     """One line: the sizes and budget of a proxy or reference."""
+    growth = f" (rungs grow the context from {proxy.min_context})" if proxy.min_context else ""
     return (f"{proxy.name}: {proxy.n_layers} layers x {proxy.d_model} wide, {proxy.n_heads} heads, "
-            f"{proxy.seq_len} positions, {proxy.budget_tokens:,} tokens")
+            f"{proxy.seq_len} positions{growth}, {proxy.budget_tokens:,} tokens")
