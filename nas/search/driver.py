@@ -24,6 +24,9 @@ from nas.store import DEFAULT_URL, Store
 
 QUIET_TUNE = {  # no CSV/JSON/TensorBoard loggers, no progress tables, rare experiment snapshots: the store is the record
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_GLOBAL_CHECKPOINT_S": "600",
+    # Ray starts its workers at nice 15; a trial is the search's real work, and beside any other busy process
+    # at nice 0 it then gets a few % of a core (a 35 s trial took over 10 minutes on a loaded 2-core machine)
+    "RAY_worker_niceness": "0",
 }
 FIXED_PER_STUDY = ("proxy", "task", "budget_tokens", "objectives", "target", "hardware")  # resume must match
 ADEQUACY_MODES = ("enforce", "warn", "skip")
