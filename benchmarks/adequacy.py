@@ -1,0 +1,60 @@
+"""Proxy adequacy of each space's default proxy, and what rotary positions buy it.
+
+    python benchmarks/adequacy.py            # recorded run (~5 min on one core)
+
+Runs nas.adequacy.check_adequacy for every shipped space on its default proxy and task (as
+`python -m nas.search search_space=NAME` would before its first trial), plus sparse_attn on the tiny proxy
+with learned absolute positions instead of rotary ones, and sharing on the 2-layer tiny proxy (the structural
+check only). Prints each check's measured value and threshold.
+Last line: `adequacy passed=N failed=N rope_recall=... learned_recall=...`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import replace
+
+from nas.adequacy import check_adequacy, depth_check
+from nas.data import load_task
+from nas.proxy import load_proxy, proxy_arch
+from nas.space import default_choice, load, path_of
+
+SPACES = ("sparse_attn", "head_grouping", "sharing", "precision")
+
+
+def main() -> None:
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 torch thread")
+    outcomes: dict[str, bool] = {}
+    recall: dict[str, float] = {}
+    runs = [(space, load_proxy(default_choice(space, "proxy") or "tiny"), space) for space in SPACES]
+    runs.append(("sparse_attn", replace(load_proxy("tiny"), positions="learned"), "sparse_attn (learned positions)"))
+    for space, proxy, label in runs:
+        task = load_task(default_choice(space, "task") or "lm")
+        spec = load(path_of(space), proxy_arch({}, proxy))
+        start = time.perf_counter()
+        result = check_adequacy(spec, proxy, task, threads=1, device="cpu")
+        print(f"\n{label}: proxy {proxy.name} ({proxy.n_layers} layers, {proxy.seq_len} positions, "
+              f"{proxy.positions}), task {task.name}: {'PASS' if result.passed else 'FAIL'} "
+              f"({time.perf_counter() - start:.0f} s)")
+        for c in result.checks:
+            print(f"  {c['name']}: {c['measured']:.3f} (needs {c['threshold']:.3f}) {'ok' if c['passed'] else 'FAIL'}"
+                  f" - {c['meaning']}")
+        if result.fix:
+            print(f"  fix: {result.fix}")
+        if label in SPACES:
+            outcomes[label] = result.passed
+        first = result.checks[0]
+        if space == "sparse_attn":
+            recall[proxy.positions] = first["measured"]
+    tiny = load_proxy("tiny")
+    check, fix = depth_check(load(path_of("sharing"), proxy_arch({}, tiny)), tiny)
+    print(f"\nsharing on the 2-layer tiny proxy: {check['name']}: {check['measured']:.0f} - {check['meaning']}; "
+          f"fix: {fix}")
+    print(f"adequacy passed={sum(outcomes.values())} failed={len(outcomes) - sum(outcomes.values())} "
+          f"rope_recall={recall['rope']:.3f} learned_recall={recall['learned']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
