@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from nas.data import TaskSpec, load_corpus
+from nas.device import resolve_device
 from nas.model.config import FORMATS
 from nas.proxy import ProxySpec, evaluate, train_proxy
 from nas.space import SearchSpec
@@ -168,7 +169,6 @@ def check_adequacy(spec: SearchSpec, proxy: ProxySpec, task: TaskSpec, *, budget
                    progress: bool = False) -> Adequacy:
     """Train the space's dense baseline at the proxy and check that it can resolve the space's knobs."""
     from nas.data import TaskData
-    from nas.proxy import _resolve_device
 
     names = {p.name for p in spec.params} | set(spec.fixed)
     built: list[Any] = []
@@ -198,7 +198,7 @@ def check_adequacy(spec: SearchSpec, proxy: ProxySpec, task: TaskSpec, *, budget
     if fmt is not None and fmt != "fp32" and task.uses_lm:
         data = TaskData(task, proxy.seq_len, cache_dir=cache_dir)
         found_one = precision_check(built[0], data.val_set(proxy.eval_batches, proxy.batch_size), metrics["bpb"], fmt,
-                                    _resolve_device(device))
+                                    resolve_device(device))
         checks.append(found_one)
         fixes += [] if found_one["passed"] else [f"a larger or longer-trained proxy (proxy=small), or coarser formats"]
     passed = all(c["passed"] for c in checks)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nas.data import IGNORE, Batch, TaskData, TaskSpec, load_task
+from nas.device import resolve_device
 from nas.knobs import carry
 from nas.model import ArchConfig, TransformerLM
 from nas.model.config import POSITIONS
@@ -251,15 +252,6 @@ def batch_to(batch: Batch, device: torch.device) -> Batch:
                  None if batch.dist is None else batch.dist.to(device))
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu" or device.startswith("cuda") and torch.cuda.is_available():
-        return torch.device(device)
-    raise ValueError(f"device={device!r} is invalid here: expected auto, cpu"
-                     f"{' or cuda[:N]' if torch.cuda.is_available() else ' (no CUDA device is available)'}")
-
-
 def train_proxy(
     arch: ArchConfig | dict[str, Any],
     proxy: ProxySpec | str,
@@ -292,7 +284,7 @@ def train_proxy(
         raise ValueError(f"threads={threads!r} is invalid: expected an integer >= 1")
     data = {c: TaskData(task, c, cache_dir=cache_dir)
             for c in {proxy.context_at(k, proxy.rungs) for k in range(proxy.rungs)} | {proxy.seq_len}}
-    return _run(cfg, proxy, data, total_steps, seed, threads, _resolve_device(device), progress, model_sink)
+    return _run(cfg, proxy, data, total_steps, seed, threads, resolve_device(device), progress, model_sink)
 
 
 def _run(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], total_steps: int, seed: int, threads: int,

@@ -127,11 +127,6 @@ class FlopBreakdown:
         return sum(self.forward.values())
 
     @property
-    def backward_total(self) -> int:
-        """Backward FLOPs of one step (2x forward)."""
-        return 2 * self.forward_total
-
-    @property
     def step(self) -> int:
         """Training FLOPs of one optimizer step (forward + backward)."""
         return 3 * self.forward_total

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from nas.objectives import QUALITY, names, values_dict
 from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
 from nas.search.config import PrunerConf, SamplerConf
-from nas.space import SearchSpec, SpaceError
+from nas.space import MAX_GRID, SearchSpec, SpaceError
 from nas.store import tune_sqlite
 
 RUNG_SUFFIX = ".rungs"
@@ -49,9 +49,9 @@ def make_sampler(conf: SamplerConf, seed: int, spec: SearchSpec) -> optuna.sampl
             if p.type == "float" and not p.step:
                 raise SpaceError(f"{spec.source}: params.{p.name}.step=None is invalid: the grid sampler needs a "
                                  "step for float parameters")
-            if len(p.grid_values()) > 1000:
+            if len(p.grid_values()) > MAX_GRID:
                 raise SpaceError(f"{spec.source}: params.{p.name} has {len(p.grid_values())} grid values: "
-                                 "at most 1000 (add a larger step)")
+                                 f"at most {MAX_GRID} (add a larger step)")
         return optuna.samplers.GridSampler(spec.grid(), seed=seed)
     raise ValueError(f"sampler.name={conf.name!r} is invalid: expected one of {', '.join(SAMPLERS)}")
 

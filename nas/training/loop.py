@@ -18,6 +18,7 @@ from nas.data import Batch, TaskData, load_task
 from nas.model import ArchConfig, TransformerLM
 from nas.model.precision import AdaptivePrecision
 from nas.optim import lr_at, make_optimizer, set_lr
+from nas.device import resolve_device
 from nas.proxy import NonFiniteLoss, batch_to, evaluate, train_loss
 from nas.training.checkpoint import (checkpoints, load_checkpoint, restore_rng_states, resume_path, rng_states,
                                      save_checkpoint)
@@ -37,15 +38,6 @@ class TrainResult:
     evals: dict[int, dict[str, float]] = field(default_factory=dict)
     checkpoint: Path | None = None
     precision_switch_step: int | None = None
-
-
-def resolve_device(device: str) -> torch.device:
-    """auto -> cuda when available, else cpu; anything else as named."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but no CUDA device is available: use device=auto or cpu")
-    return torch.device(device)
 
 
 def _task_data(spec: TrainSpec, seq_len: int) -> TaskData:
