@@ -27,6 +27,7 @@ from nas.model.config import POSITIONS
 from nas.model.precision import AdaptivePrecision
 from nas.optim import lr_at, make_optimizer, set_lr
 from nas.profiles import hydra_entry, read_profile, strict_from_dict
+from nas.checks import check_int
 
 _LN2 = math.log(2.0)
 
@@ -70,9 +71,7 @@ class ProxySpec:
 
     def __post_init__(self) -> None:
         for key in ("n_layers", "d_model", "n_heads", "seq_len", "batch_size", "budget_tokens", "rungs", "eval_batches"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"proxy.{key}={value!r} is invalid: expected an integer >= 1")
+            check_int(f"proxy.{key}", getattr(self, key))
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"proxy.warmup_steps={self.warmup_steps!r} is invalid: expected an integer >= 0")
         for key, low in (("lr", 0.0), ("ffn_mult", 0.0), ("grad_clip", 0.0)):
@@ -280,8 +279,7 @@ def train_proxy(
                          f"is batch_size*seq_len={proxy.tokens_per_step} tokens")
     if task.uses_mqar and task.mqar.vocab > cfg.vocab_size:
         raise ValueError(f"task.mqar.vocab={task.mqar.vocab} exceeds the model vocabulary ({cfg.vocab_size})")
-    if not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads={threads!r} is invalid: expected an integer >= 1")
+    check_int("threads", threads)
     data = {c: TaskData(task, c, cache_dir=cache_dir)
             for c in {proxy.context_at(k, proxy.rungs) for k in range(proxy.rungs)} | {proxy.seq_len}}
     return _run(cfg, proxy, data, total_steps, seed, threads, resolve_device(device), progress, model_sink)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nas.checks import check_int
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -15,9 +17,7 @@ class Workload:
 
     def __post_init__(self) -> None:
         for key in ("batch", "seq_len", "train_tokens"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Workload.{key}={value!r} is invalid: expected an integer >= 1")
+            check_int(f"Workload.{key}", getattr(self, key))
 
     @property
     def tokens_per_step(self) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.checks import check_int
 from nas.profiles import reject_unknown
 
 ATTENTION_KINDS = ("dense", "local_global")
@@ -31,8 +32,7 @@ def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
 
 
 def _check_positive_int(key: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        _fail(key, value, "expected an integer >= 1")
+    check_int(f"ArchConfig.{key}", value)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nas.checks import check_int
 from nas.model.config import PrecisionConfig
 
 FORMAT_DTYPES: dict[str, torch.dtype] = {
@@ -159,8 +160,7 @@ class AdaptivePrecision:
     """Switches a layer type from fp32 to `target_format` once the loss has stopped moving."""
 
     def __init__(self, window: int, threshold: float, target_format: str = "fp8_e4m3") -> None:
-        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-            raise ValueError(f"AdaptivePrecision window={window!r} is invalid: expected an integer >= 1")
+        check_int("AdaptivePrecision window", window)
         if not isinstance(threshold, (int, float)) or not threshold > 0:
             raise ValueError(f"AdaptivePrecision threshold={threshold!r} is invalid: expected a number > 0")
         format_dtype(target_format)

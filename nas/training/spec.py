@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nas.checks import check_int
 from nas.cost.target import apply_knobs, load_target
 from nas.knobs import SIZE_FIELDS
 from nas.model.config import ArchConfig
@@ -42,13 +43,11 @@ class TrainSpec:
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "micro_batch", "log_every", "eval_every", "eval_batches", "ckpt_every",
                     "keep_checkpoints"):
-            _positive_int(key, getattr(self, key))
+            check_int(key, getattr(self, key))
         for key in ("warmup", "seed"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{key}={value!r} is invalid: expected an integer >= 0")
+            check_int(key, getattr(self, key), low=0)
         if self.threads is not None:
-            _positive_int("threads", self.threads)
+            check_int("threads", self.threads)
         if self.batch_size % self.micro_batch:
             raise ValueError(f"micro_batch={self.micro_batch} is invalid: it must divide "
                              f"batch_size={self.batch_size}")
@@ -74,11 +73,6 @@ class TrainSpec:
     def from_dict(cls, data: dict[str, Any]) -> "TrainSpec":
         """Build from a plain dict; unknown keys raise ValueError naming them."""
         return strict_from_dict(cls, data, "")
-
-
-def _positive_int(key: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{key}={value!r} is invalid: expected an integer >= 1")
 
 
 def sized_arch(model: ArchConfig | dict[str, Any], size: dict[str, Any] | None = None,
