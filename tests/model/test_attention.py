@@ -335,9 +335,35 @@ def test_gqa_transposed_global_and_gated_match_masked_sdpa(heads):
             torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5, msg=name)
 
 
-def test_gqa_local_global_model_backward():
+def test_gqa_local_global_model_backward_matches_a_dense_masked_reference(monkeypatch):
+    """The whole gated GQA model: loss and every parameter gradient equal those of the same model whose gated
+    attention is rebuilt from SDPA with explicit dense masks (repeat-interleaved K/V)."""
     from nas.model import ArchConfig, TransformerLM
 
-    m = TransformerLM(ArchConfig(seq_len=24, n_layers=2, d_model=32, n_heads=4, kv_heads=2, attention="local_global",
-                                 window=5, global_tokens=3, gate="dynamic"))
-    m(torch.randint(0, 256, (2, 24)), torch.randint(0, 256, (2, 24)))[1].backward()
+    cfg = ArchConfig(seq_len=24, n_layers=2, d_model=32, n_heads=4, kv_heads=2, attention="local_global",
+                     window=5, global_tokens=3, gate="dynamic")
+    x, y = torch.randint(0, 256, (2, 24)), torch.randint(0, 256, (2, 24))
+
+    def grads() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = TransformerLM(cfg)
+        loss = model(x, y)[1]
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+    loss, blocked = grads()
+
+    def reference(q, k, v, window, global_tokens, gate_local, gate_global, threshold=0.0, block_size=0):
+        S = q.shape[2]
+        i, j = torch.arange(S)[:, None], torch.arange(S)[None, :]
+        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+        local = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask(S, window, 0))
+        glob = F.scaled_dot_product_attention(q, k, v, attn_mask=(j <= i) & (j < global_tokens))
+        return gate_local[..., None] * local + gate_global[..., None] * glob
+
+    monkeypatch.setattr(A, "gated_local_global_attention", reference)
+    ref_loss, dense = grads()
+    torch.testing.assert_close(loss, ref_loss)
+    assert set(blocked) == set(dense) and all(g is not None for g in blocked.values())
+    for name, g in blocked.items():  # fp32: the same sums in another order
+        torch.testing.assert_close(g, dense[name], rtol=1e-4, atol=1e-6, msg=name)

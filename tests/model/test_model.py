@@ -245,6 +245,18 @@ def test_gate_stats_per_layer_and_head():
     assert len(stats["local_mean"]) == 3 and len(stats["local_mean"][0]) == 4
     for mean, below in zip(stats["global_mean"], stats["global_below"]):
         assert all(0.0 < m < 1.0 for m in mean) and all(0.0 <= b <= 1.0 for b in below)
+    # oracle: with a zero projection each head's gates are sigmoid(bias), at every position of every layer
+    bias = torch.tensor([-2.0, -1.0, 0.5, 2.0])
+    with torch.no_grad():
+        g = model.attns[0].g_proj
+        g.weight.zero_()
+        g.bias.copy_(torch.stack([bias, -bias], dim=1).reshape(-1))  # (H, 2): local, global per head
+    model(torch.randint(0, 256, (2, 24)))
+    stats = model.gate_stats(threshold=0.5)
+    for layer in range(3):
+        torch.testing.assert_close(torch.tensor(stats["local_mean"][layer]), torch.sigmoid(bias))
+        torch.testing.assert_close(torch.tensor(stats["global_mean"][layer]), torch.sigmoid(-bias))
+        assert stats["local_below"][layer] == [1.0, 1.0, 0.0, 0.0] and stats["global_below"][layer] == [0.0, 0.0, 1.0, 1.0]
 
 
 def test_sequence_longer_than_config_is_refused():

@@ -43,13 +43,28 @@ def test_format_table_and_errors() -> None:
         precision_linear(torch.ones(2, 2), torch.ones(2, 2), None, "fp7")
 
 
+UNIT_ROUNDOFF = {"fp32": 0.0, "fp16": 2.0**-11, "bf16": 2.0**-8, "fp8_e4m3": 2.0**-4, "fp8_e5m2": 2.0**-3}  # 2^-(m+1)
+
+
 @pytest.mark.parametrize("fmt", list(FORMAT_DTYPES))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_quantize_keeps_dtype_and_shape(fmt: str, dtype: torch.dtype) -> None:
-    x = torch.randn(3, 5, 7).to(dtype)
+def test_quantize_keeps_dtype_and_shape_and_rounds_within_the_formats_unit_roundoff(fmt: str, dtype) -> None:
+    x = torch.randn(3, 5, 7, generator=torch.Generator().manual_seed(0)).to(dtype)
     y = quantize(x, fmt)
     assert y.dtype == dtype and y.shape == x.shape
-    torch.testing.assert_close(y.float(), x.float(), rtol=0.13, atol=1e-3)  # e5m2: u = 2^-3
+    normal = x.float().abs() >= x.float().abs().amax() / 32  # away from the fp8 formats' subnormal range
+    err = ((y.float() - x.float()).abs() / x.float().abs())[normal]
+    # round to nearest: relative error <= 2^-(mantissa bits + 1) (the input's own rounding bounds it too)
+    assert float(err.max()) <= UNIT_ROUNDOFF[fmt] * (1 + 1e-6)
+
+
+def test_coarser_formats_round_more() -> None:
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(1))
+    worst = {fmt: float(((quantize(x, fmt) - x).abs() / x.abs())[x.abs() > 0.1].max()) for fmt in UNIT_ROUNDOFF}
+    order = sorted(UNIT_ROUNDOFF, key=UNIT_ROUNDOFF.get)  # fp32 < fp16 < bf16 < e4m3 < e5m2
+    assert [worst[f] for f in order] == sorted(worst.values()) and worst["fp32"] == 0.0
+    for fmt in order[1:]:  # 4096 draws come close to each bound: the formats are told apart
+        assert UNIT_ROUNDOFF[fmt] / 2 < worst[fmt] <= UNIT_ROUNDOFF[fmt]
 
 
 @pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2"])
