@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,20 +76,38 @@ def _name(profile: str | Mapping[str, Any]) -> str:
     return profile if isinstance(profile, str) else str(profile.get("name", "?"))
 
 
-def estimate(arch: ArchConfig | dict[str, Any], target: str | Mapping[str, Any] = "gpt_1b",
-             hardware: str | Mapping[str, Any] = "h100_sxm", optimizer: str = "adamw") -> CostReport:
-    """Costs of a target with a trial's knobs (a proxy ArchConfig or a knob dict) on a hardware profile.
+class Coster:
+    """One target on one hardware profile: profiles read and the dense baseline costed once, then any knobs.
 
     Target and hardware are profile names or composed mappings (a search's `target` / `hardware` with overrides).
     """
-    dense, workload = load_target(target)
-    hw = load_hardware(hardware)
-    arch_t = apply_knobs(dense, arch)
-    return CostReport(
-        target=_name(target), hardware=_name(hardware), arch=arch_t, workload=workload,
-        flops=flops(arch_t, workload), params=param_counts(arch_t),
-        memory=memory(arch_t, workload, optimizer), time=step_time(arch_t, workload, hw, optimizer=optimizer),
-        baseline_flops=flops(dense, workload), baseline_params=param_counts(dense),
-        baseline_memory=memory(dense, workload, optimizer),
-        baseline_time=step_time(dense, workload, hw, optimizer=optimizer),
-    )
+
+    def __init__(self, target: str | Mapping[str, Any] = "gpt_1b", hardware: str | Mapping[str, Any] = "h100_sxm",
+                 optimizer: str = "adamw") -> None:
+        self.target, self.hardware, self.optimizer = _name(target), _name(hardware), optimizer
+        self.dense, self.workload = load_target(target)
+        self.hw = load_hardware(hardware)
+        self.baseline = self._costs(self.dense)
+
+    def _costs(self, arch: ArchConfig) -> tuple[FlopBreakdown, dict[str, Any], MemoryBreakdown, StepTime]:
+        w, opt = self.workload, self.optimizer
+        return flops(arch, w), param_counts(arch), memory(arch, w, opt), step_time(arch, w, self.hw, optimizer=opt)
+
+    def target_arch(self, arch: ArchConfig | dict[str, Any]) -> ArchConfig:
+        """A trial's knobs (a proxy ArchConfig or a knob dict in target units) at the target's size."""
+        return apply_knobs(self.dense, arch)
+
+    def estimate(self, arch: ArchConfig | dict[str, Any]) -> CostReport:
+        """Costs of the target with a trial's knobs, absolute and relative to the dense baseline."""
+        arch_t = self.target_arch(arch)
+        f, p, m, t = self._costs(arch_t)
+        bf, bp, bm, bt = self.baseline
+        return CostReport(target=self.target, hardware=self.hardware, arch=arch_t, workload=self.workload,
+                          flops=f, params=p, memory=m, time=t, baseline_flops=bf, baseline_params=bp,
+                          baseline_memory=bm, baseline_time=bt)
+
+
+def estimate(arch: ArchConfig | dict[str, Any], target: str | Mapping[str, Any] = "gpt_1b",
+             hardware: str | Mapping[str, Any] = "h100_sxm", optimizer: str = "adamw") -> CostReport:
+    """Costs of a target with a trial's knobs (a proxy ArchConfig or a knob dict) on a hardware profile."""
+    return Coster(target, hardware, optimizer).estimate(arch)

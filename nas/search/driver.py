@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from omegaconf import DictConfig, OmegaConf
 
 from nas import space
+from nas.cost import Coster
 from nas.data import TaskSpec
 from nas.objectives import check_compute, stored_compute_keys
 from nas.proxy import ProxySpec, proxy_arch
@@ -47,6 +48,7 @@ class Setup:
     task: TaskSpec
     url: str
     compute_keys: tuple[str, ...]  # the study's compute objectives, primary first
+    coster: Coster  # the target on the hardware profile, as configured (overrides included), baseline costed once
 
 
 @dataclass
@@ -89,27 +91,19 @@ def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setu
     plain["objectives"] = {**plain["objectives"], "compute": list(keys)}
     make_sampler(conf.sampler, conf.seed, spec)
     make_pruner(conf.pruner)
-    _cost(proxy_arch(spec.knobs(dict(spec.baseline)), proxy), plain)  # the target and hardware profiles load
-    return Setup(conf, plain, spec, proxy, task, conf.store.url or DEFAULT_URL, keys)
-
-
-def _cost(arch: Any, plain: dict) -> dict[str, Any]:
-    from nas.cost import estimate
-
     try:
-        return estimate(arch, target=plain["target"], hardware=plain["hardware"]).to_dict()  # overrides included
-    except (KeyError, TypeError) as err:
-        raise SearchError(f"target / hardware config needs a name ({err})") from err
+        coster = Coster(plain["target"], plain["hardware"])  # overrides included
+        coster.estimate(proxy_arch(spec.knobs(dict(spec.baseline)), proxy))
+    except (KeyError, TypeError, ValueError) as err:
+        raise SearchError(f"target / hardware config: {err}") from err
+    return Setup(conf, plain, spec, proxy, task, conf.store.url or DEFAULT_URL, keys, coster)
 
 
 def _evaluator(setup: Setup):
     def evaluate(knobs: dict[str, Any]) -> tuple[dict, dict, dict]:
         arch = proxy_arch(knobs, setup.proxy)
-        cost = _cost(arch, setup.plain)
-        from nas.cost import apply_knobs, load_target
-
-        target_arch = apply_knobs(load_target(setup.plain["target"])[0], arch)
-        return arch.to_dict(), target_arch.to_dict(), cost
+        report = setup.coster.estimate(arch)
+        return arch.to_dict(), report.arch.to_dict(), report.to_dict()
     return evaluate
 
 
