@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import time
@@ -97,7 +96,8 @@ def train_one(key: str, role: str, proxy: dict[str, Any], task: dict[str, Any], 
     import torch
 
     from nas.data import TaskSpec
-    from nas.proxy import ProxySpec, proxy_arch, quality, train_proxy
+    from nas.objective import quality
+    from nas.proxy import ProxySpec, proxy_arch, train_proxy
 
     torch.set_num_threads(threads)
     spec, task_spec = ProxySpec.from_dict(proxy), TaskSpec.from_dict(task)
@@ -181,7 +181,7 @@ def measure(space: str, proxy: Any, workers: int, seed: int, runs_path: Path, ou
     out.append(f"\n## {space} (task {task.name}; {len(panel)} configurations, seed {seed})")
     out.append(f"proxy     {describe(proxy)}; wall {sum(r[1]['wall_s'] for r in rows):.0f} s")
     out.append(f"reference {describe(reference)}; wall {sum(r[2]['wall_s'] for r in rows):.0f} s")
-    out.append(f"| configuration | proxy quality | rank | reference quality | rank |")
+    out.append("| configuration | proxy quality | rank | reference quality | rank |")
     out.append("|---|---:|---:|---:|---:|")
     for (knobs, p, r), pr, rr in zip(rows, rank(pq), rank(rq)):
         out.append(f"| {json.dumps(knobs) if knobs else 'dense baseline'} | {p['quality']:.4f} | {pr} | "

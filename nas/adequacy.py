@@ -29,7 +29,8 @@ import numpy as np
 from nas.data import TaskSpec, load_corpus
 from nas.device import resolve_device
 from nas.model.config import FORMATS
-from nas.proxy import ProxySpec, evaluate, train_proxy
+from nas.objective import evaluate
+from nas.proxy import ProxySpec, train_proxy
 from nas.space import SearchSpec
 
 RECALL_MARGIN = 0.15
@@ -200,7 +201,7 @@ def check_adequacy(spec: SearchSpec, proxy: ProxySpec, task: TaskSpec, *, budget
         found_one = precision_check(built[0], data.val_set(proxy.eval_batches, proxy.batch_size), metrics["bpb"], fmt,
                                     resolve_device(device))
         checks.append(found_one)
-        fixes += [] if found_one["passed"] else [f"a larger or longer-trained proxy (proxy=small), or coarser formats"]
+        fixes += [] if found_one["passed"] else ["a larger or longer-trained proxy (proxy=small), or coarser formats"]
     passed = all(c["passed"] for c in checks)
     failed = [c for c in checks if not c["passed"]]
     if passed:

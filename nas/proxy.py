@@ -11,34 +11,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from nas.data import IGNORE, Batch, TaskData, TaskSpec, load_task
+from nas.checks import check_int
+from nas.data import TaskData, TaskSpec, load_task
 from nas.device import resolve_device
 from nas.knobs import carry
 from nas.model import ArchConfig, TransformerLM
 from nas.model.config import POSITIONS
 from nas.model.precision import AdaptivePrecision
+from nas.objective import NonFiniteLoss, RungReport, batch_to, evaluate, quality, train_loss
 from nas.optim import lr_at, make_optimizer, set_lr
 from nas.profiles import hydra_entry, read_profile, strict_from_dict
-from nas.checks import check_int
-
-_LN2 = math.log(2.0)
-
-
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or inf; the run cannot continue."""
-
-    def __init__(self, step: int, value: float) -> None:
-        super().__init__(f"training loss is {value} at step {step}: the run diverged (lower proxy.lr or check the arch)")
-        self.step, self.value = step, value
-
 
 @dataclass
 class ProxySpec:
@@ -119,136 +108,9 @@ def proxy_arch(knobs: dict[str, Any] | ArchConfig, proxy: ProxySpec) -> ArchConf
     return carry(knobs, proxy_sizes(proxy), what=f"proxy {proxy.name!r}")
 
 
-@dataclass
-class RungReport:
-    """Metrics of a proxy run at one rung.
-
-    val_loss is the task's validation loss (LM cross-entropy in nats, MQAR cross-entropy on the queries,
-    their sum for mixed); val_bpb the LM bits per byte (None without LM data); val_acc the next-byte
-    accuracy for lm / mixed and the MQAR accuracy for mqar. metrics holds every measured term.
-    """
-
-    rung: int
-    step: int
-    tokens: int
-    wall_s: float
-    lr: float
-    train_loss: float  # mean training loss since the previous rung
-    val_loss: float
-    val_bpb: float | None
-    val_acc: float
-    metrics: dict[str, float]
-    gate_stats: dict[str, list[list[float]]]
-    precision_switch_step: int | None
-    final: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def quality(report: RungReport | dict[str, Any], task: TaskSpec) -> float:
-    """The task's objective (lower is better): sum of weight * term over task.objective.
-
-    Terms: bpb = validation bits per byte; bpb_late = the same over the second half of the positions;
-    byte_error = 1 - next-byte accuracy; mqar_error = 1 - MQAR accuracy.
-    """
-    metrics = report.metrics if isinstance(report, RungReport) else report["metrics"]
-    terms = {"bpb": metrics.get("bpb"), "bpb_late": metrics.get("bpb_late"), "byte_error": 1.0 - metrics["byte_acc"] if "byte_acc" in metrics else None,
-             "mqar_error": 1.0 - metrics["mqar_acc"] if "mqar_acc" in metrics else None}
-    total = 0.0
-    for term, weight in task.objective.items():
-        if terms[term] is None:
-            raise ValueError(f"task.objective.{term}: the report has no such metric (task.kind={task.kind!r})")
-        total += weight * terms[term]
-    return total
-
-
 def rung_steps(total_steps: int, rungs: int, base: float) -> list[int]:
     """Geometrically spaced evaluation steps ending at total_steps (duplicates merged)."""
     return sorted({max(1, round(total_steps / base**k)) for k in range(rungs)})
-
-
-def _losses(logits: torch.Tensor, batch: Batch, accuracy: bool = False) -> dict[str, tuple[torch.Tensor, ...]]:
-    """Per part (LM rows, MQAR rows): summed cross-entropy, label count and, if asked, correct predictions."""
-    out = {}
-    for part, rows in (("lm", slice(None, batch.n_lm)), ("mqar", slice(batch.n_lm, None))):
-        y = batch.y[rows].reshape(-1)
-        if y.numel() == 0:
-            continue
-        lg = logits[rows].reshape(-1, logits.size(-1)).float()
-        mask = y != IGNORE
-        nll = F.cross_entropy(lg, y, ignore_index=IGNORE, reduction="sum")
-        out[part] = (nll, mask.sum()) + (((lg.argmax(-1)[mask] == y[mask]).sum(),) if accuracy else ())
-    return out
-
-
-def train_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """The task's training loss: the sum over parts of each part's mean cross-entropy."""
-    return sum(nll / count for nll, count in _losses(logits, batch).values())
-
-
-def _buckets(n: int, first: int) -> list[tuple[int, int]]:
-    """Doubling ranges [0 or first, 2*first), [2*first, 4*first), ... covering [0, n)."""
-    out, lo, hi = [], 0, first
-    while lo < n:
-        out.append((lo, min(hi, n)))
-        lo, hi = hi, 2 * hi
-    return out
-
-
-@torch.no_grad()
-def evaluate(model: TransformerLM, val_set: list[Batch], device: torch.device) -> dict[str, float]:
-    """Validation metrics over the fixed set.
-
-    LM: lm_loss, bpb, byte_acc, bpb_late (positions in the second half of the context) and bpb_pos{lo} per
-    doubling position range; MQAR: mqar_loss, mqar_acc and mqar_acc_dist{lo} per doubling key-to-query distance
-    range [lo, 2lo) (how far back the model can recall).
-    """
-    model.eval()
-    sums: dict[str, list[float]] = {}
-    pos_nll: torch.Tensor | None = None
-    dist_hits: dict[int, list[float]] = {}
-    for batch in val_set:
-        batch = batch_to(batch, device)
-        logits, _ = model(batch.x)
-        for part, values in _losses(logits, batch, accuracy=True).items():
-            acc = sums.setdefault(part, [0.0, 0.0, 0.0])
-            for i, v in enumerate(values):
-                acc[i] += float(v)
-        if batch.n_lm:
-            nll = F.cross_entropy(logits[: batch.n_lm].transpose(1, 2).float(), batch.y[: batch.n_lm],
-                                  reduction="none")  # (B_lm, S)
-            pos_nll = nll.sum(0) if pos_nll is None else pos_nll + nll.sum(0)
-            sums.setdefault("lm_rows", [0.0])[0] += batch.n_lm
-        if batch.dist is not None:
-            y, dist = batch.y[batch.n_lm :], batch.dist
-            mask = y != IGNORE
-            hit = (logits[batch.n_lm :].argmax(-1) == y)[mask].tolist()
-            for d, h in zip(dist[mask].tolist(), hit):
-                bucket = 1 << (d.bit_length() - 1)  # [2^k, 2^(k+1))
-                counts = dist_hits.setdefault(bucket, [0.0, 0.0])
-                counts[0], counts[1] = counts[0] + h, counts[1] + 1
-    model.train()
-    metrics = {}
-    if "lm" in sums:
-        nll, count, correct = sums["lm"]
-        metrics.update(lm_loss=nll / count, bpb=nll / count / _LN2, byte_acc=correct / count)
-        rows, S = sums["lm_rows"][0], pos_nll.numel()
-        metrics["bpb_late"] = float(pos_nll[S // 2 :].sum()) / (rows * (S - S // 2)) / _LN2
-        for lo, hi in _buckets(S, 8):
-            metrics[f"bpb_pos{lo}"] = float(pos_nll[lo:hi].sum()) / (rows * (hi - lo)) / _LN2
-    if "mqar" in sums:
-        nll, count, correct = sums["mqar"]
-        metrics.update(mqar_loss=nll / count, mqar_acc=correct / count)
-        for lo in sorted(dist_hits):
-            metrics[f"mqar_acc_dist{lo}"] = dist_hits[lo][0] / dist_hits[lo][1]
-    return metrics
-
-
-def batch_to(batch: Batch, device: torch.device) -> Batch:
-    """The batch on a device."""
-    return Batch(batch.x.to(device), batch.y.to(device), batch.n_lm,
-                 None if batch.dist is None else batch.dist.to(device))
 
 
 def train_proxy(

@@ -241,7 +241,8 @@ def test_top_points_fills_from_the_rest(store):
 
 def test_verify_retrains_top_k_at_the_reference_proxy_and_stores_tau(store, tmp_path):
     from nas.data import TaskSpec
-    from nas.proxy import ProxySpec, quality, train_proxy
+    from nas.objective import quality
+    from nas.proxy import ProxySpec, train_proxy
 
     done = run_from_config({"study": "s1", "store": {"url": store.url}, "model_dir": str(tmp_path), "name": "v",
                             "verify": True, "verify_top_k": 3, "device": "cpu"},

@@ -15,7 +15,8 @@ import torch
 
 from nas.data import TaskSpec, load_corpus
 from nas.model import ArchConfig
-from nas.proxy import NonFiniteLoss, ProxySpec, load_proxy, proxy_arch, quality, rung_steps, train_proxy
+from nas.objective import NonFiniteLoss, quality
+from nas.proxy import ProxySpec, load_proxy, proxy_arch, rung_steps, train_proxy
 
 MICRO = ProxySpec(name="micro", n_layers=2, d_model=32, n_heads=4, seq_len=32, batch_size=4, warmup_steps=2,
                   budget_tokens=16 * 4 * 32, rungs=3, eval_batches=1)

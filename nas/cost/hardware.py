@@ -4,8 +4,8 @@ rate, and how this hardware runs local_global attention and reduced precisions."
 from __future__ import annotations
 
 from collections.abc import Mapping
-
 from dataclasses import dataclass, field
+from typing import Any
 
 from nas.profiles import read_profile
 from nas.model.precision import format_dtype

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nas.data import TaskSpec
-from nas.proxy import ProxySpec, quality, train_proxy
+from nas.objective import quality
+from nas.proxy import ProxySpec, train_proxy
 
 
 class TrialRunner(Protocol):

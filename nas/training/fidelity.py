@@ -7,7 +7,8 @@ import math
 from collections.abc import Sequence
 
 from nas.data import TaskSpec
-from nas.proxy import ProxySpec, quality, train_proxy
+from nas.objective import quality
+from nas.proxy import ProxySpec, train_proxy
 from nas.store import Store, code_version
 from nas.training.front import Point, load_points, pareto_front
 from nas.training.records import Fidelity, utc_now

@@ -19,7 +19,7 @@ from nas.model import ArchConfig, TransformerLM
 from nas.model.precision import AdaptivePrecision
 from nas.optim import lr_at, make_optimizer, set_lr
 from nas.device import resolve_device
-from nas.proxy import NonFiniteLoss, batch_to, evaluate, train_loss
+from nas.objective import NonFiniteLoss, batch_to, evaluate, train_loss
 from nas.training.checkpoint import (checkpoints, load_checkpoint, restore_rng_states, resume_path, rng_states,
                                      save_checkpoint)
 from nas.training.spec import TrainSpec

@@ -17,7 +17,7 @@ from nas.dashboard.learning_curves import plot_learning_curves
 from nas.dashboard.parallel import plot_parallel_coordinates
 from nas.dashboard.pareto import front, objective_pairs, plot_pareto_front
 from nas.dashboard.table import trial_table
-from dashboard_seed import EVIL, GAMMA, GAMMA_FRONT, KNOWN, KNOWN_FRONT, optuna_trial
+from dashboard_seed import EVIL, GAMMA, GAMMA_FRONT, KNOWN, KNOWN_FRONT
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
