@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from nas.model.config import ArchConfig
-from nas.store import DEFAULT_URL, Store, code_version
+from nas.reference import describe
+from nas.store import DEFAULT_URL, Fidelity, Store, code_version
 from nas.training.front import Point, Policy, StudyPoints, load_points, select
-from nas.training.records import Fidelity, describe_proxy, record_export, record_fidelity
 from nas.profiles import conf_dir, hydra_entry
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -85,7 +85,7 @@ def export(store: Store, study: str, policy: Policy, *, name: str | None = None,
     text = model_text(point, sp, policy, name)
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    record_export(store, study, point.number, name, str(path), policy.to_dict(), dict(point.trial.objectives or {}))
+    store.record_export(study, point.number, name, str(path), policy.to_dict(), dict(point.trial.objectives or {}))
     return Exported(point, sp.compute_keys, name, path)
 
 
@@ -110,10 +110,10 @@ def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported:
 
             fidelity = verify(store, study, conf.get("verify_top_k", 3), device=conf.get("device", "auto"),
                               threads=conf.get("threads") or 1, progress=bool(conf.get("progress")))
-            record_fidelity(store, study, fidelity)
+            store.record_fidelity(study, fidelity)
             tau = "undefined (all tied)" if fidelity.kendall_tau is None else f"{fidelity.kendall_tau:.4f}"
             print(f"fidelity: trials {fidelity.trials} retrained at the reference proxy "
-                  f"{describe_proxy(fidelity.reference or {})}: proxy quality "
+                  f"{describe(fidelity.reference or {})}: proxy quality "
                   f"{[round(q, 4) for q in fidelity.proxy_quality]}, reference "
                   f"{[round(q, 4) for q in fidelity.long_quality]}, Kendall tau-b = {tau}", file=out, flush=True)
             done = Exported(done.point, done.compute_keys, done.name, done.path, fidelity)

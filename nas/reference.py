@@ -8,9 +8,12 @@ configuration carries to it by the rule of nas/knobs.py (a window keeps its shar
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-from nas.proxy import ProxySpec
+if TYPE_CHECKING:
+    from nas.proxy import ProxySpec
 
 DEPTH_FACTOR = 4
 CONTEXT_FACTOR = 4
@@ -29,8 +32,11 @@ def reference_proxy(proxy: ProxySpec, budget_tokens: int | None = None) -> Proxy
                    min_context=None)  # the reference trains at its full context throughout
 
 
-def describe(proxy: ProxySpec) -> str:
-    """One line: the sizes and budget of a proxy or reference."""
-    growth = f" (rungs grow the context from {proxy.min_context})" if proxy.min_context else ""
-    return (f"{proxy.name}: {proxy.n_layers} layers x {proxy.d_model} wide, {proxy.n_heads} heads, "
-            f"{proxy.seq_len} positions{growth}, {proxy.budget_tokens:,} tokens")
+def describe(proxy: ProxySpec | Mapping[str, Any]) -> str:
+    """One line: the sizes and budget of a proxy or reference (a ProxySpec, or one stored as a dict)."""
+    p: dict[str, Any] = asdict(proxy) if is_dataclass(proxy) else dict(proxy)
+    growth = f" (rungs grow the context from {p['min_context']})" if p.get("min_context") else ""
+    tokens = p.get("budget_tokens")
+    return (f"{p.get('name', '?')}: {p.get('n_layers', '?')} layers x {p.get('d_model', '?')} wide, "
+            f"{p.get('n_heads', '?')} heads, {p.get('seq_len', '?')} positions{growth}, "
+            f"{f'{tokens:,}' if isinstance(tokens, int) else '?'} tokens")

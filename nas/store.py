@@ -19,7 +19,8 @@ VERSION_TABLE = "nas_alembic_version"  # Optuna's own tables use `alembic_versio
 STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL")
 
 
-def _now() -> dt.datetime:
+def now() -> dt.datetime:
+    """Now, in UTC, without tzinfo (as the store keeps times)."""
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
@@ -36,7 +37,7 @@ class StudyRow(Base):
     config: Mapped[dict] = mapped_column(JSON, nullable=False)
     search_space: Mapped[dict] = mapped_column(JSON, nullable=False)
     space_hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    created: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, nullable=False)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=now, nullable=False)
     code_version: Mapped[str] = mapped_column(String(255), nullable=False)
     adequacy: Mapped[dict | None] = mapped_column(JSON)  # the proxy adequacy check at creation (revision 0003)
     trials: Mapped[list["TrialRow"]] = relationship(back_populates="study", order_by="TrialRow.number")
@@ -58,7 +59,7 @@ class TrialRow(Base):
     cost: Mapped[dict | None] = mapped_column(JSON)  # CostReport.to_dict()
     error: Mapped[str | None] = mapped_column(Text)
     rerun_of: Mapped[int | None] = mapped_column(Integer)
-    started: Mapped[dt.datetime] = mapped_column(DateTime, default=_now, nullable=False)
+    started: Mapped[dt.datetime] = mapped_column(DateTime, default=now, nullable=False)
     finished: Mapped[dt.datetime | None] = mapped_column(DateTime)
     duration_s: Mapped[float | None] = mapped_column(Float)
     study: Mapped[StudyRow] = relationship(back_populates="trials")
@@ -76,6 +77,53 @@ class ReportRow(Base):
     tokens: Mapped[int] = mapped_column(Integer, nullable=False)
     metrics: Mapped[dict] = mapped_column(JSON, nullable=False)
     trial: Mapped[TrialRow] = relationship(back_populates="reports")
+
+
+class ExportRow(Base):
+    """One export: the trial a policy chose and the config file written for it."""
+
+    __tablename__ = "nas_export"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("nas_study.id", ondelete="CASCADE"), nullable=False, index=True)
+    trial_number: Mapped[int] = mapped_column(Integer, nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    path: Mapped[str] = mapped_column(String(1024), nullable=False)
+    policy: Mapped[dict] = mapped_column(JSON, nullable=False)  # {"policy": ..., its bound}
+    objectives: Mapped[dict] = mapped_column(JSON, nullable=False)
+    code_version: Mapped[str] = mapped_column(String(255), nullable=False)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=now, nullable=False)
+
+
+class FidelityRow(Base):
+    """One fidelity check: proxy quality against quality at a reference proxy, for the top trials of a front."""
+
+    __tablename__ = "nas_fidelity"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("nas_study.id", ondelete="CASCADE"), nullable=False, index=True)
+    trials: Mapped[list] = mapped_column(JSON, nullable=False)  # trial numbers, in proxy-ranking order
+    proxy_quality: Mapped[list] = mapped_column(JSON, nullable=False)
+    long_quality: Mapped[list] = mapped_column(JSON, nullable=False)  # at the reference proxy
+    budget_factor: Mapped[float] = mapped_column(Float, nullable=False)  # reference tokens / the study's
+    budget_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    kendall_tau: Mapped[float | None] = mapped_column(Float)  # None when undefined (every quality tied)
+    code_version: Mapped[str] = mapped_column(String(255), nullable=False)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=now, nullable=False)
+    reference: Mapped[dict | None] = mapped_column(JSON)  # the reference ProxySpec (revision 0003; None before)
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """A detached fidelity row."""
+
+    trials: list[int]
+    proxy_quality: list[float]
+    long_quality: list[float]
+    budget_factor: float
+    budget_tokens: int
+    kendall_tau: float | None
+    code_version: str
+    created: dt.datetime
+    reference: dict[str, Any] | None = None  # the reference proxy it retrained at; None: older checks (same size)
 
 
 @dataclass(frozen=True)
@@ -248,7 +296,7 @@ class Store:
         with self._session.begin() as s:
             row = s.get(TrialRow, self._trial_id(s, study, number))
             row.state, row.objectives, row.error = state, objectives, error
-            row.finished = _now()
+            row.finished = now()
             row.duration_s = (row.finished - row.started).total_seconds()
 
     def mark_interrupted(self, study: str, reason: str) -> list[int]:
@@ -258,7 +306,7 @@ class Store:
             numbers = list(s.scalars(select(TrialRow.number).where(TrialRow.study_id == sid,
                                                                     TrialRow.state == "RUNNING")))
             s.execute(update(TrialRow).where(TrialRow.study_id == sid, TrialRow.state == "RUNNING")
-                      .values(state="FAIL", error=reason, finished=_now()))
+                      .values(state="FAIL", error=reason, finished=now()))
             return numbers
 
     def trials(self, study: str, states: tuple[str, ...] | None = None) -> list[Trial]:
@@ -268,6 +316,45 @@ class Store:
             if states is not None:
                 q = q.where(TrialRow.state.in_(states))
             return [_trial(r) for r in s.scalars(q)]
+
+    # ---- what follows a search: exports and fidelity checks ------------------------------
+    def record_export(self, study: str, trial_number: int, name: str, path: str, policy: dict[str, Any],
+                      objectives: dict[str, float]) -> None:
+        """Insert an export row."""
+        with self._session.begin() as s:
+            s.add(ExportRow(study_id=self._study_id(s, study), trial_number=trial_number, name=name, path=path,
+                            policy=policy, objectives=objectives, code_version=code_version()))
+
+    def exports(self, study: str) -> list[dict[str, Any]]:
+        """The study's exports, oldest first, as plain dicts (reads only; none before the first export)."""
+        if not inspect(self.engine).has_table(ExportRow.__tablename__):
+            return []
+        with self._session() as s:
+            rows = s.scalars(select(ExportRow).where(ExportRow.study_id == self._study_id(s, study))
+                             .order_by(ExportRow.id))
+            return [{"trial": r.trial_number, "name": r.name, "path": r.path, "policy": r.policy,
+                     "objectives": r.objectives, "code_version": r.code_version, "created": r.created} for r in rows]
+
+    def record_fidelity(self, study: str, result: Fidelity) -> None:
+        """Insert a fidelity row."""
+        with self._session.begin() as s:
+            s.add(FidelityRow(study_id=self._study_id(s, study), trials=result.trials,
+                              proxy_quality=result.proxy_quality, long_quality=result.long_quality,
+                              budget_factor=result.budget_factor, budget_tokens=result.budget_tokens,
+                              kendall_tau=result.kendall_tau, code_version=result.code_version,
+                              created=result.created, reference=result.reference))
+
+    def fidelity_results(self, study: str) -> list[Fidelity]:
+        """The study's fidelity checks, oldest first (what its dashboard page shows when present); reads only."""
+        if not inspect(self.engine).has_table(FidelityRow.__tablename__):
+            return []
+        has_reference = self.has_column(FidelityRow.__tablename__, "reference")  # read-only stores may predate 0003
+        with self._session() as s:
+            q = select(FidelityRow).where(FidelityRow.study_id == self._study_id(s, study)).order_by(FidelityRow.id)
+            rows = s.scalars(q if has_reference else q.options(defer(FidelityRow.reference, raiseload=True)))
+            return [Fidelity(r.trials, r.proxy_quality, r.long_quality, r.budget_factor, r.budget_tokens,
+                             r.kendall_tau, r.code_version, r.created, r.reference if has_reference else None)
+                    for r in rows]
 
     # ---- helpers -----------------------------------------------------------------------
     @staticmethod

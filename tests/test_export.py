@@ -14,7 +14,6 @@ from nas.model.config import ArchConfig
 from nas.store import Store
 from nas.training.fidelity import kendall_tau_b, top_points
 from nas.training.front import Policy, knee, load_points, pareto_front
-from nas.training.records import exports, fidelity_results
 
 REPO = Path(__file__).resolve().parents[1]
 PROXY = dict(name="micro", n_layers=1, d_model=16, n_heads=2, ffn_mult=2.0, seq_len=32, batch_size=4, lr=3e-3,
@@ -108,7 +107,7 @@ def test_exported_file_is_the_target_arch_with_provenance(store, tmp_path):
     assert any(line.startswith("# code: ") for line in header)
     loaded = ArchConfig.from_yaml(done.path)
     assert loaded.to_dict() == _arch(POINTS[2][2], seq_len=64, d_model=32)
-    rows = exports(store, "s1")
+    rows = store.exports("s1")
     assert [(r["trial"], r["name"], r["policy"]) for r in rows] == [(2, "pick", {"policy": "max_quality",
                                                                                  "max_compute": 0.4})]
 
@@ -152,7 +151,7 @@ def test_existing_file_kept_unless_force(store, tmp_path):
     assert (folder / "mine.yaml").read_text() == "# hand-written\n"
     export(store, "s1", Policy("knee"), name="mine", model_dir=folder, force=True)
     assert ArchConfig.from_yaml(folder / "mine.yaml").window == 8
-    assert len(exports(store, "s1")) == 1
+    assert len(store.exports("s1")) == 1
 
 
 def test_policy_needs_its_bound():
@@ -265,16 +264,16 @@ def test_verify_retrains_top_k_at_the_reference_proxy_and_stores_tau(store, tmp_
     reports = list(train_proxy(trial1.arch, reference, TaskSpec(corpus=str(tmp_path / "corpus.txt")),
                                budget_tokens=reference.budget_tokens, seed=0, device="cpu"))
     assert fid.long_quality[1] == quality(reports[-1], TaskSpec())
-    stored = fidelity_results(store, "s1")
+    stored = store.fidelity_results("s1")
     assert len(stored) == 1 and stored[0].trials == [0, 1, 2] and stored[0].long_quality == fid.long_quality
     assert stored[0].reference == fid.reference
     assert all(math.isfinite(q) for q in fid.long_quality)
     log = (tmp_path / "log.txt").read_text()
-    assert "Kendall tau-b" in log and "reference proxy micro-reference: 4 layers x width 16, seq_len 128" in log
+    assert "Kendall tau-b" in log and "reference proxy micro-reference: 4 layers x 16 wide, 2 heads, 128 positions" in log
 
 
 def test_records_tables_come_from_the_migrations_and_start_empty(store):
     from sqlalchemy import inspect
 
     assert {"nas_export", "nas_fidelity"} <= set(inspect(store.engine).get_table_names())
-    assert fidelity_results(store, "s1") == [] and exports(store, "s1") == []
+    assert store.fidelity_results("s1") == [] and store.exports("s1") == []

@@ -76,7 +76,7 @@ def test_bad_writes_name_what_is_wrong(url):
 
 
 def test_revision_0003_upgrades_a_0002_database_keeping_its_rows(url, tmp_path):
-    from nas.training.records import Fidelity, fidelity_results, record_fidelity
+    from nas.store import Fidelity
 
     (tmp_path / "db").mkdir()
     engine = make_engine(url)
@@ -94,12 +94,12 @@ def test_revision_0003_upgrades_a_0002_database_keeping_its_rows(url, tmp_path):
     assert con.execute(f"select version_num from {VERSION_TABLE}").fetchall() == [("0003",)]
     old = store.study("old")
     assert old.config == {"objectives": {"compute": "flops_ratio"}} and old.adequacy is None
-    assert [(f.trials, f.kendall_tau, f.reference) for f in fidelity_results(store, "old")] == [([0, 1], 1.0, None)]
+    assert [(f.trials, f.kendall_tau, f.reference) for f in store.fidelity_results("old")] == [([0, 1], 1.0, None)]
     made = store.create_study("new", {}, {}, "h", adequacy={"mode": "warn", "passed": False})
     assert made.adequacy == store.study("new").adequacy == {"mode": "warn", "passed": False}
     check = Fidelity([0, 1], [1.0, 2.0], [0.5, 0.7], 8.0, 4096, 1.0, "v1", old.created, {"name": "tiny-ref"})
-    record_fidelity(store, "new", check)
-    assert fidelity_results(store, "new")[0].reference == {"name": "tiny-ref"}
+    store.record_fidelity("new", check)
+    assert store.fidelity_results("new")[0].reference == {"name": "tiny-ref"}
     store.close()
 
 
@@ -107,8 +107,6 @@ def test_migrations_cover_the_models_metadata(url, tmp_path):
     """Alembic's own comparison: the migrated schema has every nas_* table and column the models declare."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
-
-    import nas.training.records  # noqa: F401  (its tables join Base.metadata)
 
     Store(url).close()
     engine = make_engine(url)

@@ -6,7 +6,7 @@ from typing import Any
 
 from nas.dashboard.data import StudyView
 from nas.dashboard.style import esc, num
-from nas.training.records import describe_proxy
+from nas.reference import describe
 
 VERDICT = {True: "PASSED", False: "FAILED", None: "not run"}
 
@@ -40,7 +40,7 @@ def fidelity_html(view: StudyView) -> str:
         return ('<p class="note" id="fidelity">No fidelity check yet: python -m nas.export study=NAME verify=true '
                 "retrains the front's top points at the reference proxy.</p>")
     tau = "undefined (all tied)" if f.kendall_tau is None else f"{f.kendall_tau:.4f}"
-    against = (f"reference proxy {describe_proxy(f.reference)}" if f.reference
+    against = (f"reference proxy {describe(f.reference)}" if f.reference
                else f"the study's proxy at {f.budget_factor:g}x its budget ({f.budget_tokens:,} tokens)")
     rows = "".join(f"<tr><td>{n}</td><td>{num(p)}</td><td>{num(r)}</td></tr>"
                    for n, p, r in zip(f.trials, f.proxy_quality, f.long_quality))

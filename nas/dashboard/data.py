@@ -59,7 +59,7 @@ class StudyView:
     trials: tuple[TrialView, ...]
     space: str = ""
     adequacy: dict[str, Any] | None = None  # nas_study.adequacy
-    fidelity: Any = None  # the latest nas.training.records.Fidelity
+    fidelity: Any = None  # the latest nas.store.Fidelity
     n_fidelity: int = 0  # fidelity checks stored
 
     @property
@@ -165,14 +165,12 @@ class StoreReader:
     def study(self, name: str) -> StudyView:
         """The study's view, trials by number."""
         self.check([name])
-        from nas.training.records import fidelity_results
-
         row = self.store.study(name)
         stored = self.store.trials(name)
         keys = stored_compute_keys(row.config or {}, (t.objectives for t in stored))
         baseline = (row.search_space or {}).get("baseline")
         trials = tuple(trial_view(t, keys, baseline) for t in stored)
-        checks = fidelity_results(self.store, name)
+        checks = self.store.fidelity_results(name)
         return StudyView(name, keys, quality_label(row.config or {}), trials,
                          str((row.search_space or {}).get("name") or ""), row.adequacy,
                          checks[-1] if checks else None, len(checks))

@@ -1,1 +1,1 @@
-"""Parts of `nas.train` (spec, loop, checkpoint) and `nas.export` (front and policies, records, proxy fidelity)."""
+"""Parts of `nas.train` (spec, loop, checkpoint) and `nas.export` (front and policies, proxy fidelity)."""

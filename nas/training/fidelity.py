@@ -11,7 +11,7 @@ from nas.objective import quality
 from nas.proxy import ProxySpec, train_proxy
 from nas.store import Store, code_version
 from nas.training.front import Point, load_points, pareto_front
-from nas.training.records import Fidelity, utc_now
+from nas.store import Fidelity, now
 
 
 def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -71,5 +71,5 @@ def verify(store: Store, study: str, top_k: int = 3, *, device: str = "auto", th
     proxy_quality = [p.quality for p in chosen]
     return Fidelity([p.number for p in chosen], proxy_quality, reference_quality,
                     reference.budget_tokens / study_budget, reference.budget_tokens,
-                    kendall_tau_b(proxy_quality, reference_quality), code_version(), utc_now(),
+                    kendall_tau_b(proxy_quality, reference_quality), code_version(), now(),
                     dataclasses.asdict(reference))

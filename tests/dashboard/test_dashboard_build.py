@@ -123,7 +123,7 @@ def test_cli_builds_pages_and_fails_cleanly(seeded, tmp_path: Path) -> None:
 def test_a_study_page_shows_the_latest_fidelity_check_and_the_adequacy_record(tmp_path: Path) -> None:
     import datetime as dt
 
-    from nas.training.records import Fidelity, record_fidelity
+    from nas.store import Fidelity
 
     url = f"sqlite:///{tmp_path / 'f.db'}"
     seed_study(url, "checked", [Seed(0, "COMPLETE", lg(8), 1.0, 0.5), Seed(1, "COMPLETE", lg(16), 0.9, 0.6)])
@@ -131,17 +131,17 @@ def test_a_study_page_shows_the_latest_fidelity_check_and_the_adequacy_record(tm
     old = Fidelity([1, 0], [0.9, 1.0], [0.8, 0.95], 4.0, 4096, 1.0, "v0", dt.datetime(2026, 1, 2, 3, 4))
     new = Fidelity([1, 0], [0.9, 1.0], [0.85, 0.8], 8.0, 65536, -1.0, "v1", dt.datetime(2026, 2, 3, 4, 5),
                    {"name": "tiny-ref", "n_layers": 8, "d_model": 64, "seq_len": 512, "budget_tokens": 65536})
-    record_fidelity(store, "checked", old)
+    store.record_fidelity("checked", old)
     build(url, ["checked"], tmp_path / "a")
     first = (tmp_path / "a" / "checked.html").read_text()
     assert "Kendall tau-b <b>1.0000</b> over the top k=2 trials" in first
     assert "the study&#x27;s proxy at 4x its budget (4,096 tokens)" in first and "2026-01-02 03:04" in first
-    record_fidelity(store, "checked", new)
+    store.record_fidelity("checked", new)
     store.close()
     build(url, ["checked"], tmp_path / "b")
     page = (tmp_path / "b" / "checked.html").read_text()
     assert 'id="fidelity"' in page and "Kendall tau-b <b>-1.0000</b> over the top k=2 trials" in page
-    assert "reference proxy tiny-ref: 8 layers x width 64, seq_len 512, 65,536 tokens" in page
+    assert "reference proxy tiny-ref: 8 layers x 64 wide, ? heads, 512 positions, 65,536 tokens" in page
     assert "2026-02-03 04:05 UTC (latest of 2)" in page
     assert 'id="adequacy"' in page and "predates it" in page  # seeded without an adequacy record
 
