@@ -29,3 +29,24 @@ def dominates_by_margin(a: Vector, b: Vector, margin: float) -> bool:
 def pareto_front(points: Sequence[Vector]) -> list[int]:
     """Indices (in input order) of the points no other point dominates; equal points all stay."""
     return [i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)]
+
+
+def hypervolume(points: Sequence[Vector], reference: Vector) -> float:
+    """Volume dominated by `points` and bounded by `reference` (all objectives minimised), by slicing.
+
+    Exact: the points are sorted on the last objective, and each slab between consecutive values is the
+    (k-1)-dimensional hypervolume of the points below it times its thickness. O(n^k): for the tens of points
+    of a study's front.
+    """
+    inside = [tuple(p) for p in points if all(x < r for x, r in zip(p, reference))]
+    if not inside:
+        return 0.0
+    if len(reference) == 1:
+        return reference[0] - min(p[0] for p in inside)
+    inside.sort(key=lambda p: p[-1])
+    total = 0.0
+    for i, p in enumerate(inside):
+        upper = inside[i + 1][-1] if i + 1 < len(inside) else reference[-1]
+        if upper > p[-1]:
+            total += (upper - p[-1]) * hypervolume([q[:-1] for q in inside[: i + 1]], reference[:-1])
+    return total

@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout holding the `nas` package (an editable install)
+
+
 def conf_dir() -> Path:
-    """The repository's conf/ folder, found next to the `nas` package (an editable install)."""
-    return Path(__file__).resolve().parents[1] / "conf"
+    """The repository's conf/ folder, found next to the `nas` package."""
+    return REPO_ROOT / "conf"
 
 
 def profile_names(group: str) -> list[str]:

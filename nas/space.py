@@ -16,9 +16,9 @@ import yaml
 from nas.knobs import SIZE_FIELDS
 from nas.model.config import ArchConfig, PrecisionConfig
 from nas.objectives import COMPUTE_KEYS, DEFAULT_COMPUTE
-from nas.profiles import profile_names
+from nas.profiles import REPO_ROOT, profile_names
 
-SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES_DIR = REPO_ROOT / "search_spaces"
 KNOBS = tuple(f.name for f in dataclasses.fields(ArchConfig) if f.name not in SIZE_FIELDS + ("precision",)) + tuple(
     f"precision.{f.name}" for f in dataclasses.fields(PrecisionConfig))
 TYPES = ("int", "float", "categorical")

@@ -13,7 +13,8 @@ from sqlalchemy import Select, inspect, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, relationship, sessionmaker
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from nas.profiles import REPO_ROOT
+
 DEFAULT_URL = f"sqlite:///{REPO_ROOT / 'trials_db' / 'nas.db'}"
 VERSION_TABLE = "nas_alembic_version"  # Optuna's own tables use `alembic_version` in the same database
 STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL")

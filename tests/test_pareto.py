@@ -50,3 +50,19 @@ def test_margin_dominance_is_strict_on_the_first_objective_and_weak_on_the_rest(
     assert dominates_by_margin((-2.1, 1.0), (-2.0, 1.0), 0.01)  # |quality| for negative objectives
     with pytest.raises(ValueError, match="different lengths"):
         dominates((1.0, 2.0), (1.0,))
+
+
+def test_hypervolume_matches_closed_forms_and_optunas() -> None:
+    import numpy as np
+    from optuna._hypervolume import compute_hypervolume  # oracle only: Optuna's own (private) implementation
+
+    from nas.pareto import hypervolume
+
+    assert hypervolume([(1.0, 1.0)], (3.0, 2.0)) == pytest.approx(2.0)  # one box: (3-1) x (2-1)
+    assert hypervolume([(1.0, 2.0), (2.0, 1.0)], (3.0, 3.0)) == pytest.approx(3.0)  # boxes 2 + 2, overlap 1
+    assert hypervolume([(4.0, 0.0)], (3.0, 3.0)) == 0.0  # outside the reference box
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 4):
+        points = rng.random((12, k))
+        ref = np.full(k, 1.1)
+        assert hypervolume(points.tolist(), ref.tolist()) == pytest.approx(compute_hypervolume(points, ref), rel=1e-9)

@@ -9,10 +9,11 @@ from pathlib import Path
 from nas.dashboard.data import DashboardError, StoreReader, StudyView, TrialView
 from nas.dashboard.pages import (BUILD_JSON, combined_digest, comparison_name, comparison_page, index_page,
                                  page_name, study_page, write_plotlyjs, write_text)
+from nas.profiles import REPO_ROOT
 
 __all__ = ["DEFAULT_OUT", "DashboardError", "StudyView", "TrialView", "build", "build_comparison"]
 
-DEFAULT_OUT = Path(__file__).resolve().parents[2] / "dashboards"
+DEFAULT_OUT = REPO_ROOT / "dashboards"
 
 
 def _prepare(store_url: str | None, names: Sequence[str], out_dir: str | Path | None) -> tuple[StoreReader, Path]:

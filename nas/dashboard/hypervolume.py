@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
-from optuna._hypervolume import compute_hypervolume
 from plotly.subplots import make_subplots
 
 from nas.dashboard.data import StudyView
 from nas.dashboard.style import esc
+from nas.pareto import hypervolume
 
 MARGIN = 0.1  # the reference point lies this fraction of each objective's range beyond the worst completed value
 
@@ -46,7 +46,7 @@ def hypervolume_history(view: StudyView) -> HypervolumeHistory:
         spent += t.tokens
         if t.state == "COMPLETE" and t.vector is not None:
             points.append(t.vector)
-        hv = compute_hypervolume(np.array(points, dtype=float), np.array(ref)) if points and ref else 0.0
+        hv = hypervolume(points, ref) if points and ref else 0.0
         numbers.append(t.number)
         tokens.append(spent)
         values.append(float(hv))

@@ -15,7 +15,7 @@ from hydra._internal.core_plugins.file_config_source import FileConfigSource
 from omegaconf import MISSING, OmegaConf
 
 from nas.space import SPACES_DIR
-from nas.store import REPO_ROOT
+from nas.profiles import REPO_ROOT
 
 GROUP = "search_space"  # the Hydra group name; its files live in the top-level folder search_spaces/
 
