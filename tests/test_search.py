@@ -559,3 +559,26 @@ def test_target_and_hardware_overrides_reach_the_cost():
     assert batch["memory_bytes"] < plain["memory_bytes"]  # a quarter of gpt_1b's 8 sequences held at once
     assert slow["step_time_s"] > plain["step_time_s"]
     assert plain["flops_ratio"] == batch["flops_ratio"]
+
+
+@pytest.mark.parametrize("error_hook_first", [True, False])
+def test_a_dead_workers_row_is_right_whichever_hook_ray_calls_first(tmp_path, error_hook_first):
+    from types import SimpleNamespace
+
+    from nas.search.tune_parts import BridgeSearcher, DriverState, StoreCallback
+
+    bridge = _bridge(tmp_path, "hooks")
+    store = Store(f"sqlite:///{tmp_path / 'b.db'}")
+    store.create_study("hooks", {}, {}, "h")
+    state = DriverState(bridge, store, "hooks", seed=0, threads=1, out=None)
+    searcher, callback = BridgeSearcher(state), StoreCallback(state)
+    searcher.suggest("t1")
+    trial = SimpleNamespace(trial_id="t1", get_error=lambda: "Traceback ...\nRayActorError: the actor died")
+    callback.on_trial_start(0, [], trial)
+    hooks = [lambda: callback.on_trial_error(0, [], trial), lambda: searcher.on_trial_complete("t1", None, True)]
+    for hook in hooks if error_hook_first else hooks[::-1]:
+        hook()
+    row = store.trials("hooks")[0]
+    assert (row.state, row.error) == ("FAIL", "RayActorError: the actor died")
+    assert bridge.study.trials[row.number].state.name == "FAIL" and state.counts["FAIL"] == 1
+    state.close()

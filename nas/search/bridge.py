@@ -213,8 +213,8 @@ class OptunaBridge:
             error = "stopped before its final rung (time_budget_s reached or the run was cut short)"
         if error is None and not s.pruned and not (quality is not None and math.isfinite(quality)):
             error = f"final quality {quality!r} is not a finite number"
-        if error is not None:
-            state, s.error = TrialState.FAIL, error
+        if error is not None:  # Ray's own error text, when its error hook ran first, is the more specific
+            state, s.error = TrialState.FAIL, s.error or error
             self.study.tell(s.trial, state=state)
             self.rungs.tell(s.rung_trial, state=state)
         elif s.pruned:

@@ -74,8 +74,12 @@ class BridgeSearcher(_Bound, Searcher):
         return {"number": s.number, "knobs": s.knobs, "seed": self.d.seed, "threads": self.d.threads}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Where the outcome is decided: tell Optuna, write the store row, print the progress line."""
         s = self.d.trials[trial_id]
-        self.d.bridge.finish(s, result, "the trial's worker raised or died (see the Ray error)" if error else None)
+        state = self.d.bridge.finish(s, result, "the trial's worker raised or died (see the Ray error)" if error
+                                     else None)
+        write_outcome(self.d, s)
+        progress(self.d, s, state, s.error)
 
 
 class PruningScheduler(_Bound, FIFOScheduler):
@@ -111,20 +115,20 @@ class StoreCallback(_Bound, Callback):
         metrics = {"quality": result["quality"], **result.get("metrics", {})}
         self.d.store.add_report(self.d.study, s.number, int(result["step"]), int(result["tokens"]), metrics)
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
-        s = self.d.trials[trial.trial_id]
-        objectives = self.d.bridge.objectives(s.compute, s.last_quality if s.state == "COMPLETE" else None)
-        self.d.store.finish_trial(self.d.study, s.number, s.state, objectives=objectives, error=s.error)
-        progress(self.d, s, s.state, s.error)
-
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        """Ray's error text for a worker that raised or died: kept for the row, whichever hook Ray calls first."""
         s = self.d.trials[trial.trial_id]
         text = trial.get_error() or "the trial's worker died"
         lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
-        s.error = lines[-1] if lines else str(text)
-        self.d.store.finish_trial(self.d.study, s.number, "FAIL", objectives=self.d.bridge.objectives(s.compute),
-                                  error=s.error)
-        progress(self.d, s, "FAIL", s.error)
+        s.error = lines[-1] if lines else str(text)  # the Searcher's tell keeps it (bridge.finish)
+        if s.state != "RUNNING":  # the outcome is already written: give its row the text
+            write_outcome(self.d, s)
+
+
+def write_outcome(d: DriverState, s: Sampled) -> None:
+    """The trial's store row from its decided outcome (an update: writing it again is harmless)."""
+    objectives = d.bridge.objectives(s.compute, s.last_quality if s.state == "COMPLETE" else None)
+    d.store.finish_trial(d.study, s.number, s.state, objectives=objectives, error=s.error)
 
 
 def record_infeasible(d: DriverState):
