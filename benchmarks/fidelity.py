@@ -2,7 +2,7 @@
 
     python benchmarks/fidelity.py --space sparse_attn --workers 2     # one space (the recorded runs)
     python benchmarks/fidelity.py                                      # report every space (trains nothing)
-    python benchmarks/fidelity.py --space sparse_attn --min-context 16 # the same against context-growing rungs
+    python benchmarks/fidelity.py --space sparse_attn --min-context 32 # the same against context-growing rungs
     python benchmarks/fidelity.py --quick                              # smoke run of the machinery (tiny budgets)
 
 For each space (sparse_attn, head_grouping, sharing, precision), every configuration of a fixed panel spanning
