@@ -110,13 +110,14 @@ def train_one(key: str, role: str, proxy: dict[str, Any], task: dict[str, Any], 
 
 
 def space_proxy(space: str, base: Any) -> Any:
-    """The space's default proxy (its defaults list, else tiny), with the budget and evaluation of `base`."""
+    """The space's default proxy (its defaults list, else tiny) with the steps, rungs, evaluation and context
+    growth of `base` (the shipped proxies already share them; --quick shrinks them)."""
     from nas.proxy import load_proxy
     from nas.space import default_choice
 
     proxy = replace(load_proxy(default_choice(space, "proxy") or "tiny"), min_context=base.min_context)
     return replace(proxy, budget_tokens=base.budget_tokens * proxy.tokens_per_step // base.tokens_per_step,
-                   rungs=base.rungs, eval_batches=base.eval_batches) if base.name == "quick" else proxy
+                   rungs=base.rungs, eval_batches=base.eval_batches)
 
 
 def top_k_agreement(a: list[float], b: list[float], k: int = 3) -> float:
@@ -211,7 +212,7 @@ def main() -> None:
     proxy = replace(load_proxy("tiny"), min_context=args.min_context)
     runs_path = RUNS
     if args.quick:
-        proxy = replace(proxy, name="quick", budget_tokens=8 * proxy.tokens_per_step, rungs=1, eval_batches=1)
+        proxy = replace(proxy, budget_tokens=8 * proxy.tokens_per_step, rungs=1, eval_batches=1)
         runs_path = Path(os.environ.get("TMPDIR", "/tmp")) / "nas-fidelity-quick.jsonl"
         runs_path.unlink(missing_ok=True)
     runs_path.parent.mkdir(parents=True, exist_ok=True)

@@ -162,12 +162,15 @@ def _run(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], total_ste
         gen = torch.Generator().manual_seed(seed)
         val_set = data[proxy.seq_len].val_set(proxy.eval_batches, proxy.batch_size)  # always the full context
         rungs = rung_steps(total_steps, proxy.rungs, proxy.rung_base)
+        contexts = [proxy.context_at(k + proxy.rungs - len(rungs), proxy.rungs) for k in range(len(rungs))]
+        phase = 0  # rung phase of the current step: it trains at contexts[phase] positions
         adaptive = AdaptivePrecision.from_config(cfg.precision) if cfg.precision.ffn == "adaptive" else None
         start, loss_sum, loss_count = time.perf_counter(), 0.0, 0
         for step in range(1, total_steps + 1):
             lr = lr_at(step, proxy.lr, proxy.warmup_steps, total_steps, proxy.min_lr_ratio)
             set_lr(optimizer, lr)
-            context = proxy.context_at(sum(step > r for r in rungs) + proxy.rungs - len(rungs), proxy.rungs)
+            phase += step > rungs[phase]
+            context = contexts[phase]
             batch = batch_to(data[context].batch(proxy.batch_size * proxy.seq_len // context, gen), device)
             logits, _ = model(batch.x)
             loss = train_loss(logits, batch)
