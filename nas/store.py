@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event
 from sqlalchemy import Select, inspect, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, relationship, sessionmaker
 
 from nas.profiles import REPO_ROOT
@@ -214,16 +216,27 @@ def tune_sqlite(engine: Engine) -> None:
     engine.dispose()  # connections opened before this hook get the pragmas when reopened
 
 
-def upgrade_schema(engine: Engine, revision: str = "head") -> None:
-    """Bring the nas_* tables to an Alembic revision shipped in nas/migrations (default: the newest)."""
+def upgrade_schema(engine: Engine, revision: str = "head", attempts: int = 3) -> None:
+    """Bring the nas_* tables to an Alembic revision shipped in nas/migrations (default: the newest).
+
+    Two drivers opening a new database at once both try to create the tables; the loser's transaction fails
+    and is retried, when it finds them made.
+    """
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 class Store:
@@ -266,14 +279,18 @@ class Store:
             return [_study(r) for r in s.scalars(self._select_studies().order_by(StudyRow.created))]
 
     def create_study(self, name: str, config: dict, search_space: dict, space_hash: str, *,
-                     adequacy: dict | None = None) -> Study:
-        """Insert a new study row (with its proxy adequacy check, when one ran)."""
-        with self._session.begin() as s:
-            row = StudyRow(name=name, config=config, search_space=search_space, space_hash=space_hash,
-                           code_version=code_version(), adequacy=adequacy)
-            s.add(row)
-            s.flush()
-            return _study(row)
+                     adequacy: dict | None = None) -> Study | None:
+        """Insert a new study row (with its proxy adequacy check, when one ran); None when a study of that name
+        exists already (another process may have created it a moment ago)."""
+        try:
+            with self._session.begin() as s:
+                row = StudyRow(name=name, config=config, search_space=search_space, space_hash=space_hash,
+                               code_version=code_version(), adequacy=adequacy)
+                s.add(row)
+                s.flush()
+                return _study(row)
+        except IntegrityError:
+            return None
 
     # ---- trials ------------------------------------------------------------------------
     def start_trial(self, study: str, number: int, params: dict, arch: dict, *, target_arch: dict | None = None,
@@ -300,15 +317,17 @@ class Store:
             row.finished = now()
             row.duration_s = (row.finished - row.started).total_seconds()
 
-    def mark_interrupted(self, study: str, reason: str) -> list[int]:
-        """Mark the study's RUNNING trials as FAIL with `reason`; returns their numbers."""
+    def mark_interrupted(self, study: str, reason: str, numbers: list[int] | None = None) -> list[int]:
+        """Mark the study's RUNNING trials (those of `numbers` only, when given) as FAIL with `reason`; returns
+        the numbers marked."""
         with self._session.begin() as s:
             sid = self._study_id(s, study)
-            numbers = list(s.scalars(select(TrialRow.number).where(TrialRow.study_id == sid,
-                                                                    TrialRow.state == "RUNNING")))
-            s.execute(update(TrialRow).where(TrialRow.study_id == sid, TrialRow.state == "RUNNING")
-                      .values(state="FAIL", error=reason, finished=now()))
-            return numbers
+            which = [TrialRow.study_id == sid, TrialRow.state == "RUNNING"]
+            if numbers is not None:
+                which.append(TrialRow.number.in_(numbers))
+            marked = list(s.scalars(select(TrialRow.number).where(*which)))
+            s.execute(update(TrialRow).where(*which).values(state="FAIL", error=reason, finished=now()))
+            return marked
 
     def trials(self, study: str, states: tuple[str, ...] | None = None) -> list[Trial]:
         """The study's trials (optionally only those in `states`) with their reports, by number."""

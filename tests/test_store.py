@@ -28,7 +28,8 @@ def test_migrations_create_versioned_tables_beside_optuna(url, tmp_path):
     assert optuna.load_study(study_name="s", storage=url).study_name == "s"
 
 
-def test_round_trip_of_study_trials_and_reports(url):
+def test_round_trip_of_study_trials_and_reports(store_url):
+    url = store_url
     store = Store(url)
     made = store.create_study("st", {"n_trials": 3}, {"name": "sp"}, "abc")
     assert store.study("st") == made and store.study("nope") is None
@@ -52,19 +53,34 @@ def test_round_trip_of_study_trials_and_reports(url):
     assert [t.number for t in again.trials("st", states=("RUNNING",))] == [1]
 
 
-def test_interrupted_trials_become_fail_with_the_reason(url):
-    store = Store(url)
+def test_interrupted_trials_become_fail_with_the_reason(store_url):
+    store = Store(store_url)
     store.create_study("st", {}, {}, "h")
     for n in range(3):
         store.start_trial("st", n, {}, {})
     store.finish_trial("st", 0, "PRUNED")
-    assert store.mark_interrupted("st", "interrupted: test") == [1, 2]
+    store.start_trial("st", 3, {}, {})
+    assert store.mark_interrupted("st", "interrupted: test", [2, 0]) == [2]  # only RUNNING ones of those asked
+    assert store.mark_interrupted("st", "interrupted: test") == [1, 3]
     states = [(t.state, t.error) for t in store.trials("st")]
-    assert states == [("PRUNED", None), ("FAIL", "interrupted: test"), ("FAIL", "interrupted: test")]
+    assert states == [("PRUNED", None)] + [("FAIL", "interrupted: test")] * 3
+    store.close()
 
 
-def test_bad_writes_name_what_is_wrong(url):
-    store = Store(url)
+def test_creating_a_study_twice_at_once_keeps_one_and_raises_nothing(store_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    stores = [Store(store_url) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:  # four drivers creating the same study at the same moment
+        made = list(pool.map(lambda s: s.create_study("race", {"n": 1}, {}, "h"), stores))
+    assert sum(m is not None for m in made) == 1
+    assert [s.name for s in stores[0].studies()] == ["race"]
+    for s in stores:
+        s.close()
+
+
+def test_bad_writes_name_what_is_wrong(store_url):
+    store = Store(store_url)
     store.create_study("st", {}, {}, "h")
     with pytest.raises(ValueError, match="study='other' not found"):
         store.start_trial("other", 0, {}, {})

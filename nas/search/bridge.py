@@ -8,14 +8,19 @@ twin as a user attr (a list) for ParetoPruner.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
+import os
+import socket
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
@@ -29,6 +34,9 @@ RUNG_SUFFIX = ".rungs"
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
 PRUNERS = ("pareto", "median", "successive_halving", "hyperband", "none")
 INTERRUPTED = "interrupted: the search driver stopped before this trial finished; its configuration is re-run"
+DRIVER_ATTR = "driver"  # {"host", "pid"} of the driver that asked a trial: a dead local driver is seen at once
+DUPLICATE_ATTR = "duplicate_of"  # a configuration already trained: answered from that trial, never trained again
+RECLAIMED = "RECLAIMED"  # the outcome of a trial another driver declared dead (its configuration is re-run there)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -74,13 +82,52 @@ def make_pruner(conf: PrunerConf) -> optuna.pruners.BasePruner:
     raise ValueError(f"pruner.name={conf.name!r} is invalid: expected one of {', '.join(PRUNERS)}")
 
 
-def make_storage(url: str) -> RDBStorage:
-    """Optuna's RDB storage on the store's database."""
-    if not url.startswith("sqlite"):
-        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    tune_sqlite(storage.engine)
+def make_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 attempts: int = 3) -> RDBStorage:
+    """Optuna's RDB storage on the store's database; with a heartbeat, a trial whose driver stopped beating for
+    `grace_period` seconds is stale (Optuna's heartbeat mechanism). Drivers opening a new database at once race
+    to create Optuna's tables: the loser retries and finds them made."""
+    beat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeat arguments are marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = RDBStorage(url, engine_kwargs=engine_kwargs, **beat)
+            break
+        except sqlalchemy.exc.DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    if url.startswith("sqlite"):
+        tune_sqlite(storage.engine)
     return storage
+
+
+def this_driver() -> dict[str, Any]:
+    """The identity a driver stamps on the trials it asks."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _dead_here(driver: dict[str, Any] | None) -> bool:
+    """Whether `driver` ran on this host and its process is gone."""
+    if not driver or driver.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(driver["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+class SpaceExhausted(Exception):
+    """The sampler keeps proposing configurations that are already trained or being trained."""
 
 
 @dataclass
@@ -101,6 +148,7 @@ class Sampled:
     state: str = "RUNNING"
     last_quality: float | None = None
     error: str | None = None
+    reclaimed: bool = False  # another driver declared this trial dead: its outcome is not ours to tell
 
 
 Evaluator = Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]
@@ -115,6 +163,7 @@ class OptunaBridge:
                  check: Callable[[dict[str, Any]], str | None]) -> None:
         self.name, self.spec, self.compute_keys = name, spec, tuple(compute_keys)
         self.evaluate, self.check = evaluate, check
+        self.storage, self.driver = storage, this_driver()
         metrics = names(self.compute_keys)
         self.study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
                                          directions=["minimize"] * len(metrics), load_if_exists=True)
@@ -130,27 +179,68 @@ class OptunaBridge:
 
     # ---- study lifecycle -----------------------------------------------------------------
     def enqueue_baseline(self) -> None:
-        """Queue the dense baseline so it is the first trial asked."""
-        self.study.enqueue_trial(dict(self.spec.baseline), user_attrs={"baseline": True})
+        """Queue the dense baseline so it is the first trial asked (once, whichever driver created the study)."""
+        self.study.enqueue_trial(dict(self.spec.baseline), user_attrs={"baseline": True}, skip_if_exists=True)
 
-    def recover(self) -> list[int]:
-        """Fail the trials a killed driver left RUNNING and queue their configurations again; their numbers."""
+    def reclaim(self, on_reclaimed: Callable[[int], None], *, at_start: bool = False) -> list[int]:
+        """Fail the trials whose driver is gone and queue their configurations again; their numbers.
+
+        Gone: its heartbeat is older than the storage's grace period (Optuna's `fail_stale_trials`, any host), or
+        it ran on this host and its process is dead. `at_start` also takes RUNNING trials that never beat (left by
+        a driver from before heartbeats) once they are older than the grace period. Another driver's live trials
+        are never touched; a trial two drivers reclaim at once is failed (and re-queued) by one of them only.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            stale = set(self.storage._get_stale_trial_ids(self.study._study_id))
+        grace = self.storage.grace_period or 2 * (self.storage.heartbeat_interval or 0)
+        now = _now_local()
         numbers = []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self.study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-            self.study.tell(t.number, state=TrialState.FAIL)
+            driver = t.user_attrs.get(DRIVER_ATTR)
+            unbeaten = at_start and driver is None and t.datetime_start is not None and \
+                (now - t.datetime_start).total_seconds() > grace
+            if t._trial_id not in stale and not _dead_here(driver) and not unbeaten:
+                continue
+            try:
+                if not self.storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:  # another driver got there first
+                continue
             self.study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number,
                                                            "baseline": t.user_attrs.get("baseline", False)})
+            for r in self.rungs.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if r.user_attrs.get("number") == t.number:
+                    _fail_quietly(self.storage, r._trial_id)
             numbers.append(t.number)
-        for t in self.rungs.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self.rungs.tell(t.number, state=TrialState.FAIL)
+            on_reclaimed(t.number)
         return numbers
+
+    def beat(self, live: Iterable["Sampled"]) -> None:
+        """Record a heartbeat for this driver's live trials."""
+        for s in live:
+            self._beat(s.trial._trial_id)
+
+    def _beat(self, trial_id: int) -> None:
+        if self.storage.heartbeat_interval is not None:
+            self.storage.record_heartbeat(trial_id)
+
+    def n_running(self) -> int:
+        """Trials running now, in any driver."""
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     def n_done(self) -> int:
         """Trials that count against n_trials: finished ones, not interrupted, not rejected by constraints."""
         finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        interrupted = self.interrupted()
         return sum(1 for t in self.study.get_trials(deepcopy=False, states=finished)
-                   if not t.user_attrs.get("interrupted") and "infeasible" not in t.user_attrs)
+                   if t.number not in interrupted and "infeasible" not in t.user_attrs
+                   and DUPLICATE_ATTR not in t.user_attrs)
+
+    def interrupted(self) -> set[int]:
+        """Numbers of the trials whose driver stopped before they finished: those queued again as a re-run."""
+        return {t.user_attrs["rerun_of"] for t in self.study.get_trials(deepcopy=False)
+                if t.user_attrs.get("rerun_of") is not None}
 
     def front(self) -> list[optuna.trial.FrozenTrial]:
         """The Pareto front of completed trials over all objectives (Optuna's own computation), by compute.
@@ -168,16 +258,23 @@ class OptunaBridge:
 
     # ---- per trial -----------------------------------------------------------------------
     def ask(self, on_infeasible: Callable[[Sampled, str], None], max_tries: int = 1000) -> Sampled:
-        """The next feasible configuration (the baseline and re-runs come first from Optuna's queue)."""
+        """The next feasible configuration not trained before (the baseline and re-runs come first from Optuna's
+        queue). A configuration already trained (or being trained) is told its known outcome and not counted."""
+        duplicates = 0
         for _ in range(max_tries):
-            trial = self.study.ask()
+            trial = _ask(self.study)
+            trial.set_user_attr(DRIVER_ATTR, self.driver)
+            self._beat(trial._trial_id)
             params = self.spec.suggest(trial)
+            if self._answer_duplicate(trial, params):
+                duplicates += 1
+                continue
             knobs = self.spec.knobs(params)
             arch, target_arch, cost = self.evaluate(knobs)
             compute = tuple(float(cost[k]) for k in self.compute_keys)
             trial.set_user_attr(COMPUTE_ATTR, list(compute))
             trial.set_user_attr("cost", cost)
-            rung_trial = self.rungs.ask()
+            rung_trial = _ask(self.rungs)
             rung_trial.set_user_attr(COMPUTE_ATTR, list(compute))
             rung_trial.set_user_attr("number", trial.number)
             s = Sampled(trial.number, params, knobs, arch, target_arch, cost, compute,
@@ -189,7 +286,33 @@ class OptunaBridge:
             self.study.tell(trial, state=TrialState.PRUNED)
             self.rungs.tell(rung_trial, state=TrialState.PRUNED)
             on_infeasible(s, reason)
-        raise ValueError(f"constraints rejected {max_tries} configurations in a row: relax constraints.*")
+        if duplicates == max_tries:
+            raise SpaceExhausted(f"the sampler proposed {max_tries} configurations in a row that are already "
+                                 "trained: the space is exhausted")
+        raise ValueError(f"constraints rejected {max_tries - duplicates} configurations (and {duplicates} were "
+                         "already trained) in a row: relax constraints.*")
+
+    def _answer_duplicate(self, trial: optuna.Trial, params: dict[str, Any]) -> bool:
+        """Tell `trial` the outcome of an earlier trial of the same configuration (same seed: same result); True
+        when there was one. A configuration still running elsewhere is told FAIL (the sampler asks again)."""
+        if trial.user_attrs.get("rerun_of") is not None:
+            return False
+        key = _key(params)
+        done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        for t in self.study.get_trials(deepcopy=False, states=done):
+            if t.number == trial.number or DUPLICATE_ATTR in t.user_attrs or "infeasible" in t.user_attrs \
+                    or _key(t.params) != key:
+                continue
+            trial.set_user_attr(DUPLICATE_ATTR, t.number)
+            for name, value in t.user_attrs.items():
+                if name in (COMPUTE_ATTR, "cost"):
+                    trial.set_user_attr(name, value)
+            if t.state == TrialState.COMPLETE:
+                self.study.tell(trial, t.values)
+            else:
+                self.study.tell(trial, state=TrialState.PRUNED if t.state == TrialState.PRUNED else TrialState.FAIL)
+            return True
+        return False
 
     def report(self, s: Sampled, step: int, quality: float) -> bool:
         """Record the quality at a rung on the rung study; True when its pruner stops the trial here.
@@ -199,7 +322,11 @@ class OptunaBridge:
         s.last_quality = quality
         if not math.isfinite(quality):
             return False
-        s.rung_trial.report(quality, step)
+        try:
+            s.rung_trial.report(quality, step)
+        except optuna.exceptions.UpdateFinishedTrialError:  # reclaimed by another driver: stop training it
+            s.reclaimed = True
+            return True
         s.pruned = s.rung_trial.should_prune()
         return s.pruned
 
@@ -213,10 +340,20 @@ class OptunaBridge:
             error = "stopped before its final rung (time_budget_s reached or the run was cut short)"
         if error is None and not s.pruned and not (quality is not None and math.isfinite(quality)):
             error = f"final quality {quality!r} is not a finite number"
+        try:
+            state = self._tell(s, quality, error)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another driver declared it dead and re-queued it
+            s.reclaimed = True
+        s.state = RECLAIMED if s.reclaimed else state.name
+        return s.state
+
+    def _tell(self, s: Sampled, quality: float | None, error: str | None) -> TrialState:
+        if s.reclaimed:
+            raise optuna.exceptions.UpdateFinishedTrialError("reclaimed")
         if error is not None:  # Ray's own error text, when its error hook ran first, is the more specific
             state, s.error = TrialState.FAIL, s.error or error
             self.study.tell(s.trial, state=state)
-            self.rungs.tell(s.rung_trial, state=state)
+            _fail_quietly(self.storage, s.rung_trial._trial_id)
         elif s.pruned:
             state = TrialState.PRUNED
             self.study.tell(s.trial, state=state)
@@ -225,5 +362,24 @@ class OptunaBridge:
             state, s.last_quality = TrialState.COMPLETE, quality
             self.study.tell(s.trial, [quality, *s.compute])
             self.rungs.tell(s.rung_trial, quality)
-        s.state = state.name
-        return s.state
+        return state
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    """study.ask(), without Optuna's warning that heartbeats are meant for Study.optimize (the driver beats)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return study.ask()
+
+
+def _fail_quietly(storage: RDBStorage, trial_id: int) -> None:
+    """Set a trial FAIL unless it already finished."""
+    try:
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+
+
+def _now_local() -> "dt.datetime":
+    """Now, naive, in the clock Optuna stamps datetime_start with (local time)."""
+    return dt.datetime.now()

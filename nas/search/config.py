@@ -62,6 +62,8 @@ class StoreConf:
     """The SQL store (conf/store/*.yaml); the Optuna study lives in the same database."""
 
     url: Optional[str] = None  # SQLAlchemy URL; None = sqlite:///<repo>/trials_db/nas.db
+    heartbeat_interval: int = 10  # seconds between a driver's heartbeats on its running trials
+    grace_period: int = 60  # a trial whose driver has not beaten for this long is re-run by another driver
 
 
 @dataclass

@@ -68,7 +68,9 @@ def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setu
     plain = OmegaConf.to_container(node, resolve=True)
     conf = OmegaConf.to_object(node)
     for key, value, low in (("n_trials", conf.n_trials, 1), ("ray.max_concurrent", conf.ray.max_concurrent, 1),
-                            ("ray.cpus_per_trial", conf.ray.cpus_per_trial, 1)):
+                            ("ray.cpus_per_trial", conf.ray.cpus_per_trial, 1),
+                            ("store.heartbeat_interval", conf.store.heartbeat_interval, 1),
+                            ("store.grace_period", conf.store.grace_period, conf.store.heartbeat_interval + 1)):
         if value < low:
             raise SearchError(f"{key}={value!r} is invalid: expected an integer >= {low}")
     if conf.ray.gpus_per_trial < 0:
@@ -119,12 +121,17 @@ def _checker(setup: Setup):
     return check
 
 
-def _reconcile(store: Store, bridge: OptunaBridge, study: str, rerun: list[int]) -> None:
-    """After a killed driver: store rows left RUNNING take Optuna's outcome if it was told, else are interrupted."""
+def _reconcile(store: Store, bridge: OptunaBridge, study: str) -> None:
+    """Store rows left RUNNING by a killed driver take Optuna's outcome when it was told (killed between Optuna's
+    tell and the store's write); rows of trials still running in Optuna are another driver's, or reclaimed later."""
+    interrupted = bridge.interrupted()
     for t in store.trials(study, states=("RUNNING",)):
-        if t.number in rerun:
-            continue
         told = bridge.study.trials[t.number]
+        if told.state.name == "RUNNING":
+            continue
+        if t.number in interrupted:
+            store.mark_interrupted(study, INTERRUPTED, [t.number])
+            continue
         if told.values is not None:
             objectives = bridge.objectives(tuple(told.values[1:]), told.values[0])
         elif COMPUTE_ATTR in told.user_attrs:
@@ -132,7 +139,17 @@ def _reconcile(store: Store, bridge: OptunaBridge, study: str, rerun: list[int])
         else:
             objectives = None
         store.finish_trial(study, t.number, told.state.name, objectives=objectives)
-    store.mark_interrupted(study, INTERRUPTED)
+
+
+def sampler_seed(seed: int, first_driver: bool, n_existing: int) -> int:
+    """The sampler's seed: `seed` for the driver that creates the study (reproducible); otherwise a stream of its
+    own (a resumed or joining driver must not replay the first driver's samples), from seed, the trials so far
+    and this process."""
+    if first_driver:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, n_existing, os.getpid()]).generate_state(1)[0])
 
 
 def check_adequacy(setup: Setup, out: TextIO | None) -> dict[str, Any]:
@@ -184,37 +201,11 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
     setup = validate(cfg, space_source)
     conf, spec = setup.conf, setup.spec
     store = Store(setup.url)
-    existing = store.study(conf.study)
-    if existing is not None and existing.space_hash != spec.digest():
+    try:
+        bridge = _open_study(store, setup, out)
+    except BaseException:
         store.close()
-        raise SearchError(f"study={conf.study!r} already exists in {setup.url} with a different search space "
-                          f"({existing.search_space.get('name')}); resume it with that space or choose another "
-                          "study=NAME")
-    changed = [k for k in FIXED_PER_STUDY
-               if existing is not None and _fixed(existing.config, k) != _fixed(setup.plain, k)]
-    if changed:
-        store.close()
-        raise SearchError(f"study={conf.study!r} already exists in {setup.url} with a different {changed[0]} "
-                          f"({existing.config.get(changed[0])!r}); results would not be comparable: resume it with "
-                          "the same settings or choose another study=NAME")
-    adequacy = None
-    if existing is None:  # a new study: can the proxy resolve the knobs? (before Optuna or the store write)
-        try:
-            adequacy = check_adequacy(setup, out)
-        except BaseException:
-            store.close()
-            raise
-    bridge = OptunaBridge(make_storage(setup.url), conf.study, spec, make_sampler(conf.sampler, conf.seed, spec),
-                          make_pruner(conf.pruner), setup.compute_keys, _evaluator(setup), _checker(setup))
-    if existing is None:
-        store.create_study(conf.study, setup.plain, spec.to_dict(), spec.digest(), adequacy=adequacy)
-        bridge.enqueue_baseline()
-    else:
-        rerun = bridge.recover()
-        _reconcile(store, bridge, conf.study, rerun)
-        if out is not None:
-            print(f"resuming study {conf.study!r}: {bridge.n_done()} trials kept"
-                  + (f", re-running interrupted trials {rerun}" if rerun else ""), file=out, flush=True)
+        raise
     remaining = conf.n_trials - bridge.n_done()
     counts: Counter = Counter({"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "infeasible": 0})
     if remaining > 0:
@@ -222,12 +213,13 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
             os.environ.setdefault(key, value)
         started_ray = _ray_init(conf)
         state = DriverState(bridge, store, conf.study, conf.seed, conf.ray.cpus_per_trial,
-                            out if conf.progress else None)
+                            out if conf.progress else None, n_trials=conf.n_trials)
         counts = state.counts
         runner = trial_runner or ProxyRunner(setup.proxy, setup.task, conf.budget_tokens, conf.device)
         resources = {"cpu": conf.ray.cpus_per_trial, "gpu": conf.ray.gpus_per_trial}
         if out is not None:
-            print(f"study {conf.study!r}: {remaining} trials to run, {conf.ray.max_concurrent} at a time "
+            print(f"study {conf.study!r}: {remaining} of {conf.n_trials} trials to run (with any other driver on it), "
+                  f"{conf.ray.max_concurrent} at a time "
                   f"({conf.sampler.name} sampler, {conf.pruner.name} pruner, store {setup.url})", file=out, flush=True)
         try:
             with tempfile.TemporaryDirectory(prefix="nas-ray-") as tmp:
@@ -235,7 +227,7 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
                     tune.with_resources(tune.with_parameters(trainable, runner=runner), resources),
                     tune_config=tune.TuneConfig(
                         search_alg=ConcurrencyLimiter(BridgeSearcher(state), max_concurrent=conf.ray.max_concurrent),
-                        scheduler=PruningScheduler(state), num_samples=remaining, reuse_actors=True,
+                        scheduler=PruningScheduler(state), num_samples=-1, reuse_actors=True,  # the searcher ends it
                         time_budget_s=conf.time_budget_s),
                     run_config=tune.RunConfig(
                         name=conf.study, storage_path=conf.ray.storage_path or tmp, callbacks=[StoreCallback(state)],
@@ -254,6 +246,65 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
     if out is not None:
         _summary(result, setup.compute_keys, out, conf.dashboard)
     return result
+
+
+def _open_study(store: Store, setup: Setup, out: TextIO | None) -> OptunaBridge:
+    """Create the study (after its adequacy check), or join / resume it: the Optuna bridge to search it with.
+
+    Creating is idempotent under races: a driver that loses the race joins the winner's study if its settings
+    match. Only the creator queues the dense baseline and seeds its sampler with `seed`.
+    """
+    conf, spec = setup.conf, setup.spec
+    existing = store.study(conf.study)
+    _check_resumable(existing, setup)
+    created = False
+    if existing is None:  # a new study: can the proxy resolve the knobs? (before Optuna or the store write)
+        adequacy = check_adequacy(setup, out)
+        created = store.create_study(conf.study, setup.plain, spec.to_dict(), spec.digest(),
+                                     adequacy=adequacy) is not None
+        if not created:  # another driver created it a moment ago
+            _check_resumable(store.study(conf.study), setup)
+    storage = make_storage(setup.url, conf.store.heartbeat_interval, conf.store.grace_period)
+    seed = sampler_seed(conf.seed, created, optuna_trials(storage, conf.study))
+    bridge = OptunaBridge(storage, conf.study, spec, make_sampler(conf.sampler, seed, spec),
+                          make_pruner(conf.pruner), setup.compute_keys, _evaluator(setup), _checker(setup))
+    if created:
+        bridge.enqueue_baseline()
+        return bridge
+    _reconcile(store, bridge, conf.study)
+    rerun = bridge.reclaim(lambda n: store.mark_interrupted(conf.study, INTERRUPTED, [n]), at_start=True)
+    if out is not None:
+        running = bridge.n_running()
+        print(f"resuming study {conf.study!r}: {bridge.n_done()} trials kept"
+              + (f", re-running interrupted trials {rerun}" if rerun else "")
+              + (f", {running} running in other drivers" if running else ""), file=out, flush=True)
+    return bridge
+
+
+def _check_resumable(existing: Any, setup: Setup) -> None:
+    """SearchError when the stored study `existing` (None: a new one) was searched with other settings."""
+    conf, spec = setup.conf, setup.spec
+    if existing is None:
+        return
+    if existing.space_hash != spec.digest():
+        raise SearchError(f"study={conf.study!r} already exists in {setup.url} with a different search space "
+                          f"({existing.search_space.get('name')}); resume it with that space or choose another "
+                          "study=NAME")
+    changed = [k for k in FIXED_PER_STUDY if _fixed(existing.config, k) != _fixed(setup.plain, k)]
+    if changed:
+        raise SearchError(f"study={conf.study!r} already exists in {setup.url} with a different {changed[0]} "
+                          f"({existing.config.get(changed[0])!r}); results would not be comparable: resume it with "
+                          "the same settings or choose another study=NAME")
+
+
+def optuna_trials(storage: Any, name: str) -> int:
+    """How many trials the Optuna study `name` holds (0 when it does not exist yet)."""
+    import optuna
+
+    try:
+        return len(optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False))
+    except KeyError:
+        return 0
 
 
 def _fixed(config: dict[str, Any], key: str) -> Any:

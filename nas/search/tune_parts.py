@@ -6,6 +6,7 @@ experiment snapshot (never restored here: the store is the record), so these obj
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import Counter
@@ -17,7 +18,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from nas.search.bridge import OptunaBridge, Sampled
+from nas.search.bridge import INTERRUPTED, RECLAIMED, OptunaBridge, Sampled, SpaceExhausted
 from nas.store import Store
 
 _DRIVERS: dict[str, "DriverState"] = {}
@@ -36,15 +37,46 @@ class DriverState:
     trials: dict[str, Sampled] = field(default_factory=dict)
     counts: Counter = field(default_factory=lambda: Counter({"COMPLETE": 0, "PRUNED": 0, "FAIL": 0,
                                                              "infeasible": 0}))
+    n_trials: int = 0  # the study's total, across every driver working on it
     t0: float = field(default_factory=time.perf_counter)
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _waiting_since: float | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         _DRIVERS[self.key] = self
+        interval = self.bridge.storage.heartbeat_interval
+        if interval is not None:
+            threading.Thread(target=self._heartbeats, args=(interval,), daemon=True, name="nas-heartbeat").start()
+
+    def _heartbeats(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.bridge.beat([s for s in list(self.trials.values()) if s.state == "RUNNING"])
 
     def close(self) -> None:
-        """Forget this run's live objects."""
+        """Stop the heartbeat and forget this run's live objects."""
+        self._stop.set()
         _DRIVERS.pop(self.key, None)
+
+    def next_step(self) -> str:
+        """"ask" a new trial, "wait" (the study's total is running elsewhere or here) or "done".
+
+        Reclaims trials whose driver died first, so their configurations are re-run here. While waiting, the
+        study is looked at once a second at most.
+        """
+        now = time.perf_counter()
+        if self._waiting_since is not None and now - self._waiting_since < 1.0:
+            return "wait"
+        self.bridge.reclaim(lambda number: interrupt_row(self, number))
+        done, running = self.bridge.n_done(), self.bridge.n_running()
+        if done >= self.n_trials:
+            self._waiting_since = None
+            return "done"
+        if done + running < self.n_trials:
+            self._waiting_since = None
+            return "ask"
+        self._waiting_since = now
+        return "wait"
 
 
 class _Bound:
@@ -68,8 +100,16 @@ class BridgeSearcher(_Bound, Searcher):
         super().__init__()
         self._bind(state)
 
-    def suggest(self, trial_id: str) -> dict[str, Any]:
-        s = self.d.bridge.ask(record_infeasible(self.d))
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        step = self.d.next_step()
+        if step != "ask":
+            return Searcher.FINISHED if step == "done" else None
+        try:
+            s = self.d.bridge.ask(record_infeasible(self.d))
+        except SpaceExhausted as err:
+            if self.d.out is not None:
+                print(f"search ends: {err}", file=self.d.out, flush=True)
+            return Searcher.FINISHED
         self.d.trials[trial_id] = s
         return {"number": s.number, "knobs": s.knobs, "seed": self.d.seed, "threads": self.d.threads}
 
@@ -127,8 +167,18 @@ class StoreCallback(_Bound, Callback):
 
 def write_outcome(d: DriverState, s: Sampled) -> None:
     """The trial's store row from its decided outcome (an update: writing it again is harmless)."""
+    if s.state == RECLAIMED:  # the driver that reclaimed it wrote the row
+        return
     objectives = d.bridge.objectives(s.compute, s.last_quality if s.state == "COMPLETE" else None)
     d.store.finish_trial(d.study, s.number, s.state, objectives=objectives, error=s.error)
+
+
+def interrupt_row(d: DriverState, number: int) -> None:
+    """A reclaimed trial's store row (when its driver got to write one) becomes FAIL, interrupted."""
+    d.store.mark_interrupted(d.study, INTERRUPTED, [number])
+    if d.out is not None:
+        print(f"[{time.perf_counter() - d.t0:7.1f}s] trial {number:3d} its driver stopped: re-running its "
+              "configuration", file=d.out, flush=True)
 
 
 def record_infeasible(d: DriverState):

@@ -1,0 +1,144 @@
+"""Many drivers, one study: heartbeats, reclaiming a dead driver's trials, no duplicate training, races."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas.model.config import ArchConfig
+from nas.search.bridge import DRIVER_ATTR, DUPLICATE_ATTR, INTERRUPTED, OptunaBridge, make_pruner, make_sampler, \
+    make_storage
+from nas.search.config import PrunerConf, SamplerConf
+from nas.search.driver import sampler_seed
+from nas.space import load, path_of
+from nas.store import Store
+from test_search import dead_pid
+
+NONE = lambda *a: None  # noqa: E731
+
+
+def _bridge(url: str, name: str = "md", seed: int = 0, beat: tuple[int, int] | None = (1, 2)) -> OptunaBridge:
+    spec = load(path_of("sparse_attn"), ArchConfig(seq_len=128, n_layers=2, d_model=64, n_heads=4))
+    evaluate = lambda knobs: ({}, {}, {"flops_ratio": knobs.get("window", 32) / 32})  # noqa: E731
+    return OptunaBridge(make_storage(url, *(beat or (None, None))), name, spec,
+                        make_sampler(SamplerConf(name="random"), seed, spec), make_pruner(PrunerConf(name="none")),
+                        ("flops_ratio",), evaluate, lambda cost: None)
+
+
+def _as_driver(bridge: OptunaBridge, trial, **driver) -> None:
+    """Stamp a trial as asked by another driver."""
+    bridge.storage.set_trial_user_attr(trial._trial_id, DRIVER_ATTR, driver)
+
+
+def test_a_live_drivers_trials_are_kept_and_a_dead_ones_rerun_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    first, second, third = _bridge(url), _bridge(url), _bridge(url)
+    a, b = first.ask(NONE), first.ask(NONE)
+    assert second.reclaim(NONE, at_start=True) == []  # first's process is alive and beating
+    _as_driver(first, a.trial, host=first.driver["host"], pid=dead_pid())  # first "died" while training a
+    seen: list[int] = []
+    assert second.reclaim(seen.append) == [a.number] == seen
+    assert third.reclaim(NONE) == []  # reclaimed once, whoever looks next
+    told = second.study.trials[a.number]
+    assert told.state.name == "FAIL" and second.interrupted() == {a.number}
+    assert [t.state.name for t in second.rungs.trials] == ["FAIL", "RUNNING"]  # a's rung twin too
+    rerun = second.ask(NONE)
+    assert rerun.params == a.params and rerun.rerun_of == a.number
+    # the first driver, if it was only slow, learns its trial was reclaimed and tells nothing
+    assert first.report(a, 1, 2.0) is True
+    assert first.finish(a, {"quality": 2.0, "final": True}, None) == "RECLAIMED"
+    assert first.finish(b, {"quality": 2.0, "final": True}, None) == "COMPLETE"
+    assert first.study.trials[a.number].state.name == "FAIL"
+
+
+def test_a_trial_whose_heartbeat_stops_is_reclaimed_from_any_host(tmp_path):
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    remote, local = _bridge(url), _bridge(url)  # heartbeat every 1 s, stale after 2 s
+    s = remote.ask(NONE)
+    _as_driver(remote, s.trial, host="another-machine", pid=1)  # no pid check possible: only the heartbeat
+    for _ in range(6):  # beating: never reclaimed
+        remote.beat([s])
+        time.sleep(0.5)
+        assert local.reclaim(NONE) == []
+    time.sleep(3.5)  # stopped beating for longer than the grace period
+    assert local.reclaim(NONE) == [s.number]
+
+
+def test_a_configuration_already_trained_is_answered_not_trained_again(tmp_path):
+    bridge = _bridge(f"sqlite:///{tmp_path / 'b.db'}")
+    bridge.enqueue_baseline()
+    bridge.enqueue_baseline()  # a second creator's call queues nothing
+    base = bridge.ask(NONE)
+    bridge.finish(base, {"quality": 3.0, "final": True}, None)
+    bridge.study.enqueue_trial(dict(base.params))  # the sampler proposes the dense point again
+    nxt = bridge.ask(NONE)
+    assert nxt.params != base.params and nxt.number == base.number + 2
+    dup = bridge.study.trials[base.number + 1]
+    assert dup.user_attrs[DUPLICATE_ATTR] == base.number and dup.values == [3.0, base.compute[0]]
+    assert [t.user_attrs.get("number") for t in bridge.rungs.trials] == [base.number, nxt.number]  # never trained
+    bridge.finish(nxt, {"quality": 2.0, "final": True}, None)
+    assert bridge.n_done() == 2  # the duplicate does not count against n_trials
+    assert len(bridge.front()) == len({json_key(t.params) for t in bridge.front()})
+
+
+def json_key(params):
+    import json
+
+    return json.dumps(params, sort_keys=True)
+
+
+def test_a_resumed_driver_samples_a_stream_of_its_own(tmp_path):
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    first = _bridge(url, seed=sampler_seed(0, True, 0))
+    asked = []
+    for _ in range(4):
+        s = first.ask(NONE)
+        asked.append(s.params)
+        first.finish(s, {"quality": 2.0, "final": True}, None)
+    assert sampler_seed(0, True, 0) == 0 and sampler_seed(0, False, 4) != 0
+    again = _bridge(url, seed=sampler_seed(0, False, 4))  # resumed: same seed, 4 trials in the study
+    fresh = [again.ask(NONE).params for _ in range(4)]
+    replay = _bridge(f"sqlite:///{tmp_path / 'c.db'}", seed=0)
+    assert fresh != [replay.ask(NONE).params for _ in range(4)]
+    assert not any(p in asked for p in fresh[:1])  # its first fresh sample is not the first driver's first
+
+
+DRIVER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_search import FakeRunner, compose_cfg
+    from nas.search import run_search
+    run_search(compose_cfg(*{overrides!r}), trial_runner=FakeRunner(sleep=0.3), out=sys.stdout)
+""")
+
+
+def test_concurrent_drivers_share_one_study(store_url, tmp_path):
+    """Two drivers start at once on a new study: one creates it, both train, n_trials is the study's total."""
+    overrides = ["study=shared", f"store.url={store_url}", "n_trials=7", "sampler=random", "pruner=none",
+                 "ray.num_cpus=1", "ray.max_concurrent=1", "store.heartbeat_interval=1", "store.grace_period=3"]
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(tests=str(Path(__file__).parent), overrides=overrides))
+    procs = [subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outs)
+    store = Store(store_url)
+    rows = store.trials("shared")
+    study = optuna.load_study(study_name="shared", storage=store_url)
+    trained = [t for t in study.trials if DUPLICATE_ATTR not in t.user_attrs]
+    assert [t.number for t in rows] == [t.number for t in trained]  # one row per trained trial, no number twice
+    assert [r.state for r in rows] == [t.state.name for t in trained]  # store and Optuna agree
+    assert not [r for r in rows if r.state == "RUNNING"]
+    assert sum(r.state == "COMPLETE" for r in rows) == 7 or \
+        sum(r.error != INTERRUPTED for r in rows) == 7  # the study's total, not 7 per driver
+    configs = [tuple(sorted(r.params.items())) for r in rows if r.state == "COMPLETE"]
+    assert len(configs) == len(set(configs))  # nothing trained twice, the baseline included
+    assert sum(r.params == {"attention": "dense"} for r in rows) == 1
+    assert sum("resuming study" in o for o in outs) <= 1  # the other joined the creator's study
+    store.close()
