@@ -40,7 +40,7 @@ def test_a_live_drivers_trials_are_kept_and_a_dead_ones_rerun_once(tmp_path):
     url = f"sqlite:///{tmp_path / 'b.db'}"
     first, second, third = _bridge(url), _bridge(url), _bridge(url)
     a, b = first.ask(NONE), first.ask(NONE)
-    assert second.reclaim(NONE, at_start=True) == []  # first's process is alive and beating
+    assert second.reclaim(NONE) == []  # first's process is alive and beating
     _as_driver(first, a.trial, host=first.driver["host"], pid=dead_pid())  # first "died" while training a
     seen: list[int] = []
     assert second.reclaim(seen.append) == [a.number] == seen
@@ -66,8 +66,10 @@ def test_a_trial_whose_heartbeat_stops_is_reclaimed_from_any_host(tmp_path):
         remote.beat([s])
         time.sleep(0.5)
         assert local.reclaim(NONE) == []
+    killed_while_asking = remote.study.ask()  # neither beaten nor stamped: only its age tells
+    assert local.reclaim(NONE) == []
     time.sleep(3.5)  # stopped beating for longer than the grace period
-    assert local.reclaim(NONE) == [s.number]
+    assert local.reclaim(NONE) == [s.number, killed_while_asking.number]
 
 
 def test_a_configuration_already_trained_is_answered_not_trained_again(tmp_path):
@@ -141,4 +143,25 @@ def test_concurrent_drivers_share_one_study(store_url, tmp_path):
     assert len(configs) == len(set(configs))  # nothing trained twice, the baseline included
     assert sum(r.params == {"attention": "dense"} for r in rows) == 1
     assert sum("resuming study" in o for o in outs) <= 1  # the other joined the creator's study
+    store.close()
+
+
+def test_a_driver_waits_for_trials_running_elsewhere_and_stops_at_the_studys_total(tmp_path):
+    from nas.search.tune_parts import DriverState
+
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    other, mine = _bridge(url), _bridge(url)
+    store = Store(url)
+    store.create_study("md", {}, {}, "h")
+    state = DriverState(mine, store, "md", seed=0, threads=1, out=None, n_trials=2)
+    elsewhere = other.ask(NONE)
+    assert state.next_step() == "ask"  # 0 done + 1 running elsewhere < 2
+    here = mine.ask(NONE)
+    state._waiting_since = None
+    assert state.next_step() == "wait"  # the study's total is running
+    other.finish(elsewhere, {"quality": 2.0, "final": True}, None)
+    mine.finish(here, {"quality": 2.5, "final": True}, None)
+    state._waiting_since = None
+    assert state.next_step() == "done"
+    state.close()
     store.close()

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -79,6 +78,22 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+def _states_if_any(url: str, study: str) -> list[str]:
+    """The study's trial states, [] while the database or the study does not exist yet (read without migrating)."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        store = Store(url, migrate=False)
+    except DBAPIError:
+        return []
+    try:
+        return _states(store, study)
+    except (DBAPIError, ValueError):
+        return []
+    finally:
+        store.close()
 
 
 def _states(store: Store, study: str) -> list[str]:
@@ -156,10 +171,10 @@ def test_failing_trial_is_recorded_and_the_search_continues(local_ray, tmp_path)
     assert result.counts["FAIL"] == 1 + sum(t.params["attention"] == "dense" for t in trials[1:])
 
 
-def test_kill_the_driver_and_resume_with_nothing_lost(local_ray, tmp_path):
-    url = f"sqlite:///{tmp_path / 'nas.db'}"
+def test_kill_the_driver_and_resume_with_nothing_lost(local_ray, tmp_path, store_url):
+    url = store_url
     overrides = ["study=resume", f"store.url={url}", "n_trials=6", "sampler=random", "pruner=none",
-                 "ray.num_cpus=2"]
+                 "ray.num_cpus=2", "store.heartbeat_interval=1", "store.grace_period=3"]
     script = tmp_path / "driver.py"
     script.write_text(textwrap.dedent(f"""
         import sys
@@ -170,17 +185,12 @@ def test_kill_the_driver_and_resume_with_nothing_lost(local_ray, tmp_path):
     """))
     proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = tmp_path / "nas.db"
     deadline = time.time() + 120
     try:
         while time.time() < deadline:
-            if db.exists():
-                try:
-                    rows = sqlite3.connect(db).execute("select state from nas_trial").fetchall()
-                except sqlite3.OperationalError:
-                    rows = []
-                if sum(r[0] == "COMPLETE" for r in rows) >= 2 and any(r[0] == "RUNNING" for r in rows):
-                    break
+            states = _states_if_any(url, "resume")
+            if states.count("COMPLETE") >= 2 and "RUNNING" in states:
+                break
             assert proc.poll() is None, "the driver ended before it could be killed"
             time.sleep(0.2)
         else:
@@ -286,7 +296,8 @@ def test_median_pruner_acts_on_the_rung_study_of_a_multi_objective_search(tmp_pa
     for _ in range(3):  # multi-objective TPE keeps sampling with a pruned trial in the study
         s = bridge.ask(lambda *a: None)
         bridge.finish(s, {"quality": 1.0, "final": True}, None)
-    assert [t.state.name for t in bridge.study.trials].count("COMPLETE") == 6
+    trained = [t for t in bridge.study.trials if DUPLICATE_ATTR not in t.user_attrs]
+    assert [t.state.name for t in trained].count("COMPLETE") == 6
 
 
 def _rung_study(points):
@@ -548,16 +559,23 @@ def test_skip_records_that_no_check_ran(tmp_path):
     assert record["mode"] == "skip" and record["passed"] is None and "skipped" in record["summary"]
 
 
-def test_a_configuration_trained_twice_is_one_point_of_the_front(tmp_path):
+def test_a_configuration_proposed_twice_is_trained_once_and_one_point_of_the_front(tmp_path):
     bridge = _bridge(tmp_path, "dup")
+    point = {"attention": "local_global", "window": 8, "global_tokens": 0, "gate": "none"}
     for _ in range(2):
-        bridge.study.enqueue_trial({"attention": "local_global", "window": 8, "global_tokens": 0, "gate": "none"})
-    first, second = bridge.ask(lambda *a: None), bridge.ask(lambda *a: None)
-    assert first.params == second.params
-    for s in (first, second):
+        bridge.study.enqueue_trial(point)
+    first, other = bridge.ask(lambda *a: None), bridge.ask(lambda *a: None)
+    assert first.params == point and other.params != point  # the repeat, while the first trains, is skipped
+    assert bridge.study.trials[first.number + 1].user_attrs[DUPLICATE_ATTR] == first.number
+    for s in (first, other):
         bridge.finish(s, {"quality": 2.0, "final": True}, None)
-    assert len(bridge.study.best_trials) == 2  # Optuna keeps both (equal values dominate neither)
-    assert [t.number for t in bridge.front()] == [first.number]
+    bridge.study.enqueue_trial(point)
+    third = bridge.ask(lambda *a: None)  # a repeat, once the first finished: answered from it
+    answered = bridge.study.trials[third.number - 1]
+    assert answered.params == point and answered.values == bridge.study.trials[first.number].values
+    bridge.finish(third, {"quality": 2.0, "final": True}, None)
+    assert point in [t.params for t in bridge.study.best_trials]
+    assert [t.params for t in bridge.front()].count(point) == 1 and bridge.n_done() == 3
 
 
 def test_target_and_hardware_overrides_reach_the_cost():
@@ -580,7 +598,7 @@ def test_a_dead_workers_row_is_right_whichever_hook_ray_calls_first(tmp_path, er
     bridge = _bridge(tmp_path, "hooks")
     store = Store(f"sqlite:///{tmp_path / 'b.db'}")
     store.create_study("hooks", {}, {}, "h")
-    state = DriverState(bridge, store, "hooks", seed=0, threads=1, out=None)
+    state = DriverState(bridge, store, "hooks", seed=0, threads=1, out=None, n_trials=4)
     searcher, callback = BridgeSearcher(state), StoreCallback(state)
     searcher.suggest("t1")
     trial = SimpleNamespace(trial_id="t1", get_error=lambda: "Traceback ...\nRayActorError: the actor died")

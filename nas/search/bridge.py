@@ -182,31 +182,34 @@ class OptunaBridge:
         """Queue the dense baseline so it is the first trial asked (once, whichever driver created the study)."""
         self.study.enqueue_trial(dict(self.spec.baseline), user_attrs={"baseline": True}, skip_if_exists=True)
 
-    def reclaim(self, on_reclaimed: Callable[[int], None], *, at_start: bool = False) -> list[int]:
+    def reclaim(self, on_reclaimed: Callable[[int], None]) -> list[int]:
         """Fail the trials whose driver is gone and queue their configurations again; their numbers.
 
         Gone: its heartbeat is older than the storage's grace period (Optuna's `fail_stale_trials`, any host), or
-        it ran on this host and its process is dead. `at_start` also takes RUNNING trials that never beat (left by
-        a driver from before heartbeats) once they are older than the grace period. Another driver's live trials
-        are never touched; a trial two drivers reclaim at once is failed (and re-queued) by one of them only.
+        it ran on this host and its process is dead, or it never got a heartbeat nor a driver stamp (a driver
+        killed while asking, or one from before heartbeats) and is older than the grace period. Another driver's
+        live trials are never touched; a trial two drivers reclaim at once is failed and re-queued by one only.
         """
-        with warnings.catch_warnings():
+        failed: list[optuna.trial.FrozenTrial] = []
+        self.storage.heartbeat_stale_trial_callback = lambda study, trial: failed.append(trial)
+        with warnings.catch_warnings():  # fail_stale_trials is marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            stale = set(self.storage._get_stale_trial_ids(self.study._study_id))
+            optuna.storages.fail_stale_trials(self.study)  # calls back for the trials this call failed
         grace = self.storage.grace_period or 2 * (self.storage.heartbeat_interval or 0)
         now = _now_local()
-        numbers = []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             driver = t.user_attrs.get(DRIVER_ATTR)
-            unbeaten = at_start and driver is None and t.datetime_start is not None and \
+            unbeaten = driver is None and t.datetime_start is not None and \
                 (now - t.datetime_start).total_seconds() > grace
-            if t._trial_id not in stale and not _dead_here(driver) and not unbeaten:
+            if not (_dead_here(driver) or unbeaten):
                 continue
             try:
-                if not self.storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                    continue
+                if self.storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                    failed.append(t)
             except optuna.exceptions.UpdateFinishedTrialError:  # another driver got there first
                 continue
+        numbers = []
+        for t in failed:
             self.study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number,
                                                            "baseline": t.user_attrs.get("baseline", False)})
             for r in self.rungs.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -263,8 +266,8 @@ class OptunaBridge:
         duplicates = 0
         for _ in range(max_tries):
             trial = _ask(self.study)
+            self._beat(trial._trial_id)  # beat, then stamp: a trial without a stamp has never beaten
             trial.set_user_attr(DRIVER_ATTR, self.driver)
-            self._beat(trial._trial_id)
             params = self.spec.suggest(trial)
             if self._answer_duplicate(trial, params):
                 duplicates += 1

@@ -272,7 +272,7 @@ def _open_study(store: Store, setup: Setup, out: TextIO | None) -> OptunaBridge:
         bridge.enqueue_baseline()
         return bridge
     _reconcile(store, bridge, conf.study)
-    rerun = bridge.reclaim(lambda n: store.mark_interrupted(conf.study, INTERRUPTED, [n]), at_start=True)
+    rerun = bridge.reclaim(lambda n: store.mark_interrupted(conf.study, INTERRUPTED, [n]))
     if out is not None:
         running = bridge.n_running()
         print(f"resuming study {conf.study!r}: {bridge.n_done()} trials kept"
