@@ -1,6 +1,6 @@
 """The training objective: the task's loss, the validation metrics, the quality a study ranks, rung reports.
 
-Shared by the proxy trainer (nas.proxy) and the main trainer (nas.training): one definition of what a model is
+Shared by the proxy trainer (nas.proxy) and the main trainer (nas.trainer): one definition of what a model is
 trained on and scored by.
 """
 

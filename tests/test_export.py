@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from nas.export import export, run_from_config
+from nas.export.cli import export, run_from_config
+from nas.export.fidelity import kendall_tau_b, top_points
+from nas.export.front import Policy, knee, load_points, pareto_front
 from nas.model.config import ArchConfig
 from nas.store import Store
-from nas.training.fidelity import kendall_tau_b, top_points
-from nas.training.front import Policy, knee, load_points, pareto_front
 
 REPO = Path(__file__).resolve().parents[1]
 PROXY = dict(name="micro", n_layers=1, d_model=16, n_heads=2, ffn_mult=2.0, seq_len=32, batch_size=4, lr=3e-3,

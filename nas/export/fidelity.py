@@ -7,11 +7,10 @@ import math
 from collections.abc import Sequence
 
 from nas.data import TaskSpec
+from nas.export.front import Point, load_points, pareto_front
 from nas.objective import quality
 from nas.proxy import ProxySpec, train_proxy
-from nas.store import Store, code_version
-from nas.training.front import Point, load_points, pareto_front
-from nas.store import Fidelity, now
+from nas.store import Fidelity, Store, code_version, now
 
 
 def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:

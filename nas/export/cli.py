@@ -1,6 +1,6 @@
 """`python -m nas.export study=NAME policy=...`: pick a point of a study and write conf/model/<name>.yaml.
 
-Policies (nas.training.front): knee of the Pareto front; max_quality under max_compute; min_compute
+Policies (nas.export.front): knee of the Pareto front; max_quality under max_compute; min_compute
 above min_quality_ratio of the dense quality; or a trial number. With several compute objectives, knee,
 max_compute and min_compute read the primary one (the first of the study's list). The file is the chosen trial's
 target-size ArchConfig (what its compute objective describes), with provenance in a header comment;
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nas.export.front import Point, Policy, StudyPoints, load_points, select
 from nas.model.config import ArchConfig
+from nas.profiles import conf_dir, hydra_entry
 from nas.reference import describe
 from nas.store import DEFAULT_URL, Fidelity, Store, code_version
-from nas.training.front import Point, Policy, StudyPoints, load_points, select
-from nas.profiles import conf_dir, hydra_entry
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -106,7 +106,7 @@ def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported:
         print(f"exported {done.point.describe(done.compute_keys)} of study {study!r} by policy={policy.name} "
               f"-> {done.path}\ntrain it: python -m nas.train model={done.name}", file=out, flush=True)
         if conf.get("verify"):
-            from nas.training.fidelity import verify  # trains models: torch is imported only when asked
+            from nas.export.fidelity import verify  # trains models: torch is imported only when asked
 
             fidelity = verify(store, study, conf.get("verify_top_k", 3), device=conf.get("device", "auto"),
                               threads=conf.get("threads") or 1, progress=bool(conf.get("progress")))
