@@ -11,15 +11,17 @@ reference proxy (nas.reference).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.checks import check_bool, check_int
 from nas.export.front import Point, Policy, StudyPoints, load_points, select
 from nas.model.config import ArchConfig
-from nas.profiles import conf_dir, hydra_entry
+from nas.profiles import conf_dir, hydra_entry, strict_from_dict
 from nas.reference import describe
 from nas.store import DEFAULT_URL, Fidelity, Store, code_version
 
@@ -43,6 +45,75 @@ def check_name(name: str) -> None:
         raise ValueError(f"name={name!r} contains a path separator: expected a plain name, written to conf/model/")
     if not _NAME.match(name):
         raise ValueError(f"name={name!r} is invalid: expected letters, digits, '_', '-' or '.', not starting with '.'")
+
+
+def check_folder(key: str, folder: Path) -> None:
+    """Refuse a folder that is a file or cannot be created or written (its nearest existing parent decides)."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{key}={str(folder)!r} is invalid: {existing} is a file, expected a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{key}={str(folder)!r} is invalid: {existing} is not writable")
+
+
+@dataclass
+class Options:
+    """The keys of conf/export.yaml, every one checked on construction: nothing is written before they pass."""
+
+    study: str | None = None
+    policy: str | None = None
+    max_compute: float | None = None
+    min_quality_ratio: float | None = None
+    dense_quality: float | None = None
+    trial: int | None = None
+    name: str | None = None
+    model_dir: str | None = None
+    force: bool = False
+    store: dict[str, Any] = field(default_factory=dict)
+    verify: bool = False
+    verify_top_k: int = 3
+    device: str = "auto"
+    threads: int = 1
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("study", "name"):  # Hydra reads study=2024 as a number
+            value = getattr(self, key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, key, str(value))
+        self.chosen_policy()  # the policy's name and bounds
+        if self.name is not None:
+            check_name(self.name)
+        if self.model_dir is not None:
+            check_folder("model_dir", Path(self.model_dir))
+        for key in ("force", "verify", "progress"):
+            check_bool(key, getattr(self, key))
+        check_int("verify_top_k", self.verify_top_k, low=2)
+        check_int("threads", self.threads)
+        if self.device != "auto":  # torch is imported only for a named device
+            from nas.device import resolve_device
+
+            resolve_device(str(self.device))
+        if not isinstance(self.store, dict):
+            raise ValueError(f"store={self.store!r} is invalid: expected a mapping such as store.url=<SQLAlchemy URL>")
+        unknown = sorted(set(self.store) - {"url"})
+        if unknown:
+            raise ValueError(f"store.{unknown[0]} is not a known key: the valid key is url")
+
+    @classmethod
+    def from_conf(cls, conf: dict[str, Any]) -> "Options":
+        """The options of a composed conf/export.yaml; an unknown key raises ValueError naming the valid ones."""
+        return strict_from_dict(cls, dict(conf), "")
+
+    @property
+    def url(self) -> str:
+        """The store's SQLAlchemy URL (the default SQLite file when unset)."""
+        return self.store.get("url") or DEFAULT_URL
+
+    def chosen_policy(self) -> Policy:
+        """The policy named, or `trial` when a trial number is given, else knee; ValueError on a bad bound."""
+        name = self.policy or ("trial" if self.trial is not None else "knee")
+        return Policy(name, self.max_compute, self.min_quality_ratio, self.dense_quality, self.trial)
 
 
 def model_text(point: Point, sp: StudyPoints, policy: Policy, name: str) -> str:
@@ -83,34 +154,45 @@ def export(store: Store, study: str, policy: Policy, *, name: str | None = None,
     if path.exists() and not force:
         raise ValueError(f"{path} already exists and is kept: pass force=true to overwrite it, or choose another name")
     text = model_text(point, sp, policy, name)
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    store.record_export(study, point.number, name, str(path), policy.to_dict(), dict(point.trial.objectives or {}))
+    partial = path.with_name(f".{path.name}.partial")  # the file appears only once the store has its record
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial.write_text(text)
+        store.record_export(study, point.number, name, str(path), policy.to_dict(),
+                            dict(point.trial.objectives or {}))
+        partial.replace(path)
+    except OSError as err:
+        raise ValueError(f"{path}: cannot write it: {err.strerror or err}") from err
+    finally:
+        partial.unlink(missing_ok=True)
     return Exported(point, sp.compute_keys, name, path)
 
 
 def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported:
-    """Export (and verify) from a composed conf/export.yaml as a plain dict; prints what it did."""
-    study = conf.get("study")
-    url = (conf.get("store") or {}).get("url") or DEFAULT_URL
-    store = Store(url)
-    try:
-        if not study:
-            names = ", ".join(s.name for s in store.studies()) or "none"
-            raise ValueError(f"study is required: python -m nas.export study=NAME (studies in {url}: {names})")
-        policy_name = conf.get("policy") or ("trial" if conf.get("trial") is not None else "knee")
-        policy = Policy(policy_name, conf.get("max_compute"), conf.get("min_quality_ratio"), conf.get("dense_quality"),
-                        conf.get("trial"))
-        done = export(store, study, policy, name=conf.get("name"), model_dir=conf.get("model_dir"),
-                      force=bool(conf.get("force")))
-        print(f"exported {done.point.describe(done.compute_keys)} of study {study!r} by policy={policy.name} "
-              f"-> {done.path}\ntrain it: python -m nas.train model={done.name}", file=out, flush=True)
-        if conf.get("verify"):
-            from nas.export.fidelity import verify  # trains models: torch is imported only when asked
+    """Export (and verify) from a composed conf/export.yaml as a plain dict; prints what it did.
 
-            fidelity = verify(store, study, conf.get("verify_top_k", 3), device=conf.get("device", "auto"),
-                              threads=conf.get("threads") or 1, progress=bool(conf.get("progress")))
-            store.record_fidelity(study, fidelity)
+    Every option, and with verify=true the study's fitness for it, is checked before the file is written.
+    """
+    opts = Options.from_conf(conf)
+    store = Store(opts.url)
+    try:
+        if not opts.study:
+            names = ", ".join(s.name for s in store.studies()) or "none"
+            raise ValueError(f"study is required: python -m nas.export study=NAME (studies in {opts.url}: {names})")
+        if opts.verify:
+            from nas.export.fidelity import plan_verify  # trains models: torch is imported only when asked
+
+            plan_verify(load_points(store, opts.study), opts.verify_top_k)
+        policy = opts.chosen_policy()
+        done = export(store, opts.study, policy, name=opts.name, model_dir=opts.model_dir, force=opts.force)
+        print(f"exported {done.point.describe(done.compute_keys)} of study {opts.study!r} by policy={policy.name} "
+              f"-> {done.path}\ntrain it: python -m nas.train model={done.name}", file=out, flush=True)
+        if opts.verify:
+            from nas.export.fidelity import verify
+
+            fidelity = verify(store, opts.study, opts.verify_top_k, device=opts.device, threads=opts.threads,
+                              progress=opts.progress)
+            store.record_fidelity(opts.study, fidelity)
             tau = "undefined (all tied)" if fidelity.kendall_tau is None else f"{fidelity.kendall_tau:.4f}"
             print(f"fidelity: trials {fidelity.trials} retrained at the reference proxy "
                   f"{describe(fidelity.reference or {})}: proxy quality "

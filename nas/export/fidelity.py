@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
+from nas.checks import check_int
 from nas.data import TaskSpec
-from nas.export.front import Point, load_points, pareto_front
+from nas.export.front import Point, StudyPoints, load_points, pareto_front
 from nas.objective import quality
 from nas.proxy import ProxySpec, train_proxy
+from nas.reference import reference_proxy
 from nas.store import Fidelity, Store, code_version, now
 
 
@@ -43,32 +45,45 @@ def top_points(points: list[Point], k: int) -> list[Point]:
     return (front + rest)[:k]
 
 
-def verify(store: Store, study: str, top_k: int = 3, *, device: str = "auto", threads: int = 1,
-           progress: bool = False) -> Fidelity:
-    """Retrain the top-k points at the reference proxy (nas.reference); Kendall tau-b of proxy vs reference quality."""
-    from nas.reference import reference_proxy
+@dataclass(frozen=True)
+class VerifyPlan:
+    """What `verify` retrains: the chosen points, the study's proxy and task, and their reference proxy."""
 
-    if not (isinstance(top_k, int) and top_k >= 2):
-        raise ValueError(f"verify_top_k={top_k!r} is invalid: expected an integer >= 2 (a ranking needs two points)")
-    sp = load_points(store, study)
+    chosen: list[Point]
+    task: TaskSpec
+    reference: ProxySpec
+    study_budget: int
+    seed: int
+
+
+def plan_verify(sp: StudyPoints, top_k: int) -> VerifyPlan:
+    """Check that the study can be verified with top_k points (ValueError naming what is missing) and plan it."""
+    check_int("verify_top_k", top_k, low=2)
     chosen = top_points(sp.points, top_k)
     if len(chosen) < 2:
-        raise ValueError(f"verify needs at least 2 COMPLETE trials; study {study!r} has {len(chosen)}")
+        raise ValueError(f"verify needs at least 2 COMPLETE trials; study {sp.study.name!r} has {len(chosen)}")
     config = sp.study.config
     try:
         proxy, task = ProxySpec.from_dict(config["proxy"]), TaskSpec.from_dict(config["task"])
     except KeyError as err:
-        raise ValueError(f"study={study!r} has no {err.args[0]} in its stored config: cannot retrain its "
+        raise ValueError(f"study={sp.study.name!r} has no {err.args[0]} in its stored config: cannot retrain its "
                          "proxy") from err
-    study_budget = config.get("budget_tokens") or proxy.budget_tokens
-    reference = reference_proxy(proxy, config.get("budget_tokens"))
+    return VerifyPlan(chosen, task, reference_proxy(proxy, config.get("budget_tokens")),
+                      config.get("budget_tokens") or proxy.budget_tokens, int(config.get("seed", 0)))
+
+
+def verify(store: Store, study: str, top_k: int = 3, *, device: str = "auto", threads: int = 1,
+           progress: bool = False) -> Fidelity:
+    """Retrain the top-k points at the reference proxy (nas.reference); Kendall tau-b of proxy vs reference quality."""
+    plan = plan_verify(load_points(store, study), top_k)
+    reference = plan.reference
     reference_quality = []
-    for p in chosen:  # the trial's proxy arch carries its knobs; train_proxy rescales them to the reference's size
-        reports = list(train_proxy(p.trial.arch, reference, task, budget_tokens=reference.budget_tokens,
-                                   seed=int(config.get("seed", 0)), threads=threads, device=device, progress=progress))
-        reference_quality.append(quality(reports[-1], task))
-    proxy_quality = [p.quality for p in chosen]
-    return Fidelity([p.number for p in chosen], proxy_quality, reference_quality,
-                    reference.budget_tokens / study_budget, reference.budget_tokens,
+    for p in plan.chosen:  # the trial's proxy arch carries its knobs; train_proxy rescales them to the reference's size
+        reports = list(train_proxy(p.trial.arch, reference, plan.task, budget_tokens=reference.budget_tokens,
+                                   seed=plan.seed, threads=threads, device=device, progress=progress))
+        reference_quality.append(quality(reports[-1], plan.task))
+    proxy_quality = [p.quality for p in plan.chosen]
+    return Fidelity([p.number for p in plan.chosen], proxy_quality, reference_quality,
+                    reference.budget_tokens / plan.study_budget, reference.budget_tokens,
                     kendall_tau_b(proxy_quality, reference_quality), code_version(), now(),
-                    dataclasses.asdict(reference))
+                    asdict(reference))
