@@ -83,11 +83,13 @@ class ArchConfig:
     # layer sharing
     sharing: str = "none"
     unique_layers: int | None = None  # M; default depends on the pattern
-    sharing_scope: str = "both"
+    sharing_scope: str | None = None  # attention | ffn | both; None = the pattern's: ffn for ffn_block_diag, else both
     ffn_blocks: int = 4  # k for ffn_block_diag
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
 
     def __post_init__(self) -> None:
+        if self.sharing_scope is None:
+            self.sharing_scope = "ffn" if self.sharing == "ffn_block_diag" else "both"
         if isinstance(self.precision, dict):
             self.precision = _from_dict(PrecisionConfig, self.precision, "precision.")
         self.validate()
@@ -162,7 +164,8 @@ class ArchConfig:
             if self.sharing in ("sequence", "cycle_rev") and self.n_layers % self.unique_layers:
                 _fail("unique_layers", self.unique_layers, f"must divide n_layers={self.n_layers} for {self.sharing}")
         if self.sharing == "ffn_block_diag" and self.sharing_scope != "ffn":
-            _fail("sharing_scope", self.sharing_scope, "ffn_block_diag shares FFN sub-blocks: use sharing_scope=ffn")
+            _fail("sharing_scope", self.sharing_scope, "ffn_block_diag shares FFN sub-blocks: use sharing_scope=ffn "
+                  "(or leave it unset)")
         if self.sharing == "ffn_block_diag" and (self.d_model % self.ffn_blocks or self.ffn_hidden % self.ffn_blocks):
             _fail("ffn_blocks", self.ffn_blocks, f"must divide d_model={self.d_model}")
         self.precision.validate()

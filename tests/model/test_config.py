@@ -34,3 +34,12 @@ def test_bad_config_names_field_value_and_valid(changes, field, valid):
         ArchConfig.from_dict(changes)
     message = str(err.value)
     assert field in message and valid in message and "\n" not in message
+
+
+def test_sharing_scope_defaults_to_the_patterns_own():
+    assert ArchConfig(sharing="ffn_block_diag").sharing_scope == "ffn"  # the only scope its sub-blocks allow
+    assert ArchConfig(sharing="cycle").sharing_scope == "both" and ArchConfig().sharing_scope == "both"
+    assert ArchConfig.from_dict({"sharing": "ffn_block_diag", "sharing_scope": None}).to_dict()["sharing_scope"] == "ffn"
+    with pytest.raises(ValueError, match=r"^ArchConfig.sharing_scope='both' is invalid: ffn_block_diag shares FFN "
+                                         r"sub-blocks: use sharing_scope=ffn \(or leave it unset\)$"):
+        ArchConfig(sharing="ffn_block_diag", sharing_scope="both")
