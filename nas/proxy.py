@@ -172,7 +172,7 @@ def _run(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], total_ste
             phase += step > rungs[phase]
             context = contexts[phase]
             batch = batch_to(data[context].batch(proxy.batch_size * proxy.seq_len // context, gen), device)
-            logits, _ = model(batch.x)
+            logits = model(batch.x)
             loss = train_loss(logits, batch)
             value = loss.item()
             if not math.isfinite(value):

@@ -137,7 +137,7 @@ class _Run:
         for _ in range(n):
             batch = self.data.batch(spec.micro_batch, self.gen)
             batch = batch_to(batch, self.device)
-            logits, _ = self.model(batch.x)
+            logits = self.model(batch.x)
             micro_loss = train_loss(logits, batch)
             self.scaler.scale(micro_loss / n).backward()
             loss += micro_loss.item() / n
