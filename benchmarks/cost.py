@@ -217,7 +217,8 @@ def _training_step(fields: dict, batch: int):  # noqa: ANN202
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        _, loss = model(idx, idx)
+        logits = model(idx)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), idx.flatten())
         loss.backward()
         opt.step()
 

@@ -151,7 +151,7 @@ def measure(space: str, proxy: Any, workers: int, seed: int, runs_path: Path, ou
     from nas.data import load_task
     from nas.reference import describe, reference_proxy
     from nas.space import default_choice
-    from nas.training.fidelity import kendall_tau_b
+    from nas.export.fidelity import kendall_tau_b
 
     task = load_task(default_choice(space, "task") or "lm")
     proxy = space_proxy(space, proxy)

@@ -37,7 +37,7 @@ def plain_tok_s(proxy: ProxySpec, steps: int, seed: int = 0) -> float:
         if step == 2:  # two warm-up steps, untimed
             start = time.perf_counter()
         chunk = torch.randint(0, 256, (B, S + 1), generator=gen)
-        logits, _ = model(chunk[:, :-1])
+        logits = model(chunk[:, :-1])
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), chunk[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -13,14 +13,15 @@ import os
 import sysconfig
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 
 from nas.profiles import read_profile, strict_from_dict
 
-TASK_KINDS = ("lm", "mqar", "mixed")
+TaskKind = Literal["lm", "mqar", "mixed"]
+TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
 OBJECTIVE_TERMS = ("bpb", "bpb_late", "byte_error", "mqar_error")  # bits/byte (all / second-half positions),
 # 1 - next-byte accuracy, 1 - MQAR recall accuracy
 IGNORE = -100  # label of positions that carry no target
@@ -249,7 +250,7 @@ class TaskSpec:
     """What the proxy trains on and the quality objective (weights over OBJECTIVE_TERMS; lower is better)."""
 
     name: str = "lm"
-    kind: str = "lm"
+    kind: TaskKind = "lm"
     corpus: str | None = None  # text file or folder; None = the stdlib source
     val_pct: int = 10
     mqar: MQARSpec = field(default_factory=MQARSpec)

@@ -1,6 +1,6 @@
 """The training objective: the task's loss, the validation metrics, the quality a study ranks, rung reports.
 
-Shared by the proxy trainer (nas.proxy) and the main trainer (nas.training): one definition of what a model is
+Shared by the proxy trainer (nas.proxy) and the main trainer (nas.trainer): one definition of what a model is
 trained on and scored by.
 """
 
@@ -113,7 +113,7 @@ def evaluate(model: TransformerLM, val_set: list[Batch], device: torch.device) -
     dist_hits: dict[int, list[float]] = {}
     for batch in val_set:
         batch = batch_to(batch, device)
-        logits, _ = model(batch.x)
+        logits = model(batch.x)
         for part, values in _losses(logits, batch, accuracy=True).items():
             acc = sums.setdefault(part, [0.0, 0.0, 0.0])
             for i, v in enumerate(values):

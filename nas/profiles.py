@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout holding the `nas` package (an editable install)
@@ -50,17 +50,43 @@ def strict_from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**data)
 
 
+def fail(message: str) -> NoReturn:
+    """End the program with `error: <message>` as one line on stderr and exit status 2."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def check_overrides(config_name: str, overrides: list[str]) -> None:
+    """Compose conf/<config_name>.yaml with `overrides` (Hydra's compose API): a bad override ends as one line, exit 2.
+
+    hydra.main would report it in several lines with exit status 1.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            compose(config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        message = str(err).split("Config search path:")[0]  # Hydra's list of its own search path is no help here
+        fail(" ".join(message.split()))
+
+
 def hydra_entry(config_name: str, body: Callable[[dict[str, Any]], Any]) -> None:
-    """Run `body` on conf/<config_name>.yaml composed by Hydra; a ValueError ends as one stderr line, exit 2."""
+    """Run `body` on conf/<config_name>.yaml composed by Hydra; a bad override or a ValueError ends as one stderr
+    line, exit 2."""
     import hydra
     from omegaconf import DictConfig, OmegaConf
+
+    if not any(arg.startswith("-") for arg in sys.argv[1:]):  # Hydra's own flags (--help, --cfg job) go to Hydra
+        check_overrides(config_name, sys.argv[1:])
 
     @hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")
     def run(conf: DictConfig) -> None:
         try:
             body(OmegaConf.to_container(conf, resolve=True))
         except ValueError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            fail(str(err))
 
     run()

@@ -23,7 +23,7 @@ from nas.data import TaskData, TaskSpec, load_task
 from nas.device import resolve_device
 from nas.knobs import carry
 from nas.model import ArchConfig, TransformerLM
-from nas.model.config import POSITIONS
+from nas.model.config import POSITIONS, Positions
 from nas.model.precision import AdaptivePrecision
 from nas.objective import NonFiniteLoss, RungReport, batch_to, evaluate, quality, train_loss
 from nas.optim import lr_at, make_optimizer, set_lr
@@ -49,7 +49,7 @@ class ProxySpec:
     rungs: int = 4  # evaluations at steps total / rung_base**k, k = rungs-1 .. 0
     rung_base: float = 2.0
     eval_batches: int = 4
-    positions: str = "rope"  # the model family's position encoding (ArchConfig.positions)
+    positions: Positions = "rope"  # the model family's position encoding (ArchConfig.positions)
     min_context: int | None = None  # multi-fidelity along context: rung phases train at growing lengths from here
 
     def context_at(self, phase: int, phases: int) -> int:
@@ -172,7 +172,7 @@ def _run(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], total_ste
             phase += step > rungs[phase]
             context = contexts[phase]
             batch = batch_to(data[context].batch(proxy.batch_size * proxy.seq_len // context, gen), device)
-            logits, _ = model(batch.x)
+            logits = model(batch.x)
             loss = train_loss(logits, batch)
             value = loss.item()
             if not math.isfinite(value):

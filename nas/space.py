@@ -165,6 +165,13 @@ def path_of(name: str) -> Path:
     return SPACES_DIR / f"{name}.yaml"
 
 
+def yaml_error(path: str | Path, err: yaml.YAMLError) -> SpaceError:
+    """One line naming the file and, when YAML knows them, the line, column and problem."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return SpaceError(f"{path}: not valid YAML{where} ({problem or str(err).splitlines()[0]})")
+
+
 def load(path: str | Path, base: ArchConfig) -> SearchSpec:
     """Read and validate a search-space YAML file against the proxy's dense architecture `base`."""
     path = Path(path)
@@ -173,7 +180,7 @@ def load(path: str | Path, base: ArchConfig) -> SearchSpec:
     except OSError as err:
         raise SpaceError(f"{path}: cannot read the search space ({err.strerror})") from err
     except yaml.YAMLError as err:
-        raise SpaceError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+        raise yaml_error(path, err) from err
     return parse(data, str(path), base)
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from nas.export import export, run_from_config
+from nas.export.cli import export, run_from_config
+from nas.export.fidelity import kendall_tau_b, top_points
+from nas.export.front import Policy, knee, load_points, pareto_front
 from nas.model.config import ArchConfig
 from nas.store import Store
-from nas.training.fidelity import kendall_tau_b, top_points
-from nas.training.front import Policy, knee, load_points, pareto_front
 
 REPO = Path(__file__).resolve().parents[1]
 PROXY = dict(name="micro", n_layers=1, d_model=16, n_heads=2, ffn_mult=2.0, seq_len=32, batch_size=4, lr=3e-3,
@@ -171,6 +171,49 @@ def test_cli_exports_and_refuses_in_one_line(store, tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["error: name='x/y' contains a path separator: expected a plain name, "
                                                "written to conf/model/"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"verify": True, "verify_top_k": 1}, "verify_top_k=1 is invalid: expected an integer >= 2"),
+    ({"verify": "maybe"}, "verify='maybe' is invalid: expected true or false"),
+    ({"force": "yes"}, "force='yes' is invalid: expected true or false"),
+    ({"threads": 0}, "threads=0 is invalid: expected an integer >= 1"),
+    ({"device": "tpu"}, "device='tpu' is invalid here: expected auto, cpu"),
+    ({"policy": "trial", "trial": "one"}, "trial='one' is invalid: expected an integer >= 0"),
+    ({"verify_factor": 1.0}, "verify_factor is not a known key: valid keys are dense_quality, device, force, "),
+    ({"store": {"url": None, "echo": True}}, "store.echo is not a known key: the valid key is url"),
+    ({"model_dir": "corpus.txt/models"}, "model_dir='{tmp}/corpus.txt/models' is invalid: {tmp}/corpus.txt is a "
+                                         "file, expected a folder"),
+])
+def test_every_option_is_checked_before_anything_is_written(store, tmp_path, corpus, options, message):
+    conf = {"study": "s1", "store": {"url": store.url}, "model_dir": str(tmp_path / "m"), "name": "x", **options}
+    if "model_dir" in options:
+        conf["model_dir"] = str(tmp_path / options["model_dir"])
+    if "store" in options:
+        conf["store"] = {**options["store"], "url": store.url}
+    with pytest.raises(ValueError) as err:
+        run_from_config(conf, out=open(tmp_path / "log.txt", "w"))
+    assert str(err.value).startswith(message.format(tmp=tmp_path))
+    assert not (tmp_path / "m").exists() and store.exports("s1") == []
+
+
+def test_verify_refuses_a_study_it_cannot_rank_before_writing(tmp_path, corpus):
+    s = Store(f"sqlite:///{tmp_path / 'one.db'}")
+    seed_study(s, "one", corpus, points=POINTS[:1])  # one COMPLETE trial: a ranking needs two
+    with pytest.raises(ValueError, match=r"^verify needs at least 2 COMPLETE trials; study 'one' has 1$"):
+        run_from_config({"study": "one", "store": {"url": s.url}, "model_dir": str(tmp_path / "m"), "verify": True})
+    assert not (tmp_path / "m").exists() and s.exports("one") == []
+    s.close()
+
+
+def test_cli_unknown_option_is_one_line_exit_2_and_writes_nothing(store, tmp_path):
+    cmd = [sys.executable, "-m", "nas.export", "study=s1", f"store.url={store.url}", f"model_dir={tmp_path / 'm'}",
+           "verify=true", "verify_factor=1.0"]
+    bad = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == ["error: Could not override 'verify_factor'. To append to your config "
+                                               "use +verify_factor=1.0"]
+    assert not (tmp_path / "m").exists() and store.exports("s1") == []
 
 
 # ---- two compute objectives: the policies read the primary one (oracles: hand-computed from POINTS2) ----------

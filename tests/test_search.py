@@ -235,6 +235,11 @@ def test_cli_bad_space_file_and_bad_override_exit_2_and_write_nothing(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip() == (f"error: {spaces / 'broken.yaml'}: params.window=512 is invalid: must stay below "
                                   "the proxy's seq_len=64")
+    (spaces / "broken.yaml").write_text("name: broken\nparams: {window: {type: int, low: 4\n")  # unclosed
+    syntax = _cli(tmp_path, "search_space=sparse_attn", spaces=spaces)  # every space file is read first
+    assert syntax.returncode == 2
+    assert syntax.stderr.strip() == (f"error: {spaces / 'broken.yaml'}: not valid YAML at line 3, column 1 "
+                                     "(expected ',' or '}', but got '<stream end>')")
     override = _cli(tmp_path, "sampler.name=annealing", "pruner=median")
     assert override.returncode == 2
     assert override.stderr.strip() == ("error: sampler.name='annealing' is invalid: expected one of nsga2, tpe, "

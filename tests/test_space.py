@@ -111,7 +111,7 @@ def test_divides_and_implies_are_checked():
     with pytest.raises(SpaceError, match=r"params.kv_heads=3 is invalid: must divide the proxy's n_heads=4"):
         parse(data, "hg.yaml", BASE)
     data = yaml.safe_load(path_of("sharing").read_text())
-    data["params"]["sharing"]["implies"] = {}
+    data["params"]["sharing"]["implies"] = {"ffn_block_diag": {"sharing_scope": "both"}}
     with pytest.raises(SpaceError, match=r"sharing.yaml: params.sharing='ffn_block_diag' is invalid: .*sharing_scope=ffn"):
         parse(data, "sharing.yaml", BASE)
 

@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas.profiles import read_profile
+from nas.model.config import ATTENTION_BACKENDS, AttentionBackend
 from nas.model.precision import format_dtype
 
 PEAK_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
 FP32_MATMUL = ("fp32", "tf32")
 ROUNDED_FORMATS = ("bf16", "fp16", "fp8_e4m3", "fp8_e5m2")
 SPECIAL_FUNCTIONS = ("exp", "tanh")  # softmax exponentials, tanh-approximated GELU
-LOCAL_GLOBAL_KERNELS = ("flex", "block")
+LOCAL_GLOBAL_KERNELS = ATTENTION_BACKENDS  # local_global without the gate runs as flex_attention or the block kernel
 ATTENTION_KERNELS = ("flash", "flex", "block")  # SDPA's flash kernel, compiled flex_attention, the block kernel
 
 
@@ -34,7 +35,7 @@ class Hardware:
     memory_gb: float
     special_gops: dict[str, float]  # exp and tanh evaluations per second, in 1e9
     special_overlaps: bool = True  # special functions run beside the matmuls (GPU SFUs) or after them (CPU)
-    local_global_kernel: str = "flex"  # how local_global attention without the gate runs here
+    local_global_kernel: AttentionBackend = "flex"  # how local_global attention without the gate runs here
     attention_efficiency: dict[str, float] = field(default_factory=dict)  # attained fraction of the matmul peak
     emulated: bool = False  # True: bf16/fp16/fp8 are stored as fp32 and rounded in software
     emulation_bytes: dict[str, float] = field(default_factory=dict)  # per format: bytes-equivalent per rounding

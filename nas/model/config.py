@@ -5,21 +5,33 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from nas.checks import check_int
 from nas.profiles import reject_unknown
 
-ATTENTION_KINDS = ("dense", "local_global")
-POSITIONS = ("rope", "learned")
-ATTENTION_BACKENDS = ("block", "flex")
-GATE_KINDS = ("none", "dynamic")
-GROUP_SHARE = ("kv", "qkv")
-SHARING_PATTERNS = ("none", "all", "sequence", "cycle", "cycle_rev", "adjacent", "ffn_block_diag")
-SHARING_SCOPES = ("attention", "ffn", "both")
-FORMATS = ("fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2")
-FFN_FORMATS = FORMATS + ("adaptive",)
-FP8_FORMATS = ("fp8_e4m3", "fp8_e5m2")
+# The choice fields' types; each tuple of valid values is read from its Literal (validate() checks them at run time)
+AttentionKind = Literal["dense", "local_global"]
+Positions = Literal["rope", "learned"]
+AttentionBackend = Literal["block", "flex"]
+GateKind = Literal["none", "dynamic"]
+GroupShare = Literal["kv", "qkv"]
+SharingPattern = Literal["none", "all", "sequence", "cycle", "cycle_rev", "adjacent", "ffn_block_diag"]
+SharingScope = Literal["attention", "ffn", "both"]
+Fp8Format = Literal["fp8_e4m3", "fp8_e5m2"]
+Format = Literal["fp32", "bf16", "fp16", Fp8Format]
+FfnFormat = Literal[Format, "adaptive"]
+
+ATTENTION_KINDS: tuple[str, ...] = get_args(AttentionKind)
+POSITIONS: tuple[str, ...] = get_args(Positions)
+ATTENTION_BACKENDS: tuple[str, ...] = get_args(AttentionBackend)
+GATE_KINDS: tuple[str, ...] = get_args(GateKind)
+GROUP_SHARE: tuple[str, ...] = get_args(GroupShare)
+SHARING_PATTERNS: tuple[str, ...] = get_args(SharingPattern)
+SHARING_SCOPES: tuple[str, ...] = get_args(SharingScope)
+FORMATS: tuple[str, ...] = get_args(Format)
+FFN_FORMATS: tuple[str, ...] = get_args(FfnFormat)
+FP8_FORMATS: tuple[str, ...] = get_args(Fp8Format)
 
 
 def _fail(key: str, value: Any, valid: str) -> None:
@@ -39,10 +51,10 @@ def _check_positive_int(key: str, value: Any) -> None:
 class PrecisionConfig:
     """Numeric format per layer type; `ffn` may also be `adaptive` (fp32 -> fp8 once the loss is stable)."""
 
-    attention: str = "fp32"
-    ffn: str = "fp32"
-    embed: str = "fp32"
-    adaptive_format: str = "fp8_e4m3"
+    attention: Format = "fp32"
+    ffn: FfnFormat = "fp32"
+    embed: Format = "fp32"
+    adaptive_format: Fp8Format = "fp8_e4m3"
     adaptive_window: int = 50
     adaptive_threshold: float = 0.01
 
@@ -68,26 +80,28 @@ class ArchConfig:
     head_dim: int | None = None  # default d_model // n_heads
     ffn_mult: float = 4.0
     tie_embeddings: bool = True
-    positions: str = "rope"  # rotary (RoFormer; relative, no table) or a learned absolute table of seq_len rows
+    positions: Positions = "rope"  # rotary (RoFormer; relative, no table) or a learned absolute table of seq_len rows
     # attention: dense (SDPA) or causal sliding window + global tokens
-    attention: str = "dense"
-    backend: str = "block"
+    attention: AttentionKind = "dense"
+    backend: AttentionBackend = "block"
     window: int = 64  # keys j visible to query i iff i - window < j <= i
     global_tokens: int = 0  # the first G positions: every query sees them
     block_size: int = 0  # query block of the block-local kernel; 0 picks one from the window
-    gate: str = "none"
+    gate: GateKind = "none"
     gate_threshold: float = 0.0  # at inference, skip a branch whose gate is below this
     # head grouping: kv_heads groups; the heads of a group share K,V (kv) or Q,K,V (qkv)
     kv_heads: int | None = None  # default n_heads (MHA); 1 = MQA
-    group_share: str = "kv"
+    group_share: GroupShare = "kv"
     # layer sharing
-    sharing: str = "none"
+    sharing: SharingPattern = "none"
     unique_layers: int | None = None  # M; default depends on the pattern
-    sharing_scope: str = "both"
+    sharing_scope: SharingScope | None = None  # None = the pattern's own: ffn for ffn_block_diag, else both
     ffn_blocks: int = 4  # k for ffn_block_diag
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
 
     def __post_init__(self) -> None:
+        if self.sharing_scope is None:
+            self.sharing_scope = "ffn" if self.sharing == "ffn_block_diag" else "both"
         if isinstance(self.precision, dict):
             self.precision = _from_dict(PrecisionConfig, self.precision, "precision.")
         self.validate()
@@ -162,7 +176,8 @@ class ArchConfig:
             if self.sharing in ("sequence", "cycle_rev") and self.n_layers % self.unique_layers:
                 _fail("unique_layers", self.unique_layers, f"must divide n_layers={self.n_layers} for {self.sharing}")
         if self.sharing == "ffn_block_diag" and self.sharing_scope != "ffn":
-            _fail("sharing_scope", self.sharing_scope, "ffn_block_diag shares FFN sub-blocks: use sharing_scope=ffn")
+            _fail("sharing_scope", self.sharing_scope, "ffn_block_diag shares FFN sub-blocks: use sharing_scope=ffn "
+                  "(or leave it unset)")
         if self.sharing == "ffn_block_diag" and (self.d_model % self.ffn_blocks or self.ffn_hidden % self.ffn_blocks):
             _fail("ffn_blocks", self.ffn_blocks, f"must divide d_model={self.d_model}")
         self.precision.validate()

@@ -181,8 +181,8 @@ class TransformerLM(nn.Module):
                 resid = name.endswith(("wo.weight", "fc2_weight")) or ".fc2_blocks." in name
                 nn.init.normal_(p, mean=0.0, std=std_resid if resid else std)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, S, vocab) and the mean cross-entropy against `targets` when given."""
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits (B, S, vocab); the loss is the task's (nas.objective.train_loss)."""
         B, S = idx.shape
         if S > self.cfg.seq_len:
             raise ValueError(f"input length {S} exceeds ArchConfig.seq_len={self.cfg.seq_len}")
@@ -201,11 +201,7 @@ class TransformerLM(nn.Module):
                 self._gates.append(self.attns[a].last_gates)  # per position: a shared module runs several times
             x = x + self.ffns[f](x)
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head
-        logits = precision_linear(self.norm(x), head, None, fmt)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-        return logits, loss
+        return precision_linear(self.norm(x), head, None, fmt)
 
     def param_counts(self) -> dict[str, int]:
         """Parameters counted per layer as if unshared (total) and once per tensor (unique)."""

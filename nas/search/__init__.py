@@ -16,10 +16,13 @@ def main() -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, open_dict
 
-    from nas.profiles import conf_dir
+    from nas.profiles import conf_dir, fail
     from nas.search import config
 
-    config.register()
+    try:
+        config.register()
+    except ValueError as err:  # a search_spaces/ file that is not YAML
+        fail(str(err))
 
     @hydra.main(config_path=str(conf_dir()), config_name="search", version_base="1.3")
     def run(cfg: DictConfig) -> None:

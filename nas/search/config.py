@@ -1,4 +1,4 @@
-"""The search's Hydra config: structured schema (type-checked), the search_spaces/ group source and resolvers."""
+"""The search's Hydra config: structured schema (type-checked), the search_spaces/ files as a Hydra group, resolvers."""
 
 from __future__ import annotations
 
@@ -8,16 +8,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.object_type import ObjectType
-from hydra.core.plugins import Plugins
-from hydra.plugins.config_source import ConfigResult
-from hydra._internal.core_plugins.file_config_source import FileConfigSource
-from omegaconf import MISSING, OmegaConf
+import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from nas.space import SPACES_DIR
+from nas import space
 from nas.profiles import REPO_ROOT
 
-GROUP = "search_space"  # the Hydra group name; its files live in the top-level folder search_spaces/
+GROUP = "search_space"  # the Hydra group name; its options are the files of the top-level folder search_spaces/
 
 
 @dataclass
@@ -110,55 +107,26 @@ class SearchConf:
     target: Any = MISSING
 
 
-class SearchSpaceSource(FileConfigSource):
-    """Serves the top-level search_spaces/ folder as the Hydra group `search_space` (scheme nas-spaces://)."""
-
-    @staticmethod
-    def scheme() -> str:
-        return "nas-spaces"
-
-    def _inner(self, config_path: str) -> str | None:
-        head, _, tail = config_path.strip("/").partition("/")
-        return (tail or "") if head == GROUP else ("" if head == "" else None)
-
-    def load_config(self, config_path: str) -> ConfigResult:
-        inner = self._inner(config_path)
-        return super().load_config(inner if inner is not None else f"__not_a_group__/{config_path}")
-
-    def available(self) -> bool:
-        return os.path.isdir(self.path)
-
-    def is_group(self, config_path: str) -> bool:
-        inner = self._inner(config_path)
-        if inner == "" and config_path.strip("/") == "":
-            return True
-        return inner is not None and super().is_group(inner)
-
-    def is_config(self, config_path: str) -> bool:
-        inner = self._inner(config_path)
-        return bool(inner) and super().is_config(inner)
-
-    def list(self, config_path: str, results_filter: Any) -> list[str]:
-        inner = self._inner(config_path)
-        if inner is None or inner:  # nothing below the group's own folder
-            return []
-        if config_path.strip("/") == "":
-            return [GROUP] if results_filter in (None, ObjectType.GROUP) else []
-        if results_filter not in (None, ObjectType.CONFIG):
-            return []
-        return sorted(p.stem for p in Path(self.path).glob("*.yaml"))
-
-
 def spaces_dir() -> str:
     """The search_spaces/ folder: $NAS_SEARCH_SPACES, else the repository's."""
-    return os.environ.get("NAS_SEARCH_SPACES") or str(SPACES_DIR)
+    return os.environ.get("NAS_SEARCH_SPACES") or str(space.SPACES_DIR)
 
 
 def register() -> None:
-    """Register the schema, the search_spaces/ source and the ${nas_spaces:} / ${nas_root:} resolvers (idempotent)."""
-    ConfigStore.instance().store(name="search_schema", node=SearchConf)
-    Plugins.instance().register(SearchSpaceSource)
-    if not OmegaConf.has_resolver("nas_spaces"):
-        OmegaConf.register_new_resolver("nas_spaces", spaces_dir)
+    """Register the schema, each search_spaces/*.yaml as an option of the group `search_space` and the
+    ${nas_root:} resolver (idempotent); SpaceError naming a space file that is not a YAML mapping.
+
+    Hydra's ConfigStore keeps each file's own defaults list (its task, target or proxy).
+    """
+    store = ConfigStore.instance()
+    store.store(name="search_schema", node=SearchConf)
+    for path in sorted(Path(spaces_dir()).glob("*.yaml")):
+        try:
+            node = OmegaConf.load(path)  # Hydra's own YAML reading
+        except yaml.YAMLError as err:
+            raise space.yaml_error(path, err) from err
+        if not isinstance(node, DictConfig):
+            raise space.SpaceError(f"{path}: expected a mapping with keys name, params, baseline, not a list")
+        store.store(group=GROUP, name=path.stem, node=node)
     if not OmegaConf.has_resolver("nas_root"):
         OmegaConf.register_new_resolver("nas_root", lambda: str(REPO_ROOT))

@@ -1,8 +1,10 @@
 """ArchConfig: round trips and one-line errors naming field, value and what is valid."""
 
+from typing import Literal, get_args, get_origin, get_type_hints
+
 import pytest
 
-from nas.model import ArchConfig
+from nas.model import ArchConfig, PrecisionConfig
 
 
 def test_round_trip_dict_and_yaml(tmp_path):
@@ -34,3 +36,27 @@ def test_bad_config_names_field_value_and_valid(changes, field, valid):
         ArchConfig.from_dict(changes)
     message = str(err.value)
     assert field in message and valid in message and "\n" not in message
+
+
+def test_sharing_scope_defaults_to_the_patterns_own():
+    assert ArchConfig(sharing="ffn_block_diag").sharing_scope == "ffn"  # the only scope its sub-blocks allow
+    assert ArchConfig(sharing="cycle").sharing_scope == "both" and ArchConfig().sharing_scope == "both"
+    unset = ArchConfig.from_dict({"sharing": "ffn_block_diag", "sharing_scope": None})
+    assert unset.to_dict()["sharing_scope"] == "ffn"
+    with pytest.raises(ValueError, match=r"^ArchConfig.sharing_scope='both' is invalid: ffn_block_diag shares FFN "
+                                         r"sub-blocks: use sharing_scope=ffn \(or leave it unset\)$"):
+        ArchConfig(sharing="ffn_block_diag", sharing_scope="both")
+
+
+def _choice_fields(cls: type) -> list[str]:
+    """Fields typed Literal[...] (or Literal[...] | None)."""
+    return [name for name, hint in get_type_hints(cls).items()
+            if any(get_origin(h) is Literal for h in (hint, *get_args(hint)))]
+
+
+@pytest.mark.parametrize("key", [*_choice_fields(ArchConfig),
+                                 *(f"precision.{k}" for k in _choice_fields(PrecisionConfig))])
+def test_every_literal_choice_field_is_checked(key):
+    head, _, tail = key.partition(".")
+    with pytest.raises(ValueError, match=rf"^ArchConfig.{key}='bogus' is invalid: expected one of "):
+        ArchConfig.from_dict({head: {tail: "bogus"}} if tail else {head: "bogus"})

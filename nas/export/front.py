@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nas import pareto
+from nas.checks import check_int
 from nas.objectives import QUALITY, stored_compute_keys
 from nas.store import Store, Study, Trial
 
@@ -129,8 +130,10 @@ class Policy:
             raise ValueError(f"policy={self.name} needs {needs}=<value>")
         for key in ("max_compute", "min_quality_ratio", "dense_quality"):
             value = getattr(self, key)
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            if value is not None and (isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0)):
                 raise ValueError(f"{key}={value!r} is invalid: expected a number > 0")
+        if self.trial is not None:
+            check_int("trial", self.trial, low=0)
 
     def to_dict(self) -> dict[str, Any]:
         """The policy and the bound it used (for provenance)."""

@@ -20,9 +20,9 @@ from nas.model.precision import AdaptivePrecision
 from nas.optim import lr_at, make_optimizer, set_lr
 from nas.device import resolve_device
 from nas.objective import NonFiniteLoss, batch_to, evaluate, train_loss
-from nas.training.checkpoint import (checkpoints, load_checkpoint, restore_rng_states, resume_path, rng_states,
+from nas.trainer.checkpoint import (checkpoints, load_checkpoint, restore_rng_states, resume_path, rng_states,
                                      save_checkpoint)
-from nas.training.spec import TrainSpec
+from nas.trainer.spec import TrainSpec
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -137,7 +137,7 @@ class _Run:
         for _ in range(n):
             batch = self.data.batch(spec.micro_batch, self.gen)
             batch = batch_to(batch, self.device)
-            logits, _ = self.model(batch.x)
+            logits = self.model(batch.x)
             micro_loss = train_loss(logits, batch)
             self.scaler.scale(micro_loss / n).backward()
             loss += micro_loss.item() / n

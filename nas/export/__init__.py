@@ -1,0 +1,1 @@
+"""`python -m nas.export`: the study's front and export policies (front), the model file (cli), proxy fidelity."""

@@ -1,0 +1,5 @@
+"""`python -m nas.export`."""
+
+from nas.export.cli import main
+
+main()
