@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from hydra.core.config_store import ConfigStore
 from hydra.core.object_type import ObjectType
 from hydra.core.plugins import Plugins
@@ -14,7 +15,8 @@ from hydra.plugins.config_source import ConfigResult
 from hydra._internal.core_plugins.file_config_source import FileConfigSource
 from omegaconf import MISSING, OmegaConf
 
-from nas.space import SPACES_DIR
+from nas.cli import exit_with_error
+from nas.space import SPACES_DIR, yaml_problem
 from nas.profiles import REPO_ROOT
 
 GROUP = "search_space"  # the Hydra group name; its files live in the top-level folder search_spaces/
@@ -122,8 +124,18 @@ class SearchSpaceSource(FileConfigSource):
         return (tail or "") if head == GROUP else ("" if head == "" else None)
 
     def load_config(self, config_path: str) -> ConfigResult:
+        """The space's YAML; a file that is not a YAML mapping ends the command with one line, exit 2."""
         inner = self._inner(config_path)
-        return super().load_config(inner if inner is not None else f"__not_a_group__/{config_path}")
+        path = inner if inner is not None else f"__not_a_group__/{config_path}"
+        file = Path(self.path) / self._normalize_file_name(path)
+        try:
+            result = super().load_config(path)
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            exit_with_error(yaml_problem(file, err))
+        if not OmegaConf.is_dict(result.config):
+            exit_with_error(f"{file}: a search space is a YAML mapping (name, params, ...), not a "
+                            f"{type(OmegaConf.to_container(result.config)).__name__}")
+        return result
 
     def available(self) -> bool:
         return os.path.isdir(self.path)
