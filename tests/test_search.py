@@ -232,6 +232,20 @@ def test_cli_bad_space_file_and_bad_override_exit_2_and_write_nothing(tmp_path):
     assert not (tmp_path / "db").exists()
 
 
+def test_cli_space_files_that_are_not_yaml_mappings_are_one_line_exit_2(tmp_path):
+    spaces = tmp_path / "spaces"
+    spaces.mkdir()
+    (spaces / "unclosed.yaml").write_text("name: unclosed\nparams:\n  window: {type: int, low: 4\n  global_tokens: 2\n")
+    (spaces / "listed.yaml").write_text("- window\n- global_tokens\n")
+    for name, says in (("unclosed", "not valid YAML at line 4, column 16: expected ',' or '}', but got ':' (while "
+                                    "parsing a flow mapping at line 3, column 11)"),
+                       ("listed", "a search space is a YAML mapping (name, params, ...), not a list")):
+        run = _cli(tmp_path, f"search_space={name}", spaces=spaces)
+        assert run.returncode == 2
+        assert run.stderr.splitlines() == [f"error: {spaces / (name + '.yaml')}: {says}"]
+    assert not (tmp_path / "db").exists()
+
+
 def test_structured_config_rejects_wrong_types_and_bad_values():
     with pytest.raises(hydra.errors.ConfigCompositionException, match="n_trials=many"):
         compose_cfg("n_trials=many")
