@@ -10,6 +10,7 @@ import os
 import random
 import re
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -88,7 +89,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"resume={str(path)!r}: no such checkpoint file")
     try:
+        with zipfile.ZipFile(path) as archive:  # torch.load checks no checksum: flipped tensor bytes load silently
+            damaged = archive.testzip()
+        if damaged is not None:
+            raise CheckpointError(f"{path} is corrupt (its CRC-32 does not match in {damaged})")
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as err:  # truncated or corrupt archive, or a pickle that asks for code: all unreadable
         first = (str(err).strip().splitlines() or [""])[0]
         raise CheckpointError(f"{path} is unreadable ({type(err).__name__}: {first})") from err
@@ -98,10 +105,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def resume_state(resume: bool | str, out_dir: str | Path, out: TextIO = sys.stderr
+def resume_state(resume: bool | str, out_dir: str | Path, out: TextIO | None = None
                  ) -> tuple[Path, dict[str, Any]] | None:
     """The checkpoint to resume from and its contents: None (fresh run), a named file, or the newest intact one
-    in out_dir (`out` gets one line when newer ones are unreadable; the next save removes them)."""
+    in out_dir (`out`, default stderr, gets one line when newer ones are unreadable; the next save removes them)."""
     if resume is False:
         return None
     if isinstance(resume, str):
@@ -119,8 +126,8 @@ def resume_state(resume: bool | str, out_dir: str | Path, out: TextIO = sys.stde
             continue
         if bad:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            print(f"resume: {bad[0]}{more}; resuming from the newest intact checkpoint, {path.name}", file=out,
-                  flush=True)
+            print(f"resume: {bad[0]}{more}; resuming from the newest intact checkpoint, {path.name}",
+                  file=out or sys.stderr, flush=True)
         return path, state
     raise ValueError(f"resume=true but no checkpoint in {checkpoint_dir(out_dir)} is intact ({len(found)} tried; "
                      f"newest: {bad[0]}): drop resume=true to start a new run")
