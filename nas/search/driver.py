@@ -360,4 +360,4 @@ def _summary(result: SearchResult, compute_keys: tuple[str, ...], out: TextIO, b
 def _command(result: SearchResult, module: str, **overrides: Any) -> str:
     """`python -m MODULE study=... [store.url=...]`, quoted for a shell; a store URL shown without its password."""
     store = {} if result.url == DEFAULT_URL else {"store.url": shown_url(result.url)}
-    return command("python", "-m", module, **{"study": result.study, **store, **overrides})
+    return command("python", "-m", module, **{"study": result.study, **overrides, **store})
