@@ -358,10 +358,14 @@ class Store:
                              "nas.search first or set store.url)")
         with _opening(url):
             self.engine = make_engine(url)
-            with self.engine.connect() as conn:
-                inspect(conn).get_table_names()  # fails here, not at the first query, when it is no database
-            if migrate:
-                upgrade_schema(self.engine)
+            try:
+                with self.engine.connect() as conn:
+                    inspect(conn).get_table_names()  # fails here, not at the first query, when it is no database
+                if migrate:
+                    upgrade_schema(self.engine)
+            except BaseException:
+                self.engine.dispose()  # no pooled connection keeps the file it removes open
+                raise
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._columns: dict[str, set[str]] = {}
 
