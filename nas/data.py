@@ -328,10 +328,7 @@ class TaskData:
         self.corpus = load_corpus(task.corpus, val_pct=task.val_pct, cache_dir=cache_dir) if task.uses_lm else None
         if self.corpus is not None:
             for split in ("train", "val"):
-                n = len(getattr(self.corpus, split))
-                if n <= seq_len:
-                    raise ValueError(f"task.corpus={self.corpus.source!r}: its {split} split has {n} bytes, "
-                                     f"fewer than seq_len+1={seq_len + 1}")
+                self._check_windows(split, 1)
         if task.uses_mqar and seq_len < task.mqar.min_seq_len():
             raise ValueError(f"task.mqar (num_pairs={task.mqar.num_pairs}, max_distance={task.mqar.max_distance}) "
                              f"needs seq_len >= {task.mqar.min_seq_len()}; the proxy has seq_len={seq_len}")
@@ -358,7 +355,29 @@ class TaskData:
             ys.append(y)
         return Batch(torch.cat(xs), torch.cat(ys), n_lm, dist)
 
+    def _check_windows(self, split: str, windows: int) -> None:
+        """Raise ValueError unless the split offers `windows` distinct windows of seq_len+1 bytes."""
+        n = len(getattr(self.corpus, split))
+        if n - self.seq_len < windows:
+            what = f"{windows} distinct validation windows" if windows > 1 else "one window"
+            fix = "a longer corpus" + (" or a larger task.val_pct" if split == "val" else "")
+            raise ValueError(f"task.corpus={self.corpus.source!r}: its {split} split has {n} bytes, fewer than "
+                             f"seq_len+{windows}={self.seq_len + windows} for {what} of {self.seq_len + 1} bytes: "
+                             f"use {fix}")
+
+    def check_eval(self, n_batches: int, batch_size: int) -> None:
+        """Raise ValueError unless the val split offers a distinct window for every LM row of the validation set."""
+        if self.corpus is not None:
+            self._check_windows("val", n_batches * self._rows(batch_size))
+
     def val_set(self, n_batches: int, batch_size: int) -> list[Batch]:
         """The fixed validation set: the same batches for every seed and trial."""
+        self.check_eval(n_batches, batch_size)
         gen = torch.Generator().manual_seed(VAL_SEED)
         return [self.batch(batch_size, gen, "val") for _ in range(n_batches)]
+
+
+def check_task_data(task: TaskSpec, seq_len: int, eval_batches: int, batch_size: int) -> None:
+    """What a trainer checks when it starts (corpus readable, text, long enough for seq_len and its validation
+    set), checked ahead: raises the same one-line ValueError."""
+    TaskData(task, seq_len).check_eval(eval_batches, batch_size)

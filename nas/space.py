@@ -165,13 +165,6 @@ def path_of(name: str) -> Path:
     return SPACES_DIR / f"{name}.yaml"
 
 
-def yaml_error(path: str | Path, err: yaml.YAMLError) -> SpaceError:
-    """One line naming the file and, when YAML knows them, the line, column and problem."""
-    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return SpaceError(f"{path}: not valid YAML{where} ({problem or str(err).splitlines()[0]})")
-
-
 def load(path: str | Path, base: ArchConfig) -> SearchSpec:
     """Read and validate a search-space YAML file against the proxy's dense architecture `base`."""
     path = Path(path)
@@ -179,9 +172,22 @@ def load(path: str | Path, base: ArchConfig) -> SearchSpec:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise SpaceError(f"{path}: cannot read the search space ({err.strerror})") from err
-    except yaml.YAMLError as err:
-        raise yaml_error(path, err) from err
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise SpaceError(yaml_problem(path, err)) from err
     return parse(data, str(path), base)
+
+
+def yaml_problem(path: str | Path, err: yaml.YAMLError | UnicodeDecodeError) -> str:
+    """One line: the file, the line and column where its YAML breaks, and what is wrong there."""
+    if isinstance(err, UnicodeDecodeError):
+        return f"{path}: not valid YAML: byte {err.start} is not UTF-8 text ({err.reason})"
+    mark, context_mark = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or " ".join(str(err).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(err, "context", None)
+    if context and context_mark is not None:
+        context = f"{context} at line {context_mark.line + 1}, column {context_mark.column + 1}"
+    return f"{path}: not valid YAML{where}: {problem}" + (f" ({context})" if context else "")
 
 
 def parse(data: Any, source: str, base: ArchConfig) -> SearchSpec:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event
-from sqlalchemy import Select, inspect, select, update
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import Select, inspect, make_url, select, update
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, relationship, sessionmaker
 
 from nas.profiles import REPO_ROOT
@@ -189,14 +193,117 @@ def code_version() -> str:
         return "nas (unknown version)"
 
 
+class StoreError(ValueError):
+    """The store cannot be opened: a bad URL, a missing driver, an unreachable server, a file that is no database."""
+
+
+URL_FORM = ("dialect[+driver]://user[:password]@host[:port]/database, e.g. sqlite:///PATH.db or "
+            "postgresql+psycopg://USER@HOST/DB")
+_PASSWORD = re.compile(r"(://[^/@:]*:)[^@/]*@")  # user:password@ in a string SQLAlchemy cannot parse
+
+
+def shown_url(url: str) -> str:
+    """`url` as it may be printed or stored: its password masked (SQLAlchemy's hide_password)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return _PASSWORD.sub(r"\1***@", url)
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError as err:
+        raise StoreError(f"store.url={shown_url(url)!r} is not a SQLAlchemy URL: expected {URL_FORM}") from err
+
+
+def _engine(url: str, **kwargs: Any) -> Engine:
+    """create_engine, its failures as StoreError (unknown dialect, driver not installed); connects to nothing."""
+    parsed = _parse(url)
+    try:
+        return create_engine(parsed, **kwargs)
+    except NoSuchModuleError as err:
+        raise StoreError(f"store.url={shown_url(url)} names an unknown dialect or driver "
+                         f"{parsed.drivername!r}: expected {URL_FORM}") from err
+    except ImportError as err:
+        hint = "pip install -e '.[postgres]'" if parsed.get_backend_name() == "postgresql" else \
+            f"pip install {err.name or parsed.drivername}"
+        raise StoreError(f"store.url={shown_url(url)} needs the database driver {err.name or parsed.drivername!r}, "
+                         f"which is not installed: {hint}") from err
+
+
+def _unopenable(url: str, err: SQLAlchemyError) -> StoreError:
+    """A failed connection or first read, as one line naming the (masked) URL."""
+    first = (str(getattr(err, "orig", None) or err).strip().splitlines() or [type(err).__name__])[0]
+    path = sqlite_file(url)
+    if path is not None:
+        return StoreError(f"store.url={shown_url(url)} cannot be opened: {path} is not a usable SQLite database "
+                          f"({first}): expected a store written by nas.search, or a path for a new one")
+    return StoreError(f"store.url={shown_url(url)} cannot be opened ({first}): expected a reachable database "
+                      "server, an existing database on it and a user it accepts")
+
+
+@contextmanager
+def _opening(url: str) -> Iterator[None]:
+    """Translate SQLAlchemy errors while opening into StoreError; a SQLite file this created is removed again."""
+    path = sqlite_file(url)
+    created = [] if path is None else [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        yield
+    except (SQLAlchemyError, OSError, StoreError) as err:
+        for p in created:  # the file first, then the folders made for it, innermost first
+            for leftover in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
+                if leftover.is_file():
+                    leftover.unlink()
+            if p.is_dir():
+                p.rmdir()
+        if isinstance(err, StoreError):
+            raise
+        if isinstance(err, OSError):
+            raise StoreError(f"store.url={shown_url(url)} cannot be created: {err.strerror or err}: expected a "
+                             "writable folder") from err
+        raise _unopenable(url, err) from err
+
+
+def check_store(url: str) -> None:
+    """Raise StoreError unless `url` names a database this machine can open; creates and writes nothing.
+
+    A SQLite file that does not exist yet passes (the store creates it); one that exists must be a database.
+    """
+    path = sqlite_file(_parse(url))
+    if path is not None and not path.exists():
+        folder = next(p for p in path.absolute().parents if p.exists())
+        if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+            raise StoreError(f"store.url={shown_url(url)} cannot be created: {folder} is not a writable folder")
+        return
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            inspect(conn).get_table_names()  # reads the schema: a SQLite header, a server's catalog
+    except SQLAlchemyError as err:
+        raise _unopenable(url, err) from err
+    finally:
+        engine.dispose()
+
+
 def make_engine(url: str) -> Engine:
-    """A SQLAlchemy engine for `url`; SQLite files get their folder created and a busy timeout."""
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60})
-        tune_sqlite(engine)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    """A SQLAlchemy engine for `url`; SQLite files get their folder created and a busy timeout. StoreError if bad."""
+    path = sqlite_file(_parse(url))
+    if path is None:
+        return _engine(url, pool_pre_ping=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = _engine(url, connect_args={"timeout": 60})
+    tune_sqlite(engine)
+    return engine
 
 
 def tune_sqlite(engine: Engine) -> None:
@@ -243,10 +350,22 @@ class Store:
     """Reads and writes studies, trials and reports; every write is its own transaction."""
 
     def __init__(self, url: str = DEFAULT_URL, *, migrate: bool = True) -> None:
+        """Open the store (StoreError, one line, when it cannot be); migrate=False reads an existing one as it is."""
         self.url = url
-        self.engine = make_engine(url)
-        if migrate:
-            upgrade_schema(self.engine)
+        path = sqlite_file(_parse(url))
+        if not migrate and path is not None and not path.is_file():
+            raise StoreError(f"store.url={shown_url(url)} is unreachable: no such SQLite file (run python -m "
+                             "nas.search first or set store.url)")
+        with _opening(url):
+            self.engine = make_engine(url)
+            try:
+                with self.engine.connect() as conn:
+                    inspect(conn).get_table_names()  # fails here, not at the first query, when it is no database
+                if migrate:
+                    upgrade_schema(self.engine)
+            except BaseException:
+                self.engine.dispose()  # no pooled connection keeps the file it removes open
+                raise
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._columns: dict[str, set[str]] = {}
 

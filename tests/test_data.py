@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from nas.data import IGNORE, MQARSpec, TaskData, TaskSpec, load_corpus, load_task, mqar_batch, stdlib_root
+from nas.data import (IGNORE, MQARSpec, TaskData, TaskSpec, check_task_data, load_corpus, load_task, mqar_batch,
+                      stdlib_root)
 
 
 def test_mqar_pairs_sit_anywhere_and_queries_span_the_distance_range() -> None:
@@ -123,6 +124,42 @@ def test_corpus_shorter_than_a_sequence_is_rejected(tmp_path) -> None:
     task = TaskSpec(corpus=str(tmp_path / "short.txt"))
     with pytest.raises(ValueError, match="fewer than seq_len"):
         TaskData(task, 128, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "binary", "binary_only_dir"])
+def test_check_task_data_finds_what_a_trainer_would_fail_on(tmp_path, monkeypatch, kind: str) -> None:
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "corpus"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "binary":
+        path.write_bytes(bytes(range(256)) * 10)
+    elif kind == "binary_only_dir":
+        path.mkdir()
+        (path / "a.bin").write_bytes(b"\0" * 1000)
+    with pytest.raises(ValueError) as err:
+        check_task_data(TaskSpec(corpus=str(path)), 64, 8, 16)
+    assert str(err.value).startswith(f"task.corpus={str(path)!r}") and "\n" not in str(err.value)
+    assert check_task_data(TaskSpec(kind="mqar"), 64, 8, 16) is None  # MQAR reads no corpus
+
+
+def test_each_split_must_hold_the_windows_it_is_drawn_from(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "c.txt"
+    path.write_bytes(b"x = f(yz)\n" * 100)  # 1000 bytes: one file splits by its tail, 10% = 100 bytes
+    lm, mixed = TaskSpec(corpus=str(path)), TaskSpec(kind="mixed", corpus=str(path), mqar_fraction=0.5)
+    check_task_data(lm, 64, 2, 18)  # 36 validation windows of 65 bytes: 100 - 64 = 36 distinct starts
+    with pytest.raises(ValueError, match=r"its val split has 100 bytes, fewer than seq_len\+38=102 for 38 distinct "
+                                         r"validation windows of 65 bytes: use a longer corpus or a larger task.val_pct"):
+        check_task_data(lm, 64, 2, 19)
+    check_task_data(mixed, 64, 2, 36)  # half of each batch is LM rows: 36 windows
+    with pytest.raises(ValueError, match="for 38 distinct validation windows"):
+        check_task_data(mixed, 64, 2, 38)
+    with pytest.raises(ValueError, match=r"its train split has 900 bytes, fewer than seq_len\+1=901 for one window "
+                                         r"of 901 bytes: use a longer corpus$"):
+        check_task_data(lm, 900, 1, 1)
+    with pytest.raises(ValueError, match="for 38 distinct validation windows"):  # the trainer's own check
+        TaskData(lm, 64).val_set(2, 19)
 
 
 def test_unknown_tasks_and_objectives_are_rejected() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -245,6 +246,93 @@ def test_cli_bad_space_file_and_bad_override_exit_2_and_write_nothing(tmp_path):
     assert override.stderr.strip() == ("error: sampler.name='annealing' is invalid: expected one of nsga2, tpe, "
                                        "random, grid")
     assert not (tmp_path / "db").exists()
+
+
+def test_cli_space_files_that_are_not_yaml_mappings_are_one_line_exit_2(tmp_path):
+    spaces = tmp_path / "spaces"
+    spaces.mkdir()
+    (spaces / "unclosed.yaml").write_text("name: unclosed\nparams:\n  window: {type: int, low: 4\n  global_tokens: 2\n")
+    (spaces / "listed.yaml").write_text("- window\n- global_tokens\n")
+    for name, says in (("unclosed", "not valid YAML at line 4, column 16: expected ',' or '}', but got ':' (while "
+                                    "parsing a flow mapping at line 3, column 11)"),
+                       ("listed", "a search space is a YAML mapping (name, params, ...), not a list")):
+        run = _cli(tmp_path, f"search_space={name}", spaces=spaces)
+        assert run.returncode == 2
+        assert run.stderr.splitlines() == [f"error: {spaces / (name + '.yaml')}: {says}"]
+    assert not (tmp_path / "db").exists()
+
+
+@pytest.mark.parametrize("kind, says", [("missing", "does not exist"), ("empty", "holds no text"),
+                                         ("binary", "is a binary file"), ("short", "its val split has 30 bytes")])
+def test_a_bad_corpus_stops_the_search_before_anything_is_written(tmp_path, monkeypatch, kind, says):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = tmp_path / f"{kind}.txt"
+    if kind != "missing":
+        corpus.write_bytes({"empty": b"", "binary": bytes(range(256)) * 4, "short": b"x = 1\n" * 50}[kind])
+    url = f"sqlite:///{tmp_path / 'db' / 'nas.db'}"
+    with pytest.raises(SearchError) as err:
+        run_search(compose_cfg("study=corpus", f"store.url={url}", f"task.corpus={corpus}"), out=None,
+                   trial_runner=FakeRunner())
+    assert str(err.value).startswith(f"task.corpus={str(corpus)!r}") and says in str(err.value)
+    assert "\n" not in str(err.value) and not (tmp_path / "db").exists()  # the study name is not used up
+
+
+def test_a_bad_store_ends_the_cli_with_one_line_and_leaves_the_file_alone(tmp_path, monkeypatch, capsys):
+    from nas.search import main
+
+    path = tmp_path / "random.db"
+    path.write_bytes(bytes(range(256)) * 32)
+    monkeypatch.chdir(tmp_path)
+    for url, says in ((f"sqlite:///{path}", f"{path} is not a usable SQLite database"),
+                      ("postgresql+psycopg://nas:hunter2@127.0.0.1:9/nas", "nas:***@127.0.0.1:9/nas")):
+        monkeypatch.setattr(sys, "argv", ["nas.search", f"store.url={url}", "study=s", "adequacy=skip"])
+        with pytest.raises(SystemExit) as done:
+            main()
+        assert done.value.code == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith("error: store.url=") and says in err[0] and "hunter2" not in err[0]
+    assert path.read_bytes() == bytes(range(256)) * 32 and [p.name for p in tmp_path.iterdir()] == ["random.db"]
+
+
+def test_a_relative_corpus_reaches_the_trials_as_an_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "text.txt").write_bytes((REPO / "nas" / "data.py").read_bytes())
+    setup = validate(compose_cfg("task.corpus=text.txt"))
+    assert setup.task.corpus == setup.plain["task"]["corpus"] == str(tmp_path / "text.txt")
+
+
+def test_a_store_password_is_never_printed_nor_stored_and_commands_paste_back(local_ray, pg_url):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from sqlalchemy import create_engine, inspect, make_url, text
+
+    password = "hunter2-pw"
+    url = make_url(pg_url).set(password=password).render_as_string(hide_password=False)  # trust auth ignores it
+    name = "it's a&b"
+    out = io.StringIO()
+    run_search(compose_cfg(f"study=\"{name}\"", f"store.url={url}", "n_trials=2", "sampler=random", "pruner=none",
+                           "ray.max_concurrent=1"), trial_runner=FakeRunner(), out=out)
+    with pytest.raises(SearchError) as err:  # an error that names the store
+        run_search(compose_cfg(f"study=\"{name}\"", f"store.url={url}", "proxy.lr=0.01"), out=out,
+                   trial_runner=FakeRunner())
+    printed = out.getvalue() + str(err.value)
+    assert password not in printed and "store postgresql+psycopg://postgres:***@127.0.0.1" in printed
+    engine = create_engine(url)  # every row of every table, read without the code under test
+    with engine.connect() as conn:
+        for table in inspect(conn).get_table_names():
+            for row in conn.execute(text(f'SELECT * FROM "{table}"')):
+                assert password not in str(row), table
+        config = conn.execute(text("SELECT config FROM nas_study")).scalar_one()
+    engine.dispose()
+    assert config["store"]["url"] == make_url(url).render_as_string(hide_password=True)
+    for key, command in (("dashboard", "nas.dashboard"), ("export", "nas.export")):
+        line = next(line for line in printed.splitlines() if line.startswith(f"{key}: "))
+        words = shlex.split(line.removeprefix(f"{key}: "))
+        assert words[:3] == ["python", "-m", command]
+        values = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(words[3:])}
+        assert values["study"] == name and values["store.url"] == config["store"]["url"]
+    optuna_line = next(line for line in printed.splitlines() if line.startswith("optuna-dashboard: "))
+    assert shlex.split(optuna_line.removeprefix("optuna-dashboard: ")) == ["optuna-dashboard", config["store"]["url"]]
 
 
 def test_structured_config_rejects_wrong_types_and_bad_values():

@@ -119,9 +119,14 @@ def test_divides_and_implies_are_checked():
 def test_unreadable_and_non_yaml_files(tmp_path):
     with pytest.raises(SpaceError, match="cannot read"):
         load(tmp_path / "missing.yaml", BASE)
-    (tmp_path / "bad.yaml").write_text("params: [unclosed\n")
-    with pytest.raises(SpaceError, match="bad.yaml: not valid YAML"):
+    (tmp_path / "bad.yaml").write_text("name: x\nparams: [unclosed\n")
+    with pytest.raises(SpaceError) as err:
         load(tmp_path / "bad.yaml", BASE)
+    assert str(err.value) == (f"{tmp_path / 'bad.yaml'}: not valid YAML at line 3, column 1: expected ',' or ']', "
+                              "but got '<stream end>' (while parsing a flow sequence at line 2, column 9)")
+    (tmp_path / "binary.yaml").write_bytes(b"name: x\n\xff\xfe")
+    with pytest.raises(SpaceError, match=r"binary.yaml: not valid YAML: byte 8 is not UTF-8 text"):
+        load(tmp_path / "binary.yaml", BASE)
 
 
 # compute objectives each shipped space declares, and the task / target it defaults to (search_spaces/*.yaml)

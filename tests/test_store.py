@@ -1,13 +1,14 @@
-"""The SQL store: Alembic-versioned nas_* tables beside Optuna's, round trips, states and interruption."""
+"""The SQL store: Alembic-versioned nas_* tables beside Optuna's, round trips, states, interruption, bad URLs."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
 
 import optuna
 import pytest
 
-from nas.store import VERSION_TABLE, Base, Store, make_engine, upgrade_schema
+from nas.store import VERSION_TABLE, Base, Store, StoreError, check_store, make_engine, shown_url, upgrade_schema
 
 
 @pytest.fixture()
@@ -131,3 +132,104 @@ def test_migrations_cover_the_models_metadata(url, tmp_path):
     engine.dispose()
     diff = [d for d in diff if not (d[0] == "remove_table" and d[1].name == VERSION_TABLE)]
     assert diff == []
+
+
+# ---- opening: bad URLs and files are one-line StoreErrors that create nothing; passwords never shown ----------------
+
+PASSWORD = "s3cr3t-pw"
+
+
+def _one_line(err: pytest.ExceptionInfo, *parts: str) -> str:
+    message = str(err.value)
+    assert "\n" not in message and PASSWORD not in message
+    for part in parts:
+        assert part in message
+    return message
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("notaurl", "store.url='notaurl' is not a SQLAlchemy URL: expected dialect[+driver]://"),
+    (f"nosuchdialect://u:{PASSWORD}@h/db", "store.url=nosuchdialect://u:***@h/db names an unknown dialect"),
+    (f"mysql+nosuchdriver://u:{PASSWORD}@h/db", "names an unknown dialect or driver 'mysql+nosuchdriver'"),
+    (f"mysql+pymysql://u:{PASSWORD}@h/db", "store.url=mysql+pymysql://u:***@h/db needs the database driver "
+                                           "'pymysql', which is not installed: pip install pymysql"),
+])
+def test_a_bad_url_is_one_line_naming_it_with_the_password_masked(tmp_path, monkeypatch, bad, says):
+    monkeypatch.chdir(tmp_path)
+    for opening in (check_store, Store):
+        with pytest.raises(StoreError) as err:
+            opening(bad)
+        _one_line(err, says)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreachable_server_is_one_line(tmp_path):
+    import importlib.util
+
+    server = f"postgresql+psycopg://nas:{PASSWORD}@127.0.0.1:9/nas"  # the discard port: nothing listens
+    says = ("cannot be opened (connection failed" if importlib.util.find_spec("psycopg")
+            else "needs the database driver 'psycopg', which is not installed: pip install -e '.[postgres]'")
+    for opening in (check_store, Store):
+        with pytest.raises(StoreError) as err:
+            opening(server)
+        _one_line(err, "store.url=postgresql+psycopg://nas:***@127.0.0.1:9/nas", says)
+
+
+def test_a_file_of_random_bytes_is_refused_and_left_as_it_was(tmp_path):
+    path = tmp_path / "random.db"
+    data = bytes(random.Random(0).getrandbits(8) for _ in range(8192))
+    path.write_bytes(data)
+    for opening in (check_store, Store, lambda url: Store(url, migrate=False)):
+        with pytest.raises(StoreError) as err:
+            opening(f"sqlite:///{path}")
+        _one_line(err, f"{path} is not a usable SQLite database (file is not a database)")
+    assert path.read_bytes() == data and sorted(p.name for p in tmp_path.iterdir()) == ["random.db"]
+
+
+def test_a_store_that_fails_while_being_created_leaves_no_file_or_folder(tmp_path, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    import nas.store
+
+    def broken(engine, revision="head"):
+        with engine.connect():  # the file exists now
+            pass
+        raise OperationalError("ALTER TABLE", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(nas.store, "upgrade_schema", broken)
+    url = f"sqlite:///{tmp_path / 'new' / 'deeper' / 'nas.db'}"
+    with pytest.raises(StoreError) as err:
+        Store(url)
+    _one_line(err, "(disk I/O error)")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "afile").write_text("")  # a folder that cannot be made: a file is in the way
+    for opening in (check_store, Store):
+        with pytest.raises(StoreError) as err:
+            opening(f"sqlite:///{tmp_path / 'afile' / 'nas.db'}")
+        _one_line(err, "cannot be created")
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+def test_reading_a_missing_file_and_checking_a_new_one_create_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sub' / 'nas.db'}"
+    check_store(url)  # a new store may be created there
+    with pytest.raises(StoreError) as err:
+        Store(url, migrate=False)
+    _one_line(err, "is unreachable: no such SQLite file")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", [f"postgresql+psycopg://nas:{PASSWORD}@db.example:5432/nas?sslmode=require",
+                                 f"postgresql://nas:{PASSWORD.replace('-', '%2D')}@h/nas",
+                                 f"postgres ql://nas:{PASSWORD}@h/nas"])  # unparsable: masked all the same
+def test_shown_url_masks_the_password_and_keeps_the_rest(url):
+    from sqlalchemy import make_url
+
+    shown = shown_url(url)
+    assert PASSWORD not in shown and PASSWORD.replace("-", "%2D") not in shown and "nas:***@" in shown
+    if " " not in url:  # SQLAlchemy reads back everything but the password
+        back, original = make_url(shown), make_url(url)
+        assert (back.drivername, back.username, back.host, back.port, back.database, dict(back.query)) == \
+            (original.drivername, original.username, original.host, original.port, original.database,
+             dict(original.query))
+    assert shown_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from nas.model import ArchConfig, TransformerLM
 from nas.store import Store
 from nas.train import TrainSpec, sized_arch, train
 from nas.trainer import loop
-from nas.trainer.checkpoint import checkpoints
+from nas.trainer.checkpoint import CheckpointError, checkpoints, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = dict(seq_len=32, n_layers=2, d_model=16, n_heads=4, ffn_mult=2.0, attention="local_global", window=8,
@@ -63,18 +64,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_losses(tmp_path, corp
     full = train(arch, _spec(tmp_path / "full", corpus))
     assert sorted(full.losses) == [1, 2, 3, 4, 5, 6]
     assert full.precision_switch_step is not None  # the adaptive state is part of what must resume
-
-    real_step = loop._Run.train_step
-
-    def crash_at_5(self):  # a run killed during step 5: the checkpoint of step 3 is the newest
-        if self.step == 4:
-            raise KeyboardInterrupt
-        return real_step(self)
-
-    monkeypatch.setattr(loop._Run, "train_step", crash_at_5)
-    with pytest.raises(KeyboardInterrupt):
-        train(arch, _spec(tmp_path / "cut", corpus))
-    monkeypatch.setattr(loop._Run, "train_step", real_step)
+    _interrupted_run(arch, tmp_path / "cut", corpus, monkeypatch, steps=6, last=4)  # the newest checkpoint: step 3
     assert [p.name for p in checkpoints(tmp_path / "cut")] == ["step_00000003.pt"]
     assert [s for s, _ in _train_losses(tmp_path / "cut")] == [1, 2, 3, 4]
 
@@ -84,6 +74,83 @@ def test_resume_after_interruption_gives_the_uninterrupted_losses(tmp_path, corp
     assert resumed.evals[6] == full.evals[6]
     assert _train_losses(tmp_path / "cut") == _train_losses(tmp_path / "full")  # the log has no duplicate steps
     assert resumed.precision_switch_step == full.precision_switch_step
+
+
+def _interrupted_run(arch: ArchConfig, out_dir: Path, corpus: Path, monkeypatch, steps: int, last: int) -> None:
+    """A run of `steps` steps killed during step last+1 (checkpoints every 3 steps)."""
+    real_step = loop._Run.train_step
+
+    def crash(self):
+        if self.step == last:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(loop._Run, "train_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(arch, _spec(out_dir, corpus, steps=steps))
+    monkeypatch.setattr(loop._Run, "train_step", real_step)
+
+
+class _RunsCode:
+    """Pickles as a call to os.mkdir: what a crafted checkpoint would run if loaded with weights_only=False."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def _damage(path: Path, how: str, marker: Path) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "flipped":  # bytes of a tensor's payload: only the archive's CRC-32 shows it
+        middle = len(data) // 2
+        path.write_bytes(data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 16]) + data[middle + 16:])
+    else:
+        torch.save({"arch": {}, "model": _RunsCode(marker), "optimizer": {}, "rng": {}, "step": 6}, path)
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "crafted"])
+def test_resume_falls_back_past_an_unreadable_newest_checkpoint(tmp_path, corpus, exported, monkeypatch, capsys, how):
+    arch = ArchConfig.from_yaml(exported)
+    full = train(arch, _spec(tmp_path / "full", corpus, steps=9))
+    _interrupted_run(arch, tmp_path / "cut", corpus, monkeypatch, steps=9, last=7)  # checkpoints at steps 3 and 6
+    newest = checkpoints(tmp_path / "cut")[-1]
+    assert newest.name == "step_00000006.pt"
+    marker = tmp_path / "code-ran"
+    _damage(newest, how, marker)
+    capsys.readouterr()
+    resumed = train(arch, _spec(tmp_path / "cut", corpus, steps=9, resume=True))
+    assert not marker.exists()  # the crafted pickle was refused, not run
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("resume:")]
+    assert len(said) == 1 and str(newest) in said[0] and said[0].endswith(
+        "resuming from the newest intact checkpoint, step_00000003.pt")
+    assert resumed.start_step == 3
+    assert resumed.losses == {s: full.losses[s] for s in range(4, 10)}  # as if never interrupted
+    assert _train_losses(tmp_path / "cut") == _train_losses(tmp_path / "full")
+    assert [p.name for p in checkpoints(tmp_path / "cut")] == [p.name for p in checkpoints(tmp_path / "full")]
+    for path in checkpoints(tmp_path / "cut"):  # the damaged one is replaced; every one loads safely
+        assert load_checkpoint(path)["step"] == int(path.stem.split("_")[1])
+
+
+def test_resume_with_no_intact_checkpoint_is_one_line_and_changes_nothing(tmp_path, corpus, exported, monkeypatch):
+    arch = ArchConfig.from_yaml(exported)
+    out_dir = tmp_path / "cut"
+    _interrupted_run(arch, out_dir, corpus, monkeypatch, steps=9, last=7)
+    for path in checkpoints(out_dir):
+        _damage(path, "truncated", tmp_path / "unused")
+    before = {p: p.read_bytes() for p in out_dir.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError) as err:
+        train(arch, _spec(out_dir, corpus, steps=9, resume=True))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"resume=true but no checkpoint in {out_dir / 'checkpoints'} "
+                                                       "is intact (2 tried; newest: ")
+    assert message.endswith("drop resume=true to start a new run")
+    assert {p: p.read_bytes() for p in out_dir.rglob("*") if p.is_file()} == before
+    with pytest.raises(CheckpointError, match="step_00000003.pt is unreadable"):  # a named file: no fallback
+        train(arch, _spec(out_dir, corpus, steps=9, resume=str(out_dir / "checkpoints" / "step_00000003.pt")))
 
 
 def test_fresh_run_into_a_used_dir_is_refused(tmp_path, corpus, exported):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from nas.objectives import QUALITY, stored_compute_keys
-from nas.store import Report
+from nas.store import Report, shown_url
 
 ABSOLUTE_OF = {  # compute ratio -> the absolute cost figure it divides by the dense baseline's
     "flops_ratio": "step_flops",
@@ -115,41 +114,28 @@ def trial_view(t: Any, compute_keys: tuple[str, ...], baseline: dict[str, Any] |
                      baseline is not None and dict(t.params) == baseline, t.error, t.duration_s)
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The file of a sqlite:/// URL (None for other databases and in-memory SQLite)."""
-    if not url.startswith("sqlite:///") or url.endswith(":memory:"):
-        return None
-    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
-
-
 class StoreReader:
     """Read-only access to the store's studies, trials and the Optuna studies in the same database."""
 
     def __init__(self, url: str) -> None:
-        from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+        from sqlalchemy.exc import SQLAlchemyError
 
-        from nas.store import Store
+        from nas.store import Store, StoreError
 
-        path = sqlite_path(url)
-        if path is not None and not path.is_file():
-            raise DashboardError(f"store.url={url} is unreachable: no such SQLite file (run python -m nas.search "
-                                 "first or set store.url)")
         self.url = url
         try:
             self.store = Store(url, migrate=False)
             self.names = [s.name for s in self.store.studies()]
-        except ModuleNotFoundError as err:
-            raise DashboardError(f"store.url={url} needs the database driver {err.name!r}: pip install it") from err
-        except ArgumentError as err:
-            raise DashboardError(f"store.url={url!r} is not a valid SQLAlchemy URL") from err
+        except StoreError as err:
+            raise DashboardError(str(err)) from err
         except SQLAlchemyError as err:
             if _missing_tables(err):
                 self.names = []
             else:
                 first = str(getattr(err, "orig", err)).strip().splitlines()[0]
-                raise DashboardError(f"store.url={url} is unreachable: {first}") from err
+                raise DashboardError(f"store.url={shown_url(url)} is unreachable: {first}") from err
         if not self.names:
-            raise DashboardError(f"store.url={url} holds no studies: run python -m nas.search first")
+            raise DashboardError(f"store.url={shown_url(url)} holds no studies: run python -m nas.search first")
 
     def close(self) -> None:
         """Release connections."""
@@ -159,7 +145,7 @@ class StoreReader:
         """Raise a one-line DashboardError for any name that is not a study in the store."""
         unknown = [n for n in names if n not in self.names]
         if unknown:
-            raise DashboardError(f"study={unknown[0]!r} not found in {self.url}: known studies are "
+            raise DashboardError(f"study={unknown[0]!r} not found in {shown_url(self.url)}: known studies are "
                                  f"{', '.join(self.names)}")
 
     def study(self, name: str) -> StudyView:

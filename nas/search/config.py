@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 import yaml
+from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nas import space
@@ -123,8 +123,8 @@ def register() -> None:
     for path in sorted(Path(spaces_dir()).glob("*.yaml")):
         try:
             node = OmegaConf.load(path)  # Hydra's own YAML reading
-        except yaml.YAMLError as err:
-            raise space.yaml_error(path, err) from err
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise space.SpaceError(space.yaml_problem(path, err)) from err
         if not isinstance(node, DictConfig):
             raise space.SpaceError(f"{path}: expected a mapping with keys name, params, baseline, not a list")
         store.store(group=GROUP, name=path.stem, node=node)

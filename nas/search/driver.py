@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from omegaconf import DictConfig, OmegaConf
 
 from nas import space
+from nas.cli import command
 from nas.cost import Coster
-from nas.data import TaskSpec
+from nas.data import TaskSpec, check_task_data
 from nas.objectives import check_compute, stored_compute_keys
 from nas.proxy import ProxySpec, proxy_arch
 from nas.pareto_pruner import COMPUTE_ATTR, compute_vector
 from nas.search.bridge import INTERRUPTED, OptunaBridge, make_pruner, make_sampler, make_storage
 from nas.search.config import SearchConf
 from nas.search.runner import ProxyRunner, TrialRunner, trainable
-from nas.store import DEFAULT_URL, Store
+from nas.search.scratch import ray_scratch
+from nas.store import DEFAULT_URL, Store, check_store, shown_url
 
 QUIET_TUNE = {  # no CSV/JSON/TensorBoard loggers, no progress tables, rare experiment snapshots: the store is the record
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_GLOBAL_CHECKPOINT_S": "600",
@@ -79,9 +81,15 @@ def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setu
         raise SearchError(f"adequacy={conf.adequacy!r} is invalid: expected one of {', '.join(ADEQUACY_MODES)}")
     if not conf.study or any(c in conf.study for c in "/\\"):
         raise SearchError(f"study={conf.study!r} is invalid: expected a non-empty name without slashes")
+    url = conf.store.url or DEFAULT_URL
+    check_store(url)  # StoreError: one line naming the URL, password masked
+    plain["store"] = {**plain["store"], "url": shown_url(url)}  # what the study row keeps: never the password
+    if plain["task"].get("corpus"):  # trials run in Ray's own working folder: the corpus as an absolute path
+        plain["task"]["corpus"] = str(Path(plain["task"]["corpus"]).expanduser().absolute())
     try:
         proxy = ProxySpec.from_dict(dict(plain["proxy"]))
         task = TaskSpec.from_dict(dict(plain["task"]))
+        check_task_data(task, proxy.seq_len, proxy.eval_batches, proxy.batch_size)  # before trials find it
     except (TypeError, ValueError) as err:
         raise SearchError(str(err)) from err
     spec = space.parse(plain["search_space"], space_source, proxy_arch({}, proxy))
@@ -98,7 +106,7 @@ def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setu
         coster.estimate(proxy_arch(spec.knobs(dict(spec.baseline)), proxy))
     except (KeyError, TypeError, ValueError) as err:
         raise SearchError(f"target / hardware config: {err}") from err
-    return Setup(conf, plain, spec, proxy, task, conf.store.url or DEFAULT_URL, keys, coster)
+    return Setup(conf, plain, spec, proxy, task, url, keys, coster)
 
 
 def _evaluator(setup: Setup):
@@ -220,9 +228,10 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
         if out is not None:
             print(f"study {conf.study!r}: {remaining} of {conf.n_trials} trials to run (with any other driver on it), "
                   f"{conf.ray.max_concurrent} at a time "
-                  f"({conf.sampler.name} sampler, {conf.pruner.name} pruner, store {setup.url})", file=out, flush=True)
+                  f"({conf.sampler.name} sampler, {conf.pruner.name} pruner, store {shown_url(setup.url)})", file=out,
+                  flush=True)
         try:
-            with tempfile.TemporaryDirectory(prefix="nas-ray-") as tmp:
+            with ray_scratch() as tmp:  # a killed search's scratch folder is swept here
                 tune.Tuner(
                     tune.with_resources(tune.with_parameters(trainable, runner=runner), resources),
                     tune_config=tune.TuneConfig(
@@ -287,14 +296,14 @@ def _check_resumable(existing: Any, setup: Setup) -> None:
     if existing is None:
         return
     if existing.space_hash != spec.digest():
-        raise SearchError(f"study={conf.study!r} already exists in {setup.url} with a different search space "
-                          f"({existing.search_space.get('name')}); resume it with that space or choose another "
+        raise SearchError(f"study={conf.study!r} already exists in {shown_url(setup.url)} with a different search "
+                          f"space ({existing.search_space.get('name')}); resume it with that space or choose another "
                           "study=NAME")
     changed = [k for k in FIXED_PER_STUDY if _fixed(existing.config, k) != _fixed(setup.plain, k)]
     if changed:
-        raise SearchError(f"study={conf.study!r} already exists in {setup.url} with a different {changed[0]} "
-                          f"({existing.config.get(changed[0])!r}); results would not be comparable: resume it with "
-                          "the same settings or choose another study=NAME")
+        raise SearchError(f"study={conf.study!r} already exists in {shown_url(setup.url)} with a different "
+                          f"{changed[0]} ({existing.config.get(changed[0])!r}); results would not be comparable: resume "
+                          "it with the same settings or choose another study=NAME")
 
 
 def optuna_trials(storage: Any, name: str) -> int:
@@ -323,14 +332,13 @@ def _dashboard(result: SearchResult) -> str:
     """Build the study's dashboard page; its path, or the command to build it when that is not possible."""
     from nas.dashboard import build
 
-    command = f"python -m nas.dashboard study={result.study}"
-
+    later = _command(result, "nas.dashboard")
     try:
         pages = build(result.url, [result.study], None)
     except Exception as err:  # the search's results are safe in the store; the page can be built later
-        return f"{command} (building it here failed: {type(err).__name__}: {err})"
+        return f"{later} (building it here failed: {type(err).__name__}: {err})"
     page = [p for p in pages if p.name != "index.html"]
-    return str(page[0] if page else pages[0]) if pages else command
+    return str(page[0] if page else pages[0]) if pages else later
 
 
 def _summary(result: SearchResult, compute_keys: tuple[str, ...], out: TextIO, build_dashboard: bool) -> None:
@@ -344,7 +352,12 @@ def _summary(result: SearchResult, compute_keys: tuple[str, ...], out: TextIO, b
         params = " ".join(f"{k}={v}" for k, v in row["params"].items())
         compute = "".join(f"{row[k]:>20.4f}" for k in compute_keys)
         print(f"{row['number']:>5}  {row['quality']:>8.4f}  {compute}  {params}{tag}", file=out)
-    print(f"dashboard: {_dashboard(result) if build_dashboard else 'python -m nas.dashboard study=' + result.study}",
-          file=out)
-    print(f"optuna-dashboard: optuna-dashboard {result.url}", file=out)
-    print(f"export: python -m nas.export study={result.study} policy=knee", file=out, flush=True)
+    print(f"dashboard: {_dashboard(result) if build_dashboard else _command(result, 'nas.dashboard')}", file=out)
+    print(f"optuna-dashboard: {command('optuna-dashboard', shown_url(result.url))}", file=out)
+    print(f"export: {_command(result, 'nas.export', policy='knee')}", file=out, flush=True)
+
+
+def _command(result: SearchResult, module: str, **overrides: Any) -> str:
+    """`python -m MODULE study=... [store.url=...]`, quoted for a shell; a store URL shown without its password."""
+    store = {} if result.url == DEFAULT_URL else {"store.url": shown_url(result.url)}
+    return command("python", "-m", module, **{"study": result.study, **overrides, **store})

@@ -20,8 +20,7 @@ from nas.model.precision import AdaptivePrecision
 from nas.optim import lr_at, make_optimizer, set_lr
 from nas.device import resolve_device
 from nas.objective import NonFiniteLoss, batch_to, evaluate, train_loss
-from nas.trainer.checkpoint import (checkpoints, load_checkpoint, restore_rng_states, resume_path, rng_states,
-                                     save_checkpoint)
+from nas.trainer.checkpoint import checkpoints, restore_rng_states, resume_state, rng_states, save_checkpoint
 from nas.trainer.spec import TrainSpec
 
 METRICS_FILE = "metrics.jsonl"
@@ -115,9 +114,8 @@ class _Run:
                 "scaler": self.scaler.state_dict(), "rng": rng_states(self.gen),
                 "adaptive": _adaptive_state(self.adaptive)}
 
-    def load(self, path: Path) -> None:
-        """Continue from a checkpoint written by `state`."""
-        state = load_checkpoint(path)
+    def load(self, path: Path, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by `state` (read from `path`)."""
         _check_same_arch(state["arch"], self.arch, path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -156,8 +154,9 @@ def train(arch: ArchConfig, spec: TrainSpec) -> TrainResult:
 
     out_dir = Path(spec.out_dir)
     device = resolve_device(spec.device)
-    ckpt_path = resume_path(spec.resume, out_dir)
-    if ckpt_path is None:
+    resumed = resume_state(spec.resume, out_dir)
+    ckpt_path = None if resumed is None else resumed[0]
+    if resumed is None:
         _check_fresh_dir(out_dir)
     data = _task_data(spec, arch.seq_len)
     if data.task.uses_mqar and data.task.mqar.vocab > arch.vocab_size:
@@ -167,8 +166,8 @@ def train(arch: ArchConfig, spec: TrainSpec) -> TrainResult:
         torch.set_num_threads(spec.threads)
     try:
         run = _Run(arch, spec, device, data)
-        if ckpt_path is not None:
-            run.load(ckpt_path)
+        if resumed is not None:
+            run.load(*resumed)
             if run.step >= spec.steps:
                 raise ValueError(f"resume: {ckpt_path} is at step {run.step}, already steps={spec.steps}: "
                                  "raise steps to train further")
