@@ -320,3 +320,12 @@ def test_records_tables_come_from_the_migrations_and_start_empty(store):
 
     assert {"nas_export", "nas_fidelity"} <= set(inspect(store.engine).get_table_names())
     assert store.fidelity_results("s1") == [] and store.exports("s1") == []
+
+
+def test_export_from_a_store_that_does_not_exist_creates_nothing(tmp_path):
+    from nas.export.cli import run_from_config
+
+    missing = tmp_path / "typo" / "nas.db"
+    with pytest.raises(ValueError, match=r"typo/nas.db does not exist"):
+        run_from_config({"study": "s", "store": {"url": f"sqlite:///{missing}"}, "policy": "knee"})
+    assert not (tmp_path / "typo").exists()

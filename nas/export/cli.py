@@ -23,7 +23,7 @@ from nas.export.front import Point, Policy, StudyPoints, load_points, select
 from nas.model.config import ArchConfig
 from nas.profiles import conf_dir, hydra_entry, strict_from_dict
 from nas.reference import describe
-from nas.store import DEFAULT_URL, Fidelity, Store, code_version
+from nas.store import DEFAULT_URL, Fidelity, Store, StoreError, code_version, shown_url, sqlite_file
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -168,17 +168,27 @@ def export(store: Store, study: str, policy: Policy, *, name: str | None = None,
     return Exported(point, sp.compute_keys, name, path)
 
 
+def open_existing(url: str) -> Store:
+    """The store at `url`, which must exist already (exporting from a mistyped path creates nothing)."""
+    path = sqlite_file(url) if url.startswith("sqlite") else None
+    if path is not None and not path.exists():
+        raise StoreError(f"store.url={shown_url(url)!r}: {path} does not exist; export reads the store a search "
+                         "wrote (default: trials_db/nas.db)")
+    return Store(url)
+
+
 def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported:
     """Export (and verify) from a composed conf/export.yaml as a plain dict; prints what it did.
 
     Every option, and with verify=true the study's fitness for it, is checked before the file is written.
     """
     opts = Options.from_conf(conf)
-    store = Store(opts.url)
+    store = open_existing(opts.url)
     try:
         if not opts.study:
             names = ", ".join(s.name for s in store.studies()) or "none"
-            raise ValueError(f"study is required: python -m nas.export study=NAME (studies in {opts.url}: {names})")
+            raise ValueError(f"study is required: python -m nas.export study=NAME (studies in "
+                             f"{shown_url(opts.url)}: {names})")
         if opts.verify:
             from nas.export.fidelity import plan_verify  # trains models: torch is imported only when asked
 

@@ -18,7 +18,7 @@ from typing import Any
 from nas import pareto
 from nas.checks import check_int
 from nas.objectives import QUALITY, stored_compute_keys
-from nas.store import Store, Study, Trial
+from nas.store import Store, Study, Trial, shown_url
 
 POLICIES = ("knee", "max_quality", "min_compute", "trial")
 
@@ -69,7 +69,7 @@ def load_points(store: Store, study: str) -> StudyPoints:
     meta = store.study(study)
     if meta is None:
         names = ", ".join(s.name for s in store.studies()) or "none"
-        raise ValueError(f"study={study!r} not found in the store {store.url}: studies are {names}")
+        raise ValueError(f"study={study!r} not found in the store {shown_url(store.url)}: studies are {names}")
     trials = store.trials(study)
     keys = stored_compute_keys(meta.config, (t.objectives for t in trials))
     points = []
