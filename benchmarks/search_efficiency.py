@@ -253,10 +253,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep", action="store_true", help="also the Pareto pruner's settings")
     parser.add_argument("--out", default="search_efficiency_cpu")
     args = parser.parse_args(argv)
-    if args.cmd == "record":
-        cmd_record(args)
-    else:
-        run(args)
+    try:
+        if args.cmd == "record":
+            if not Path(args.space).is_file():
+                raise ValueError(f"--space={args.space!r} is invalid: no such search-space file")
+            cmd_record(args)
+        else:
+            if args.seeds < 1 or args.trials < 1:
+                raise ValueError(f"--seeds={args.seeds} --trials={args.trials} are invalid: expected integers >= 1")
+            run(args)
+    except ValueError as err:  # SearchError, SpaceError, a malformed table: one line, nothing written
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

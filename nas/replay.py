@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import platform
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from omegaconf import DictConfig
 
 from nas.checks import check_int
 from nas.pareto import hypervolume
-from nas.search.bridge import OptunaBridge, Sampled, make_pruner, make_sampler, make_storage
+from nas.search.bridge import OptunaBridge, make_pruner, make_sampler, make_storage
 from nas.search.config import PrunerConf, SamplerConf
 from nas.space import SearchSpec, SpaceError
 from nas.store import Store
@@ -61,8 +62,6 @@ def grid_points(spec: SearchSpec) -> list[dict[str, Any]]:
 # ---- record ------------------------------------------------------------------------------------------------
 def compose_search(overrides: Sequence[str], spaces: Path | None = None) -> DictConfig:
     """conf/search.yaml composed with Hydra overrides; `spaces` stands in for the search_spaces/ folder."""
-    import os
-
     from hydra import compose, initialize_config_dir
 
     from nas.profiles import conf_dir
@@ -87,6 +86,7 @@ def record(cfg: DictConfig, space_source: str, out: TextIO | None = None, trial_
 
     The configurations are queued in the study's Optuna queue (the search queues the baseline itself), the
     pruner is none, and n_trials covers them all; an interrupted recording resumes (the queue is kept).
+    `trial_runner` stands in for the proxy trainer (tests).
     """
     from nas.search import run_search, validate
 
@@ -98,6 +98,14 @@ def record(cfg: DictConfig, space_source: str, out: TextIO | None = None, trial_
     if setup.conf.n_trials != len(points):
         raise ValueError(f"n_trials={setup.conf.n_trials} is invalid for this recording: expected {len(points)}, "
                          f"the configurations of {space_source}")
+    store = Store(setup.url)
+    try:
+        existing = store.study(setup.conf.study)
+    finally:
+        store.close()
+    if existing is not None and existing.space_hash != setup.spec.digest():
+        raise ValueError(f"study={setup.conf.study!r} already exists in {setup.url} with another search space: "
+                         "choose another study=NAME or store.url")
     study = optuna.create_study(storage=make_storage(setup.url), study_name=setup.conf.study,
                                 directions=["minimize"] * (1 + len(setup.compute_keys)), load_if_exists=True)
     for params in points[1:]:
@@ -260,8 +268,6 @@ def _spec(space: Mapping[str, Any], proxy: Mapping[str, Any] | None) -> SearchSp
 
 def machine() -> str:
     """One line naming the machine a result was measured on."""
-    import os
-
     return f"{platform.node() or 'host'} {platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}"
 
 
