@@ -187,3 +187,13 @@ def test_replayed_study_equals_the_real_search_on_the_same_table(recorded, tmp_p
     trials = replay(recorded, SamplerConf(**conf[0]), PrunerConf(**conf[1]), seed=5, n_trials=n, study="real")
     assert [(t.number, t.params, t.state, t.tokens) for t in trials] == real
     assert {t.state for t in trials} == {"COMPLETE", "PRUNED"}  # the comparison covers both outcomes
+
+
+def test_record_refuses_a_study_of_another_space_before_queueing(tmp_path):
+    cfg = _compose(tmp_path, "x", "pruner=none", "n_trials=31")
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.create_study("x", {}, {"name": "other"}, "another-digest")
+    store.close()
+    with pytest.raises(ValueError, match="study='x' already exists .* with another search space"):
+        record(cfg, str(SPACE))
+    assert "x" not in optuna.get_all_study_names(f"sqlite:///{tmp_path / 'r.db'}")  # nothing queued
