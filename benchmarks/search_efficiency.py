@@ -106,12 +106,23 @@ def evaluate(table: Table, sampler: str, pruner: PrunerConf, base: dict[int, Bas
     for seed, b in base.items():
         trials = replay(table, sampler_conf(sampler), pruner, seed, budget_tokens=b.budget)
         tokens, hv = hv_curve(table, trials)
-        out.fractions.append(tokens_to_reach(tokens, hv, GOAL * b.hv) / b.budget)
+        fraction = tokens_to_reach(tokens, hv, GOAL * b.hv) / b.budget
+        out.fractions.append(fraction if fraction <= 1 else math.inf)  # the last trial may end past B
         out.final.append(hv[-1] / b.hv)
         out.trials.append(len(trials))
         out.pruned.append(sum(t.state == "PRUNED" for t in trials))
         out.curves.append(on_grid(tokens, hv, b.budget, b.hv))
     return out
+
+
+def rung_fidelity(table: Table) -> str:
+    """Kendall tau-b between each rung's quality and the final quality over the table: what a pruner can see."""
+    from nas.training.fidelity import kendall_tau_b
+
+    final = [e.quality for e in table.entries]
+    taus = [f"step {r.step} {kendall_tau_b([e.rungs[i].quality for e in table.entries], final):.2f}"
+            for i, r in enumerate(table.entries[0].rungs[:-1])]
+    return f"rung fidelity (Kendall tau-b of rung vs final quality over the table): {', '.join(taus)}"
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -150,7 +161,9 @@ def run(args: argparse.Namespace) -> None:
              f"{table.meta.get('machine')}; objectives quality, {', '.join(table.compute_keys)}; HV reference "
              f"{tuple(round(r, 4) for r in table.reference)}; one full trial {table.full_tokens} tokens",
              f"budget B = {args.trials} unpruned trials of the same sampler and seed; goal {GOAL:.0%} of its final HV; "
-             f"c@95 = tokens to reach the goal / B (median, [IQR] over seeds); HV@B = final HV / unpruned HV", ""]
+             f"c@95 = tokens to reach the goal / B (median, [IQR] over seeds); HV@B = final HV / unpruned HV",
+             rung_fidelity(table), ""]
+    print("\n".join(lines), flush=True)
     emit = _emitter(lines)
     results: dict[tuple[str, str], Outcome] = {}
     for sampler in SAMPLERS:
