@@ -87,7 +87,7 @@ def _states_if_any(url: str, study: str) -> list[str]:
 
     try:
         store = Store(url, migrate=False)
-    except DBAPIError:
+    except (DBAPIError, ValueError):  # StoreError: no database yet
         return []
     try:
         return _states(store, study)
@@ -239,8 +239,9 @@ def test_cli_bad_space_file_and_bad_override_exit_2_and_write_nothing(tmp_path):
     (spaces / "broken.yaml").write_text("name: broken\nparams: {window: {type: int, low: 4\n")  # unclosed
     syntax = _cli(tmp_path, "search_space=sparse_attn", spaces=spaces)  # every space file is read first
     assert syntax.returncode == 2
-    assert syntax.stderr.strip() == (f"error: {spaces / 'broken.yaml'}: not valid YAML at line 3, column 1 "
-                                     "(expected ',' or '}', but got '<stream end>')")
+    assert syntax.stderr.strip() == (f"error: {spaces / 'broken.yaml'}: not valid YAML at line 3, column 1: "
+                                     "expected ',' or '}', but got '<stream end>' (while parsing a flow mapping at "
+                                     "line 2, column 18)")
     override = _cli(tmp_path, "sampler.name=annealing", "pruner=median")
     assert override.returncode == 2
     assert override.stderr.strip() == ("error: sampler.name='annealing' is invalid: expected one of nsga2, tpe, "
@@ -249,13 +250,14 @@ def test_cli_bad_space_file_and_bad_override_exit_2_and_write_nothing(tmp_path):
 
 
 def test_cli_space_files_that_are_not_yaml_mappings_are_one_line_exit_2(tmp_path):
-    spaces = tmp_path / "spaces"
-    spaces.mkdir()
-    (spaces / "unclosed.yaml").write_text("name: unclosed\nparams:\n  window: {type: int, low: 4\n  global_tokens: 2\n")
-    (spaces / "listed.yaml").write_text("- window\n- global_tokens\n")
+    texts = {"unclosed": "name: unclosed\nparams:\n  window: {type: int, low: 4\n  global_tokens: 2\n",
+             "listed": "- window\n- global_tokens\n"}
     for name, says in (("unclosed", "not valid YAML at line 4, column 16: expected ',' or '}', but got ':' (while "
                                     "parsing a flow mapping at line 3, column 11)"),
-                       ("listed", "a search space is a YAML mapping (name, params, ...), not a list")):
+                       ("listed", "expected a mapping with keys name, params, baseline, not a list")):
+        spaces = tmp_path / name
+        spaces.mkdir()
+        (spaces / f"{name}.yaml").write_text(texts[name])
         run = _cli(tmp_path, f"search_space={name}", spaces=spaces)
         assert run.returncode == 2
         assert run.stderr.splitlines() == [f"error: {spaces / (name + '.yaml')}: {says}"]
