@@ -20,6 +20,7 @@ from nas.proxy import ProxySpec, proxy_arch
 from nas.pareto_pruner import COMPUTE_ATTR, compute_vector
 from nas.search.bridge import INTERRUPTED, OptunaBridge, make_pruner, make_sampler, make_storage
 from nas.search.config import SearchConf
+from nas.search.ray_start import RayStart
 from nas.search.runner import ProxyRunner, TrialRunner, trainable
 from nas.store import DEFAULT_URL, Store
 
@@ -157,28 +158,13 @@ def check_adequacy(setup: Setup, out: TextIO | None) -> dict[str, Any]:
     return {**result.to_dict(), "mode": mode}
 
 
-def _ray_init(conf: SearchConf) -> bool:
-    """Start a local Ray (or join ray.address); True when this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
-                              "logging_level": "ERROR"}
-    if conf.ray.address:
-        ray.init(address=conf.ray.address, **kwargs)
-    else:
-        ray.init(num_cpus=conf.ray.num_cpus or os.cpu_count(), num_gpus=conf.ray.num_gpus, **kwargs)
-    return True
-
-
 def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = None, out: TextIO | None = sys.stdout,
                space_source: str = "search_space") -> SearchResult:
     """Run (or resume) the study: Optuna samples, Ray Tune trains, every report lands in the store."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from nas.search.tune_parts import BridgeSearcher, DriverState, PruningScheduler, StoreCallback
+    from nas.search.tune_parts import WORKER_RETRIES, BridgeSearcher, DriverState, PruningScheduler, StoreCallback
 
     t0 = time.perf_counter()
     setup = validate(cfg, space_source)
@@ -197,57 +183,59 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
         raise SearchError(f"study={conf.study!r} already exists in {setup.url} with a different {changed[0]} "
                           f"({existing.config.get(changed[0])!r}); results would not be comparable: resume it with "
                           "the same settings or choose another study=NAME")
-    adequacy = None
-    if existing is None:  # a new study: can the proxy resolve the knobs? (before Optuna or the store write)
-        try:
-            adequacy = check_adequacy(setup, out)
-        except BaseException:
-            store.close()
-            raise
-    bridge = OptunaBridge(make_storage(setup.url), conf.study, spec, make_sampler(conf.sampler, conf.seed, spec),
-                          make_pruner(conf.pruner), setup.compute_keys, _evaluator(setup), _checker(setup))
-    if existing is None:
-        store.create_study(conf.study, setup.plain, spec.to_dict(), spec.digest(), adequacy=adequacy)
-        bridge.enqueue_baseline()
-    else:
-        rerun = bridge.recover()
-        _reconcile(store, bridge, conf.study, rerun)
-        if out is not None:
-            print(f"resuming study {conf.study!r}: {bridge.n_done()} trials kept"
-                  + (f", re-running interrupted trials {rerun}" if rerun else ""), file=out, flush=True)
-    remaining = conf.n_trials - bridge.n_done()
-    counts: Counter = Counter({"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "infeasible": 0})
-    if remaining > 0:
-        for key, value in QUIET_TUNE.items():
-            os.environ.setdefault(key, value)
-        started_ray = _ray_init(conf)
-        state = DriverState(bridge, store, conf.study, conf.seed, conf.ray.cpus_per_trial,
-                            out if conf.progress else None)
-        counts = state.counts
-        runner = trial_runner or ProxyRunner(setup.proxy, setup.task, conf.budget_tokens, conf.device)
-        resources = {"cpu": conf.ray.cpus_per_trial, "gpu": conf.ray.gpus_per_trial}
-        if out is not None:
-            print(f"study {conf.study!r}: {remaining} trials to run, {conf.ray.max_concurrent} at a time "
-                  f"({conf.sampler.name} sampler, {conf.pruner.name} pruner, store {setup.url})", file=out, flush=True)
-        try:
-            with tempfile.TemporaryDirectory(prefix="nas-ray-") as tmp:
-                tune.Tuner(
-                    tune.with_resources(tune.with_parameters(trainable, runner=runner), resources),
-                    tune_config=tune.TuneConfig(
-                        search_alg=ConcurrencyLimiter(BridgeSearcher(state), max_concurrent=conf.ray.max_concurrent),
-                        scheduler=PruningScheduler(state), num_samples=remaining, reuse_actors=True,
-                        time_budget_s=conf.time_budget_s),
-                    run_config=tune.RunConfig(
-                        name=conf.study, storage_path=conf.ray.storage_path or tmp, callbacks=[StoreCallback(state)],
-                        verbose=0, log_to_file=False,
-                        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
-                ).fit()
-        finally:
-            state.close()
-            if started_ray:
-                import ray
-
-                ray.shutdown()
+    for key, value in QUIET_TUNE.items():
+        os.environ.setdefault(key, value)
+    ray_start = RayStart(conf.ray.address, conf.ray.num_cpus, conf.ray.num_gpus).start()  # up while we prepare
+    try:
+        adequacy = None
+        if existing is None:  # a new study: can the proxy resolve the knobs? (before Optuna or the store write)
+            try:
+                adequacy = check_adequacy(setup, out)
+            except BaseException:
+                store.close()
+                raise
+        bridge = OptunaBridge(make_storage(setup.url), conf.study, spec, make_sampler(conf.sampler, conf.seed, spec),
+                              make_pruner(conf.pruner), setup.compute_keys, _evaluator(setup), _checker(setup))
+        if existing is None:
+            store.create_study(conf.study, setup.plain, spec.to_dict(), spec.digest(), adequacy=adequacy)
+            bridge.enqueue_baseline()
+        else:
+            rerun = bridge.recover()
+            _reconcile(store, bridge, conf.study, rerun)
+            if out is not None:
+                print(f"resuming study {conf.study!r}: {bridge.n_done()} trials kept"
+                      + (f", re-running interrupted trials {rerun}" if rerun else ""), file=out, flush=True)
+        remaining = conf.n_trials - bridge.n_done()
+        counts: Counter = Counter({"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "infeasible": 0})
+        if remaining > 0:
+            ray_start.wait()
+            state = DriverState(bridge, store, conf.study, conf.seed, conf.ray.cpus_per_trial,
+                                out if conf.progress else None)
+            counts = state.counts
+            runner = trial_runner or ProxyRunner(setup.proxy, setup.task, conf.budget_tokens, conf.device)
+            resources = {"cpu": conf.ray.cpus_per_trial, "gpu": conf.ray.gpus_per_trial}
+            if out is not None:
+                print(f"study {conf.study!r}: {remaining} trials to run, {conf.ray.max_concurrent} at a time "
+                      f"({conf.sampler.name} sampler, {conf.pruner.name} pruner, store {setup.url})", file=out,
+                      flush=True)
+            try:
+                with tempfile.TemporaryDirectory(prefix="nas-ray-") as tmp:
+                    tune.Tuner(
+                        tune.with_resources(tune.with_parameters(trainable, runner=runner), resources),
+                        tune_config=tune.TuneConfig(
+                            search_alg=ConcurrencyLimiter(BridgeSearcher(state),
+                                                          max_concurrent=conf.ray.max_concurrent),
+                            scheduler=PruningScheduler(state), num_samples=remaining, reuse_actors=True,
+                            time_budget_s=conf.time_budget_s),
+                        run_config=tune.RunConfig(
+                            name=conf.study, storage_path=conf.ray.storage_path or tmp,
+                            callbacks=[StoreCallback(state)], verbose=0, log_to_file=False,
+                            failure_config=tune.FailureConfig(max_failures=WORKER_RETRIES, fail_fast=False)),
+                    ).fit()
+            finally:
+                state.close()
+    finally:
+        ray_start.shutdown()
     front = [_front_row(t, setup.compute_keys) for t in bridge.front()]
     store.close()
     result = SearchResult(conf.study, setup.url, dict(counts), front, time.perf_counter() - t0)
