@@ -127,7 +127,7 @@ class StoreCallback(_Bound, Callback):
         self.d.last_step[trial.trial_id] = int(result["step"])
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
-        """A trial whose worker died is run again (ray.max_failures): same Optuna trial and row, same seed."""
+        """A trial whose worker died runs again (WORKER_RETRIES): the same Optuna trial and row, the same seed."""
         self.d.replayed[trial.trial_id] = self.d.last_step.get(trial.trial_id, -1)
         if self.d.out is not None:
             s = self.d.trials[trial.trial_id]
