@@ -21,6 +21,7 @@ from nas.proxy import ProxySpec, proxy_arch
 from nas.pareto_pruner import COMPUTE_ATTR, compute_vector
 from nas.search.bridge import INTERRUPTED, OptunaBridge, make_pruner, make_sampler, make_storage
 from nas.search.config import SearchConf
+from nas.search.ray_start import RayStart
 from nas.search.runner import ProxyRunner, TrialRunner, trainable
 from nas.search.scratch import ray_scratch
 from nas.store import DEFAULT_URL, Store, check_store, shown_url
@@ -182,73 +183,63 @@ def check_adequacy(setup: Setup, out: TextIO | None) -> dict[str, Any]:
     return {**result.to_dict(), "mode": mode}
 
 
-def _ray_init(conf: SearchConf) -> bool:
-    """Start a local Ray (or join ray.address); True when this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
-                              "logging_level": "ERROR"}
-    if conf.ray.address:
-        ray.init(address=conf.ray.address, **kwargs)
-    else:
-        ray.init(num_cpus=conf.ray.num_cpus or os.cpu_count(), num_gpus=conf.ray.num_gpus, **kwargs)
-    return True
-
-
 def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = None, out: TextIO | None = sys.stdout,
                space_source: str = "search_space") -> SearchResult:
     """Run (or resume) the study: Optuna samples, Ray Tune trains, every report lands in the store."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from nas.search.tune_parts import BridgeSearcher, DriverState, PruningScheduler, StoreCallback
+    from nas.search.tune_parts import WORKER_RETRIES, BridgeSearcher, DriverState, PruningScheduler, StoreCallback
 
     t0 = time.perf_counter()
     setup = validate(cfg, space_source)
     conf, spec = setup.conf, setup.spec
     store = Store(setup.url)
     try:
-        bridge = _open_study(store, setup, out)
+        _check_resumable(store.study(conf.study), setup)  # before Ray: a refused resume starts nothing
     except BaseException:
         store.close()
         raise
-    remaining = conf.n_trials - bridge.n_done()
+    for key, value in QUIET_TUNE.items():
+        os.environ.setdefault(key, value)
+    ray_start = RayStart(conf.ray.address, conf.ray.num_cpus, conf.ray.num_gpus).start()  # up while we prepare
     counts: Counter = Counter({"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "infeasible": 0})
-    if remaining > 0:
-        for key, value in QUIET_TUNE.items():
-            os.environ.setdefault(key, value)
-        started_ray = _ray_init(conf)
-        state = DriverState(bridge, store, conf.study, conf.seed, conf.ray.cpus_per_trial,
-                            out if conf.progress else None, n_trials=conf.n_trials)
-        counts = state.counts
-        runner = trial_runner or ProxyRunner(setup.proxy, setup.task, conf.budget_tokens, conf.device)
-        resources = {"cpu": conf.ray.cpus_per_trial, "gpu": conf.ray.gpus_per_trial}
-        if out is not None:
-            print(f"study {conf.study!r}: {remaining} of {conf.n_trials} trials to run (with any other driver on it), "
-                  f"{conf.ray.max_concurrent} at a time "
-                  f"({conf.sampler.name} sampler, {conf.pruner.name} pruner, store {shown_url(setup.url)})", file=out,
-                  flush=True)
+    try:
         try:
-            with ray_scratch() as tmp:  # a killed search's scratch folder is swept here
-                tune.Tuner(
-                    tune.with_resources(tune.with_parameters(trainable, runner=runner), resources),
-                    tune_config=tune.TuneConfig(
-                        search_alg=ConcurrencyLimiter(BridgeSearcher(state), max_concurrent=conf.ray.max_concurrent),
-                        scheduler=PruningScheduler(state), num_samples=-1, reuse_actors=True,  # the searcher ends it
-                        time_budget_s=conf.time_budget_s),
-                    run_config=tune.RunConfig(
-                        name=conf.study, storage_path=conf.ray.storage_path or tmp, callbacks=[StoreCallback(state)],
-                        verbose=0, log_to_file=False,
-                        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
-                ).fit()
-        finally:
-            state.close()
-            if started_ray:
-                import ray
-
-                ray.shutdown()
+            bridge = _open_study(store, setup, out)
+        except BaseException:
+            store.close()
+            raise
+        remaining = conf.n_trials - bridge.n_done()
+        if remaining > 0:
+            ray_start.wait()
+            state = DriverState(bridge, store, conf.study, conf.seed, conf.ray.cpus_per_trial,
+                                out if conf.progress else None, n_trials=conf.n_trials)
+            counts = state.counts
+            runner = trial_runner or ProxyRunner(setup.proxy, setup.task, conf.budget_tokens, conf.device)
+            resources = {"cpu": conf.ray.cpus_per_trial, "gpu": conf.ray.gpus_per_trial}
+            if out is not None:
+                print(f"study {conf.study!r}: {remaining} of {conf.n_trials} trials to run (with any other driver "
+                      f"on it), {conf.ray.max_concurrent} at a time ({conf.sampler.name} sampler, {conf.pruner.name} "
+                      f"pruner, store {shown_url(setup.url)})", file=out, flush=True)
+            try:
+                with ray_scratch() as tmp:  # a killed search's scratch folder is swept here
+                    tune.Tuner(
+                        tune.with_resources(tune.with_parameters(trainable, runner=runner), resources),
+                        tune_config=tune.TuneConfig(
+                            search_alg=ConcurrencyLimiter(BridgeSearcher(state),
+                                                          max_concurrent=conf.ray.max_concurrent),
+                            scheduler=PruningScheduler(state), num_samples=-1,  # the searcher ends it
+                            reuse_actors=True, time_budget_s=conf.time_budget_s),
+                        run_config=tune.RunConfig(
+                            name=conf.study, storage_path=conf.ray.storage_path or tmp,
+                            callbacks=[StoreCallback(state)], verbose=0, log_to_file=False,
+                            failure_config=tune.FailureConfig(max_failures=WORKER_RETRIES, fail_fast=False)),
+                    ).fit()
+            finally:
+                state.close()
+    finally:
+        ray_start.shutdown()
     front = [_front_row(t, setup.compute_keys) for t in bridge.front()]
     store.close()
     result = SearchResult(conf.study, setup.url, dict(counts), front, time.perf_counter() - t0)

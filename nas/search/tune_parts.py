@@ -22,6 +22,7 @@ from nas.search.bridge import INTERRUPTED, RECLAIMED, OptunaBridge, Sampled, Spa
 from nas.store import Store
 
 _DRIVERS: dict[str, "DriverState"] = {}
+WORKER_RETRIES = 1  # a trial whose worker process dies (not one that raises) runs once more before it is FAIL
 
 
 @dataclass
@@ -35,6 +36,8 @@ class DriverState:
     threads: int
     out: TextIO | None
     trials: dict[str, Sampled] = field(default_factory=dict)
+    last_step: dict[str, int] = field(default_factory=dict)  # Ray trial id -> last rung step recorded
+    replayed: dict[str, int] = field(default_factory=dict)  # a retried trial -> last step its dead attempt recorded
     counts: Counter = field(default_factory=lambda: Counter({"COMPLETE": 0, "PRUNED": 0, "FAIL": 0,
                                                              "infeasible": 0}))
     n_trials: int = 0  # the study's total, across every driver working on it
@@ -77,6 +80,10 @@ class DriverState:
             return "ask"
         self._waiting_since = now
         return "wait"
+
+    def replay(self, trial_id: str, step: int) -> bool:
+        """True for a rung that a retried trial's dead attempt already recorded (kept: the retry has the same seed)."""
+        return step <= self.replayed.get(trial_id, -1)
 
 
 class _Bound:
@@ -130,7 +137,8 @@ class PruningScheduler(_Bound, FIFOScheduler):
         self._bind(state)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
-        if "error" in result or result.get("final") or "quality" not in result:
+        if "error" in result or result.get("final") or "quality" not in result or \
+                self.d.replay(trial.trial_id, int(result["step"])):
             return TrialScheduler.CONTINUE
         s = self.d.trials[trial.trial_id]
         stop = self.d.bridge.report(s, int(result["step"]), float(result["quality"]))
@@ -144,25 +152,41 @@ class StoreCallback(_Bound, Callback):
         self._bind(state)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        if trial.trial_id in self.d.replayed:  # a retry: its row exists
+            return
         s = self.d.trials[trial.trial_id]
         self.d.store.start_trial(self.d.study, s.number, s.params, s.arch, target_arch=s.target_arch, cost=s.cost,
                                  rerun_of=s.rerun_of)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any) -> None:
-        if "quality" not in result:
+        if "quality" not in result or self.d.replay(trial.trial_id, int(result["step"])):
             return
         s = self.d.trials[trial.trial_id]
         metrics = {"quality": result["quality"], **result.get("metrics", {})}
         self.d.store.add_report(self.d.study, s.number, int(result["step"]), int(result["tokens"]), metrics)
+        self.d.last_step[trial.trial_id] = int(result["step"])
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        """A trial whose worker died runs again (WORKER_RETRIES): the same Optuna trial and row, the same seed."""
+        self.d.replayed[trial.trial_id] = self.d.last_step.get(trial.trial_id, -1)
+        if self.d.out is not None:
+            s = self.d.trials[trial.trial_id]
+            print(f"[{time.perf_counter() - self.d.t0:7.1f}s] trial {s.number:3d} RETRY    its worker died "
+                  f"({_last_line(trial.get_error() or 'no error text')[:120]!r}); running it again",
+                  file=self.d.out, flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         """Ray's error text for a worker that raised or died: kept for the row, whichever hook Ray calls first."""
         s = self.d.trials[trial.trial_id]
-        text = trial.get_error() or "the trial's worker died"
-        lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
-        s.error = lines[-1] if lines else str(text)  # the Searcher's tell keeps it (bridge.finish)
+        s.error = _last_line(trial.get_error() or "the trial's worker died")  # the Searcher's tell keeps it
         if s.state != "RUNNING":  # the outcome is already written: give its row the text
             write_outcome(self.d, s)
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of an error text (Ray's own: a traceback, the exception last)."""
+    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else str(text)
 
 
 def write_outcome(d: DriverState, s: Sampled) -> None:

@@ -1,0 +1,86 @@
+"""Ray for one search: started (or joined) in a background thread while the driver prepares; local Ray on loopback.
+
+Two facts about Ray (measured with 2.60) shape this module:
+- Ray rewrites a node IP or address of `localhost` / `127.0.0.1` to the machine's outward IP, and its servers
+  (gcs_server, raylet, workers, the driver's own core worker) then listen on every interface. Its single-machine
+  mode (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, the default on macOS and Windows) keeps loopback as loopback, and
+  every Ray server then listens on 127.0.0.1 only. That mode is read when `ray` is imported, so `keep_loopback`
+  sets it for this process as well as for the processes it starts.
+- On Linux, Ray's processes die with the *thread* that started them (PR_SET_PDEATHSIG): the thread that runs
+  `ray.init` stays alive until `shutdown`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-machine mode (loopback stays loopback)
+LOOPBACK = "127.0.0.1"
+INIT_KWARGS: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
+                               "logging_level": "ERROR"}
+
+
+def keep_loopback() -> None:
+    """Ray's single-machine mode in this process and those it starts: a loopback node IP or address stays loopback."""
+    os.environ[SINGLE_MACHINE_ENV] = "0"
+    from ray._private import ray_constants  # evaluated at `import ray`: set here too, ray is imported already
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+class RayStart:
+    """Starts a local Ray on loopback, or joins `address`, in a background thread; `wait` returns when it is up."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None,
+                 num_gpus: int | None = None) -> None:
+        self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
+        self.started = False  # this object started or joined Ray (not: Ray was already initialized in this process)
+        self.error: BaseException | None = None
+        self._ready, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nas-ray-start", daemon=True)
+
+    def start(self) -> RayStart:
+        """Begin starting (or joining) Ray in the background; returns at once."""
+        self._thread.start()
+        return self
+
+    def wait(self) -> bool:
+        """Block until Ray is up; True when this object started or joined it. Re-raises what ray.init raised."""
+        self._ready.wait()
+        if self.error is not None:
+            raise self.error
+        return self.started
+
+    def shutdown(self) -> None:
+        """Stop the local Ray this object started, or leave the cluster it joined (which keeps running)."""
+        if self._thread.is_alive() or self._ready.is_set():
+            self._ready.wait()
+        if self.started:
+            import ray
+
+            ray.shutdown()
+            self.started = False
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        import ray
+
+        try:
+            if not ray.is_initialized():
+                keep_loopback()
+                if self.address:
+                    ray.init(address=self.address, **INIT_KWARGS)
+                else:  # "local": never a cluster that `ray start` left registered on this machine
+                    ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count(), num_gpus=self.num_gpus,
+                             _node_ip_address=LOOPBACK, **INIT_KWARGS)
+                self.started = True
+        except BaseException as err:  # surfaced by wait() in the driver's thread
+            self.error = err
+        finally:
+            self._ready.set()
+        if self.started:
+            self._stop.wait()  # Ray's processes live as long as this thread
