@@ -83,6 +83,8 @@ def complete_rows(url: str, study: str) -> dict[int, tuple]:
 
     store = Store(url)
     try:
+        if store.study(study) is None:  # killed before it created the study
+            return {}
         return {t.number: (t.params, t.objectives) for t in store.trials(study, states=("COMPLETE",))}
     finally:
         store.close()

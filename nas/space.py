@@ -130,7 +130,8 @@ class SearchSpec:
         """Plain dict as stored with a study."""
         params = {}
         for p in self.params:
-            d = {k: v for k, v in dataclasses.asdict(p).items() if k != "name" and v not in (None, (), False)}
+            d = {k: v for k, v in dataclasses.asdict(p).items()
+                 if k != "name" and not (v is None or v is False or v == ())}  # a bound of 0 is kept
             if "choices" in d:
                 d["choices"] = list(p.choices)
             if "when" in d:
@@ -144,6 +145,9 @@ class SearchSpec:
     def digest(self) -> str:
         """sha256 of the canonical parameters, fixed knobs and baseline (identifies the space across runs)."""
         d = self.to_dict()
+        # canonical as first defined (a 0 bound left out), so studies stored before keep their digest
+        d["params"] = {name: {k: v for k, v in param.items() if v not in (None, (), False)}
+                       for name, param in d["params"].items()}
         payload = json.dumps({k: d[k] for k in ("params", "fixed", "baseline")}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 

@@ -43,6 +43,23 @@ def test_baseline_is_dense_and_digest_identifies_the_space():
     assert sparse.digest() == load(path_of("sparse_attn"), BASE).digest() != grouping.digest()
 
 
+SPARSE_DIGEST_0_3 = "0d7a0c7ef7089aae788f381e1e4546dfc815be7a417e6fb069c1a272e2391348"  # as computed before this change
+
+
+def test_the_stored_copy_of_a_space_parses_back_to_the_same_space():
+    from nas.space import parse
+
+    for name in ("sparse_attn", "head_grouping", "sharing", "precision", "full"):
+        spec = load(path_of(name), BASE)
+        stored = spec.to_dict()
+        if name == "sparse_attn":
+            assert stored["params"]["global_tokens"]["low"] == 0  # a bound of 0 is part of the space
+        again = parse(stored, f"stored {name}", BASE)
+        assert again.to_dict() == stored and again.digest() == spec.digest()
+    # the digest a study stored before bounds of 0 were kept in to_dict
+    assert load(path_of("sparse_attn"), BASE).digest() == SPARSE_DIGEST_0_3
+
+
 def test_grid_values_follow_step_and_choices():
     spec = load(path_of("sparse_attn"), BASE)
     grid = spec.grid()
