@@ -146,16 +146,19 @@ def ray_head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_a_search_joins_a_ray_head_on_loopback_and_leaves_it_running(tmp_path, ray_head):
+def test_a_search_joins_a_ray_head_on_loopback_and_leaves_it_running(tmp_path, ray_head, pg_url):
+    """The cluster path as documented: a Ray head, a search joining it, results in PostgreSQL."""
     address, env, head = ray_head
-    url = f"sqlite:///{tmp_path / 'db' / 'nas.db'}"
+    url = pg_url
     cli = [sys.executable, "-m", "nas.search", "search_space=sparse_attn", "study=cluster", f"store.url={url}",
            f"ray.address={address}", "n_trials=3", "sampler=random", "pruner=none", "adequacy=skip",
            "budget_tokens=2048", "dashboard=false", "progress=false"]
     done = subprocess.run(cli, cwd=tmp_path, env={k: v for k, v in env.items() if k != SINGLE_MACHINE_ENV},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    trials = Store(url).trials("cluster")
+    store = Store(url)
+    trials = store.trials("cluster")
+    store.close()
     assert [t.state for t in trials] == ["COMPLETE"] * 3 and all(t.reports for t in trials)
     # the trials ran on the head's workers (children of its raylet), and the driver left the head running
     assert head.poll() is None
