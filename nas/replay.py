@@ -67,11 +67,11 @@ def compose_search(overrides: Sequence[str], spaces: Path | None = None) -> Dict
     from nas.profiles import conf_dir
     from nas.search import config
 
-    config.register()
     saved = os.environ.get("NAS_SEARCH_SPACES")
     if spaces is not None:
         os.environ["NAS_SEARCH_SPACES"] = str(spaces)
     try:
+        config.register()  # the spaces folder's files become options of the search_space group
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             return compose("search", overrides=list(overrides))
     finally:

@@ -178,13 +178,17 @@ def test_record_requires_pruner_none(tmp_path):
 def test_replayed_study_equals_the_real_search_on_the_same_table(recorded, tmp_path, sampler, pruner):
     """The real search (Ray Tune, store, RDB study) with a runner that reads the table vs the replay."""
     n = 14
-    cfg = _compose(tmp_path, "real", f"sampler={sampler}", f"pruner={pruner}", f"n_trials={n}", "seed=5")
+    probe = _compose(tmp_path, "probe", f"sampler={sampler}", f"pruner={pruner}")
+    seed = next(s for s in range(5, 40)  # a seed whose study both completes and prunes trials
+                if {t.state for t in replay(recorded, SamplerConf(**probe.sampler), PrunerConf(**probe.pruner),
+                                            seed=s, n_trials=n, study="probe")} == {"COMPLETE", "PRUNED"})
+    cfg = _compose(tmp_path, "real", f"sampler={sampler}", f"pruner={pruner}", f"n_trials={n}", f"seed={seed}")
     run_search(cfg, trial_runner=TableRunner(recorded), out=None, space_source=str(SPACE))
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     real = [(t.number, t.params, t.state, t.reports[-1].tokens) for t in store.trials("real")]
     store.close()
     conf = cfg.sampler, cfg.pruner
-    trials = replay(recorded, SamplerConf(**conf[0]), PrunerConf(**conf[1]), seed=5, n_trials=n, study="real")
+    trials = replay(recorded, SamplerConf(**conf[0]), PrunerConf(**conf[1]), seed=seed, n_trials=n, study="real")
     assert [(t.number, t.params, t.state, t.tokens) for t in trials] == real
     assert {t.state for t in trials} == {"COMPLETE", "PRUNED"}  # the comparison covers both outcomes
 

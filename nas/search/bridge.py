@@ -195,7 +195,9 @@ class OptunaBridge:
         with warnings.catch_warnings():  # fail_stale_trials is marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)  # calls back for the trials this call failed
-        grace = self.storage.grace_period or 2 * (self.storage.heartbeat_interval or 0)
+        if self.heartbeat_interval is None:
+            return []
+        grace = self.storage.grace_period or 2 * self.heartbeat_interval
         now = _now_local()
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             driver = t.user_attrs.get(DRIVER_ATTR)
@@ -224,8 +226,13 @@ class OptunaBridge:
         for s in live:
             self._beat(s.trial._trial_id)
 
+    @property
+    def heartbeat_interval(self) -> int | None:
+        """Seconds between heartbeats; None when the storage keeps none (e.g. Optuna's in-memory storage)."""
+        return getattr(self.storage, "heartbeat_interval", None)
+
     def _beat(self, trial_id: int) -> None:
-        if self.storage.heartbeat_interval is not None:
+        if self.heartbeat_interval is not None:
             self.storage.record_heartbeat(trial_id)
 
     def n_running(self) -> int:

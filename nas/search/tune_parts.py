@@ -48,7 +48,7 @@ class DriverState:
 
     def __post_init__(self) -> None:
         _DRIVERS[self.key] = self
-        interval = self.bridge.storage.heartbeat_interval
+        interval = self.bridge.heartbeat_interval
         if interval is not None:
             threading.Thread(target=self._heartbeats, args=(interval,), daemon=True, name="nas-heartbeat").start()
 
