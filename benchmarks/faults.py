@@ -146,8 +146,8 @@ def main() -> None:
     try:
         for i in range(args.kills):  # 1. one driver at a time, killed at a random moment
             proc = start(script, log)
-            if worker_kills < args.worker_kills and i % 5 == 2:
-                deadline = time.time() + 40
+            if worker_kills < args.worker_kills and i % 3 == 2:
+                deadline = time.time() + 60
                 while time.time() < deadline and not worker_pids(proc.pid) and proc.poll() is None:
                     time.sleep(0.2)
                 time.sleep(rng.uniform(0.2, 1.2))  # mid-trial
@@ -188,14 +188,18 @@ def main() -> None:
         duplicates = sum(c - 1 for c in numbers.values() if c > 1) + sum(c - 1 for c in configs.values() if c > 1)
         stuck = sum(r.state == "RUNNING" for r in rows) + sum(t.state.name == "RUNNING" for t in trials)
         by_number = {r.number: r for r in rows}
-        mismatched = sum(1 for n in set(by_number) | set(trained)
+        interrupted = {t.user_attrs["rerun_of"] for t in trials if t.user_attrs.get("rerun_of") is not None}
+        # a trial asked by a driver killed before it started training has no row: interrupted, re-run, not a mismatch
+        never_started = {n for n, t in trained.items() if n not in by_number and n in interrupted}
+        mismatched = sum(1 for n in set(by_number) | (set(trained) - never_started)
                          if n not in by_number or n not in trained or by_number[n].state != trained[n].state.name)
         counted = sum(1 for r in rows if not (r.error or "").startswith("interrupted"))
         states = Counter(r.state for r in rows)
         machine = f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}"
         print(f"machine: {machine}; PostgreSQL store; wall {time.perf_counter() - t0:.0f} s")
         print(f"study {study!r}: n_trials={args.n_trials}; store rows {len(rows)} ({dict(states)}), counted "
-              f"{counted}, answered as duplicates {sum(DUPLICATE_ATTR in t.user_attrs for t in trials)}")
+              f"{counted}, answered as duplicates {sum(DUPLICATE_ATTR in t.user_attrs for t in trials)}, asked by a "
+              f"killed driver before training (no row, re-run) {len(never_started)}")
         print(f"faults kills={kills} worker_kills={worker_kills} drivers={args.drivers} lost={len(lost)} "
               f"duplicates={duplicates} stuck={stuck} mismatched={mismatched} distinct_configs={len(configs)}")
     finally:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from nas.checks import check_int
 from nas.pareto import hypervolume
-from nas.search.bridge import OptunaBridge, make_pruner, make_sampler, make_storage
+from nas.search.bridge import OptunaBridge, SpaceExhausted, make_pruner, make_sampler, make_storage
 from nas.search.config import PrunerConf, SamplerConf
 from nas.space import SearchSpec, SpaceError
 from nas.store import Store
@@ -316,8 +316,15 @@ def replay(table: Table, sampler: SamplerConf, pruner: PrunerConf, seed: int, *,
     bridge.enqueue_baseline()
     trials: list[ReplayTrial] = []
     spent = 0
+    tried: set[str] = set()
     while len(trials) < min(n_trials or max_trials, max_trials) and (budget_tokens is None or spent < budget_tokens):
-        s = bridge.ask(on_infeasible=lambda s, reason: None)
+        if len(tried) == len(table.entries):  # every configuration trained: a search would only get repeats
+            break
+        try:
+            s = bridge.ask(on_infeasible=lambda s, reason: None)
+        except SpaceExhausted:
+            break
+        tried.add(config_key(s.params))
         entry = table.lookup(s.params)
         last = entry.rungs[-1]
         for r in entry.rungs[:-1]:  # the final rung is told, not reported (nas.search.tune_parts.PruningScheduler)

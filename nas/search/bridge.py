@@ -149,6 +149,7 @@ class Sampled:
     last_quality: float | None = None
     error: str | None = None
     reclaimed: bool = False  # another driver declared this trial dead: its outcome is not ours to tell
+    started: bool = False  # its store row exists
 
 
 Evaluator = Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]

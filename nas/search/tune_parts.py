@@ -154,9 +154,7 @@ class StoreCallback(_Bound, Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         if trial.trial_id in self.d.replayed:  # a retry: its row exists
             return
-        s = self.d.trials[trial.trial_id]
-        self.d.store.start_trial(self.d.study, s.number, s.params, s.arch, target_arch=s.target_arch, cost=s.cost,
-                                 rerun_of=s.rerun_of)
+        start_row(self.d, self.d.trials[trial.trial_id])
 
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any) -> None:
         if "quality" not in result or self.d.replay(trial.trial_id, int(result["step"])):
@@ -189,10 +187,20 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else str(text)
 
 
+def start_row(d: DriverState, s: Sampled) -> None:
+    """The trial's store row, RUNNING (once)."""
+    if s.started:
+        return
+    d.store.start_trial(d.study, s.number, s.params, s.arch, target_arch=s.target_arch, cost=s.cost,
+                        rerun_of=s.rerun_of)
+    s.started = True
+
+
 def write_outcome(d: DriverState, s: Sampled) -> None:
     """The trial's store row from its decided outcome (an update: writing it again is harmless)."""
     if s.state == RECLAIMED:  # the driver that reclaimed it wrote the row
         return
+    start_row(d, s)  # a trial whose worker died before Ray started it has no row yet
     objectives = d.bridge.objectives(s.compute, s.last_quality if s.state == "COMPLETE" else None)
     d.store.finish_trial(d.study, s.number, s.state, objectives=objectives, error=s.error)
 
@@ -208,7 +216,7 @@ def interrupt_row(d: DriverState, number: int) -> None:
 def record_infeasible(d: DriverState):
     """Store a configuration rejected by a hard constraint as PRUNED with the reason (it is never trained)."""
     def record(s: Sampled, reason: str) -> None:
-        d.store.start_trial(d.study, s.number, s.params, s.arch, target_arch=s.target_arch, cost=s.cost)
+        start_row(d, s)
         d.store.finish_trial(d.study, s.number, "PRUNED", objectives=d.bridge.objectives(s.compute),
                              error=f"infeasible: {reason}")
         d.counts["infeasible"] += 1
