@@ -355,6 +355,8 @@ class OptunaBridge:
             state = self._tell(s, quality, error)
         except optuna.exceptions.UpdateFinishedTrialError:  # another driver declared it dead and re-queued it
             s.reclaimed = True
+        if s.reclaimed:
+            _fail_quietly(self.storage, s.rung_trial._trial_id)  # our rung twin; the main trial is the other's
         s.state = RECLAIMED if s.reclaimed else state.name
         return s.state
 

@@ -17,6 +17,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
+from sqlalchemy.exc import IntegrityError
 
 from nas.search.bridge import INTERRUPTED, RECLAIMED, OptunaBridge, Sampled, SpaceExhausted
 from nas.store import Store
@@ -141,6 +142,8 @@ class PruningScheduler(_Bound, FIFOScheduler):
                 self.d.replay(trial.trial_id, int(result["step"])):
             return TrialScheduler.CONTINUE
         s = self.d.trials[trial.trial_id]
+        if s.reclaimed:  # another driver holds this trial: stop training it here
+            return TrialScheduler.STOP
         stop = self.d.bridge.report(s, int(result["step"]), float(result["quality"]))
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
 
@@ -160,6 +163,8 @@ class StoreCallback(_Bound, Callback):
         if "quality" not in result or self.d.replay(trial.trial_id, int(result["step"])):
             return
         s = self.d.trials[trial.trial_id]
+        if s.reclaimed:  # the row is another driver's
+            return
         metrics = {"quality": result["quality"], **result.get("metrics", {})}
         self.d.store.add_report(self.d.study, s.number, int(result["step"]), int(result["tokens"]), metrics)
         self.d.last_step[trial.trial_id] = int(result["step"])
@@ -189,10 +194,14 @@ def _last_line(text: str) -> str:
 
 def start_row(d: DriverState, s: Sampled) -> None:
     """The trial's store row, RUNNING (once)."""
-    if s.started:
+    if s.started or s.reclaimed:
         return
-    d.store.start_trial(d.study, s.number, s.params, s.arch, target_arch=s.target_arch, cost=s.cost,
-                        rerun_of=s.rerun_of)
+    try:
+        d.store.start_trial(d.study, s.number, s.params, s.arch, target_arch=s.target_arch, cost=s.cost,
+                            rerun_of=s.rerun_of)
+    except IntegrityError:  # another driver popped the same queued Optuna trial (SQLite has no row locks)
+        s.reclaimed = True
+        return
     s.started = True
 
 
