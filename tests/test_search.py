@@ -216,7 +216,7 @@ def test_kill_the_driver_and_resume_with_nothing_lost(local_ray, tmp_path, store
         assert len(rerun) == 1 and rerun[0].params == after[n].params and rerun[0].state == "COMPLETE"
     counted = [t for t in after.values() if t.error != INTERRUPTED]
     assert len(counted) == 6 and all(t.state == "COMPLETE" for t in counted)
-    reported = out.getvalue().split("re-running interrupted trials ")[1].split("\n")[0]
+    reported = out.getvalue().split("re-running interrupted trials ")[1].split("]")[0] + "]"
     assert set(running) <= set(yaml.safe_load(reported))  # also trials asked but not yet started
 
 

@@ -192,17 +192,17 @@ class OptunaBridge:
         live trials are never touched; a trial two drivers reclaim at once is failed and re-queued by one only.
         """
         failed: list[optuna.trial.FrozenTrial] = []
-        self.storage.heartbeat_stale_trial_callback = lambda study, trial: failed.append(trial)
-        with warnings.catch_warnings():  # fail_stale_trials is marked experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(self.study)  # calls back for the trials this call failed
-        if self.heartbeat_interval is None:
-            return []
-        grace = self.storage.grace_period or 2 * self.heartbeat_interval
+        grace = None
+        if self.heartbeat_interval is not None:
+            grace = self.storage.grace_period or 2 * self.heartbeat_interval
+            self.storage.heartbeat_stale_trial_callback = lambda study, trial: failed.append(trial)
+            with warnings.catch_warnings():  # fail_stale_trials is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)  # calls back for the trials this call failed
         now = _now_local()
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             driver = t.user_attrs.get(DRIVER_ATTR)
-            unbeaten = driver is None and t.datetime_start is not None and \
+            unbeaten = grace is not None and driver is None and t.datetime_start is not None and \
                 (now - t.datetime_start).total_seconds() > grace
             if not (_dead_here(driver) or unbeaten):
                 continue
