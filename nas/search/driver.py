@@ -196,7 +196,8 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
     conf, spec = setup.conf, setup.spec
     store = Store(setup.url)
     try:
-        _check_resumable(store.study(conf.study), setup)  # before Ray: a refused resume starts nothing
+        existing = store.study(conf.study)
+        _check_resumable(existing, setup)  # before Ray: a refused resume starts nothing
     except BaseException:
         store.close()
         raise
@@ -206,7 +207,7 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
     counts: Counter = Counter({"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "infeasible": 0})
     try:
         try:
-            bridge = _open_study(store, setup, out)
+            bridge = _open_study(store, setup, existing, out)
         except BaseException:
             store.close()
             raise
@@ -248,15 +249,14 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
     return result
 
 
-def _open_study(store: Store, setup: Setup, out: TextIO | None) -> OptunaBridge:
+def _open_study(store: Store, setup: Setup, existing: Any, out: TextIO | None) -> OptunaBridge:
     """Create the study (after its adequacy check), or join / resume it: the Optuna bridge to search it with.
 
-    Creating is idempotent under races: a driver that loses the race joins the winner's study if its settings
-    match. Only the creator queues the dense baseline and seeds its sampler with `seed`.
+    `existing` is the stored study (None: a new one), already checked against the settings. Creating is idempotent
+    under races: a driver that loses the race joins the winner's study if its settings match. Only the creator
+    queues the dense baseline and seeds its sampler with `seed`.
     """
     conf, spec = setup.conf, setup.spec
-    existing = store.study(conf.study)
-    _check_resumable(existing, setup)
     created = False
     if existing is None:  # a new study: can the proxy resolve the knobs? (before Optuna or the store write)
         adequacy = check_adequacy(setup, out)
