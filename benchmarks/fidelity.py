@@ -57,8 +57,8 @@ PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in the proxy's units (64 po
                 {"sharing": "adjacent", "sharing_scope": "both"},
                 {"sharing": "ffn_block_diag", "sharing_scope": "ffn"}],
     "precision": [{}, _prec("bf16", "bf16", "bf16"), _prec("fp16", "fp16"), _prec("fp32", "fp8_e4m3"),
-                  _prec("fp32", "fp8_e5m2"), _prec("fp8_e4m3", "fp8_e4m3"), _prec("bf16", "adaptive", "fp32", "fp8_e4m3"),
-                  _prec("bf16", "adaptive", "fp32", "fp8_e5m2"), _prec("fp8_e5m2", "fp8_e5m2")],
+                  _prec("fp32", "fp8_e5m2"), _prec("fp8_e4m3", "fp8_e4m3"), _prec("bf16", "adaptive", "fp32", "fp8_e5m2"),
+                  _prec("fp8_e5m2", "fp8_e5m2")],  # adaptive with e5m2 is the recipe's own assignment
 }
 
 
@@ -146,35 +146,49 @@ def reference_adequacy(space: str, proxy: Any, reference: Any, task: Any, dense_
     return checks
 
 
-def measure(space: str, proxy: Any, workers: int, seed: int, runs_path: Path, out: list[str]) -> float | None:
-    """Train the missing runs of one space, then print its table; its tau-b (None when unmeasured)."""
+def panel_runs(space: str, proxy: Any, seed: int) -> tuple[Any, Any, Any, list[tuple]]:
+    """The space's task, proxy, reference and its runs: (key, role, proxy dict, task dict, knobs) per run."""
     from nas.data import load_task
-    from nas.reference import describe, reference_proxy
+    from nas.reference import reference_proxy
     from nas.space import default_choice
-    from nas.export.fidelity import kendall_tau_b
 
     task = load_task(default_choice(space, "task") or "lm")
     proxy = space_proxy(space, proxy)
     reference = reference_proxy(proxy)
-    panel = PANELS[space]
     roles = {"proxy": asdict(proxy), "reference": asdict(reference)}
-    runs = load_runs(runs_path)
-    todo = [(run_key(role, task.to_dict(), knobs, seed, p), role, p, knobs) for knobs in panel
-            for role, p in roles.items()]
-    missing = [t for t in todo if t[0] not in runs]
-    if missing:
-        print(f"{space}: {len(missing)} runs to train ({workers} at a time); recorded so far "
-              f"{len(todo) - len(missing)}/{len(todo)}", flush=True)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(train_one, key, role, p, task.to_dict(), knobs, seed, 1)
-                       for key, role, p, knobs in sorted(missing, key=lambda t: t[1] == "proxy")]
-            for done in as_completed(futures):
-                row = done.result()
-                with runs_path.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                runs[row["key"]] = row
-                print(f"  {row['role']:>9} {json.dumps(row['knobs']):60s} quality={row['quality']:.4f} "
-                      f"{row['wall_s']:.0f}s", flush=True)
+    todo = [(run_key(role, task.to_dict(), knobs, seed, p), role, p, task.to_dict(), knobs)
+            for knobs in PANELS[space] for role, p in roles.items()]
+    return task, proxy, reference, todo
+
+
+def train_missing(spaces: list[str], proxy: Any, workers: int, seed: int, runs_path: Path,
+                  runs: dict[str, dict[str, Any]]) -> None:
+    """Train every unrecorded run of `spaces` in one pool (no core idles between spaces), appending each to the
+    run log as it finishes. Order: the first space's references, then every proxy run (short), then the later
+    spaces' references, so a stopped benchmark has finished whole spaces first."""
+    jobs = [(i, t) for i, space in enumerate(spaces) for t in panel_runs(space, proxy, seed)[3] if t[0] not in runs]
+    if not jobs:
+        return
+    jobs.sort(key=lambda j: (j[1][1] == "reference" and j[0] > 0, j[1][1] == "proxy", j[0]))
+    print(f"{', '.join(spaces)}: {len(jobs)} runs to train ({workers} at a time)", flush=True)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(train_one, key, role, p, task, knobs, seed, 1) for _, (key, role, p, task, knobs) in jobs]
+        for done in as_completed(futures):
+            row = done.result()
+            with runs_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            runs[row["key"]] = row
+            print(f"  {row['role']:>9} {json.dumps(row['knobs']):60s} quality={row['quality']:.4f} "
+                  f"{row['wall_s']:.0f}s", flush=True)
+
+
+def report(space: str, proxy: Any, seed: int, runs: dict[str, dict[str, Any]], out: list[str]) -> float | None:
+    """Print one recorded space's table; its tau-b."""
+    from nas.reference import describe
+    from nas.export.fidelity import kendall_tau_b
+
+    task, proxy, reference, todo = panel_runs(space, proxy, seed)
+    panel = PANELS[space]
     rows = [(knobs, runs[todo[2 * i][0]], runs[todo[2 * i + 1][0]]) for i, knobs in enumerate(panel)]
     pq, rq = [r[1]["quality"] for r in rows], [r[2]["quality"] for r in rows]
     tau, top3 = kendall_tau_b(pq, rq), top_k_agreement(pq, rq)
@@ -220,31 +234,21 @@ def main() -> None:
     taus: dict[str, float | None] = {}
     out: list[str] = []
     start = time.perf_counter()
+    runs = load_runs(runs_path)
+    if args.quick or (args.space is not None and not args.report_only):
+        train_missing(args.space or list(SPACES), proxy, args.workers, args.seed, runs_path, runs)
     for space in args.space or SPACES:
-        train = args.quick or (args.space is not None and not args.report_only)
-        if not train and not _complete(space, proxy, load_runs(runs_path), args.seed):
+        if not all(t[0] in runs for t in panel_runs(space, proxy, args.seed)[3]):
             out.append(f"\n## {space}: not measured yet (python benchmarks/fidelity.py --space {space})")
             taus[space] = None
             continue
-        taus[space] = measure(space, proxy, args.workers, args.seed, runs_path, out)
+        taus[space] = report(space, proxy, args.seed, runs, out)
     print("\n".join(out))
     print(f"\nwall {time.perf_counter() - start:.0f} s this run")
     measured = [t for t in taus.values() if t is not None]
     fmt = lambda t: "nan" if t is None else f"{t:.3f}"  # noqa: E731
     print(f"fidelity tau_min={fmt(min(measured) if measured else None)} "
           + " ".join(f"tau_{s}={fmt(taus.get(s))}" for s in SPACES))
-
-
-def _complete(space: str, proxy: Any, runs: dict[str, Any], seed: int) -> bool:
-    """Whether every run of a space's panel is recorded."""
-    from nas.data import load_task
-    from nas.reference import reference_proxy
-    from nas.space import default_choice
-
-    task = load_task(default_choice(space, "task") or "lm").to_dict()
-    proxy = space_proxy(space, proxy)
-    roles = {"proxy": asdict(proxy), "reference": asdict(reference_proxy(proxy))}
-    return all(run_key(role, task, knobs, seed, p) in runs for knobs in PANELS[space] for role, p in roles.items())
 
 
 if __name__ == "__main__":
