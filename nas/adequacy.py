@@ -64,7 +64,8 @@ def _check(name: str, measured: float, threshold: float, passed: bool, meaning: 
 
 def largest_window(spec: SearchSpec, proxy: ProxySpec) -> int:
     """The largest window the space can give a proxy trial (proxy units)."""
-    windows = [p.high for p in spec.params if p.name == "window"] + [spec.fixed.get("window", 0)]
+    windows = [max(v for v in p.extremes() if v is not None) for p in spec.params if p.name == "window"]
+    windows.append(spec.fixed.get("window", 0))
     return int(max(windows)) or proxy.seq_len
 
 

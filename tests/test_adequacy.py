@@ -37,6 +37,13 @@ def test_recall_beyond_the_largest_window_decides_the_attention_check() -> None:
     assert "proxy.seq_len=64" in fix
 
 
+def test_the_largest_window_of_a_space_with_window_choices() -> None:
+    from nas.profiles import REPO_ROOT
+
+    grid = load(REPO_ROOT / "benchmarks" / "spaces" / "sparse_attn_grid.yaml", proxy_arch({}, TINY))
+    assert adequacy.largest_window(grid, TINY) == 16  # categorical windows 4..16
+
+
 def test_a_task_without_recall_or_a_context_without_far_queries_fails() -> None:
     spec = _spec("sparse_attn")
     checks, fix = adequacy.attention_checks({"bpb_late": 1.0, "bpb_pos0": 2.0}, spec, TINY, TaskSpec(kind="lm"))

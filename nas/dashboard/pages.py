@@ -69,7 +69,7 @@ def write_plotlyjs(out_dir: Path) -> Path:
     return path
 
 
-def _figure(fig: go.Figure, div_id: str) -> str:
+def figure_html(fig: go.Figure, div_id: str) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                        config={"responsive": True, "displaylogo": False}, default_height="520px")
 
@@ -85,7 +85,7 @@ def _poll(page: str, digest: str, refresh_s: float | None) -> str:
             f"{int(refresh_s * 1000)}); }})();</script>")
 
 
-def _document(title: str, body: str, page: str, digest: str, refresh_s: float | None, plotly: bool = True) -> str:
+def document(title: str, body: str, page: str, digest: str, refresh_s: float | None, plotly: bool = True) -> str:
     script = f'<script src="{PLOTLY_JS}"></script>' if plotly else ""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f'<meta name="nas-digest" content="{digest}"><link rel="icon" href="data:,"><style>{CSS}</style>'
@@ -107,7 +107,7 @@ def _importance_html(view: StudyView, optuna_study: Any) -> str:
         return f'<p class="note">Knob importance unavailable: {esc(err)}</p>'
     if not any(importances.values()):
         return '<p class="note">Knob importance unavailable: no knob varies across completed trials.</p>'
-    return _figure(plot_importances(importances), "importance")
+    return figure_html(plot_importances(importances), "importance")
 
 
 def _failed_html(view: StudyView) -> str:
@@ -127,17 +127,17 @@ def study_page(view: StudyView, optuna_study: Any = None, refresh_s: float | Non
             f"{esc(', '.join(view.labels))}, all lower is better.</p>",
             "<h2>Proxy adequacy</h2>", adequacy_html(view),
             "<h2>Proxy fidelity</h2>", fidelity_html(view),
-            "<h2>Pareto front</h2>", _figure(plot_pareto_front([view]), "pareto"),
+            "<h2>Pareto front</h2>", figure_html(plot_pareto_front([view]), "pareto"),
             "<h3>Failed trials</h3>", _failed_html(view),
-            "<h2>Hypervolume</h2>", _figure(plot_hypervolume(view), "hypervolume"),
+            "<h2>Hypervolume</h2>", figure_html(plot_hypervolume(view), "hypervolume"),
             "<h2>Learning curves</h2>",
-            _figure(plot_learning_curves(view), "curves") if has_curves
+            figure_html(plot_learning_curves(view), "curves") if has_curves
             else '<p class="note">No intermediate reports yet.</p>',
-            "<h2>Knobs against objectives</h2>", _figure(plot_parallel_coordinates(view), "parallel"),
+            "<h2>Knobs against objectives</h2>", figure_html(plot_parallel_coordinates(view), "parallel"),
             "<h2>Knob importance</h2>", _importance_html(view, optuna_study),
             "<h2>Trials</h2><p class=\"note\">Click a column header to sort.</p>", trial_table(view),
             f"<script>{SORTER}</script>"]
-    return _document(f"nas study {view.name}", "\n".join(body), page_name(view.name), view.digest(), refresh_s)
+    return document(f"nas study {view.name}", "\n".join(body), page_name(view.name), view.digest(), refresh_s)
 
 
 def comparison_page(views: Sequence[StudyView], refresh_s: float | None = None) -> str:
@@ -145,8 +145,8 @@ def comparison_page(views: Sequence[StudyView], refresh_s: float | None = None) 
     names = [v.name for v in views]
     links = ", ".join(f'<a href="{esc(page_name(n))}">{esc(n)}</a>' for n in names)
     body = [f'<p><a href="index.html">all studies</a></p><h1>Comparison: {esc(", ".join(names))}</h1>',
-            f"<p>studies: {links}</p>", "<h2>Pareto fronts</h2>", _figure(plot_pareto_front(views), "pareto")]
-    return _document(f"nas comparison {', '.join(names)}", "\n".join(body), comparison_name(names),
+            f"<p>studies: {links}</p>", "<h2>Pareto fronts</h2>", figure_html(plot_pareto_front(views), "pareto")]
+    return document(f"nas comparison {', '.join(names)}", "\n".join(body), comparison_name(names),
                      combined_digest(views), refresh_s)
 
 
@@ -180,4 +180,4 @@ def index_page(views: Sequence[StudyView], built: set[str], refresh_s: float | N
     body = ("<h1>nas studies</h1>"
             f'<table class="sortable" id="studies"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
             f"<script>{SORTER}</script>")
-    return _document("nas studies", body, "index.html", combined_digest(views), refresh_s, plotly=False)
+    return document("nas studies", body, "index.html", combined_digest(views), refresh_s, plotly=False)

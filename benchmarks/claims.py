@@ -1,0 +1,128 @@
+"""Does the efficient-transformer recipe hold? Its four claims measured with nas itself.
+
+    python benchmarks/claims.py                      # every claim, seeds 0 1 2 (resumes stored studies)
+    python benchmarks/claims.py --claim sharing      # one claim
+    python benchmarks/claims.py --report-only        # the verdicts from the stored studies, training nothing
+    python benchmarks/claims.py --quick              # smoke run: tiny budgets, a scratch store and report
+
+Per claim and seed, the real search (nas.replay.record: Ray Tune trials, Optuna, the SQL store) trains every
+configuration of benchmarks/spaces/claims/<claim>.yaml once at the claim's proxy; the first seed's study runs the
+proxy adequacy check (enforced: a proxy that cannot resolve the knobs stops the claim), the others share its
+proxy and skip it. nas.claims then applies `policy=min_compute min_quality_ratio=<the claim's bound>` to each
+seed's study and gives the verdict: PASS / FAIL / NOT MEASURABLE HERE with the reason (see nas/claims.py for what
+is measured and what is modelled). Writes benchmarks/results/claims_cpu.md and dashboards/claims.html.
+Last line: `claims passed=N failed=N unmeasurable=N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SPACES = REPO / "benchmarks" / "spaces" / "claims"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def grid_size(cfg, space: Path) -> int:
+    """How many configurations the claim's space holds at its proxy."""
+    from nas.replay import grid_points
+    from nas.search import validate
+
+    return len(grid_points(validate(cfg, str(space)).spec))
+
+
+def run_claim_studies(claim, seeds: list[int], url: str, extra: list[str], adequacy: str = "enforce") -> None:
+    """Train every configuration of the claim's space once per seed (studies already complete are kept)."""
+    from nas.claims import study_name
+    from nas.replay import compose_search, record
+    from nas.store import Store
+
+    space = SPACES / f"{claim.key}.yaml"
+    for i, seed in enumerate(seeds):
+        study = study_name(claim, seed)
+        base = ["dashboard=false", "sampler=random", "pruner=none", f"seed={seed}", f"study={study}",
+                f"store.url={url}", f"search_space={claim.key}", f"adequacy={adequacy if i == 0 else 'skip'}",
+                *claim.overrides, *extra]
+        n = grid_size(compose_search(base, spaces=SPACES), space)
+        store = Store(url)
+        try:
+            done = sum(t.state == "COMPLETE" for t in store.trials(study)) if store.study(study) else 0
+        finally:
+            store.close()
+        if done >= n:
+            print(f"{study}: {n} configurations already trained", flush=True)
+            continue
+        print(f"{study}: training {n} configurations ({claim.title})", flush=True)
+        record(compose_search(base + [f"n_trials={n}"], spaces=SPACES), str(space), out=sys.stdout)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from nas.claims import CLAIMS
+
+    keys = [c.key for c in CLAIMS]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--claim", action="append", choices=keys, help="claim(s) to run (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--db", default=str(REPO / "trials_db" / "claims.db"), help="SQLite file of the studies")
+    parser.add_argument("--report-only", action="store_true", help="verdicts from the stored studies only")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets, scratch store and report")
+    parser.add_argument("--out", default=str(RESULTS / "claims_cpu.md"))
+    parser.add_argument("--page", default=str(REPO / "dashboards"), help="folder of the dashboard page")
+    args = parser.parse_args(argv)
+    if len(set(args.seeds)) < len(args.seeds) or any(s < 0 for s in args.seeds):
+        parser.error(f"--seeds {' '.join(map(str, args.seeds))} is invalid: expected distinct seeds >= 0")
+    extra: list[str] = []
+    db, out, page = Path(args.db), Path(args.out), Path(args.page)
+    if args.quick:
+        scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"nas-claims-quick-{os.getpid()}"
+        scratch.mkdir(parents=True, exist_ok=True)
+        db, out, page = scratch / "claims.db", scratch / "claims.md", scratch
+        extra = ["budget_tokens=8192", "proxy.eval_batches=1", "proxy.rungs=1"]
+    db.parent.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{db.resolve()}"
+    claims = [c for c in CLAIMS if args.claim is None or c.key in args.claim]
+    start = time.perf_counter()
+    if not args.report_only:
+        for claim in claims:
+            run_claim_studies(claim, args.seeds, url, extra, "warn" if args.quick else "enforce")
+    report(claims, args.seeds, url, out, page, time.perf_counter() - start, quick=args.quick)
+
+
+def report(claims, seeds: list[int], url: str, out: Path, page: Path, wall_s: float, quick: bool) -> None:
+    """Evaluate the claims from the store; write the markdown report and the dashboard page; print both lines."""
+    import torch
+
+    from nas.claims import evaluate, markdown, summary_line
+    from nas.dashboard.claims import PAGE, claims_page
+    from nas.dashboard.pages import write_plotlyjs, write_text
+    from nas.store import Store
+
+    store = Store(url)
+    try:
+        results = [evaluate(store, claim, seeds) for claim in claims]
+    finally:
+        store.close()
+    summary = summary_line(results)
+    header = (f"# Recipe claims{' (QUICK: tiny budgets, not a result)' if quick else ''}\n\n"
+              f"`python benchmarks/claims.py{' --quick' if quick else ''}` -- {time.strftime('%Y-%m-%d')}, "
+              f"{platform.machine()} {os.cpu_count()}-core CPU, torch {torch.__version__}; seeds "
+              f"{', '.join(map(str, seeds))}; wall {wall_s:.0f} s this run. How each figure is measured or modelled: "
+              "nas/claims.py.\n\n")
+    text = header + markdown(results) + f"\n\n{summary}\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, text)
+    page.mkdir(parents=True, exist_ok=True)
+    write_plotlyjs(page)
+    write_text(page / PAGE, claims_page(results, summary))
+    print(text.rstrip())
+    print(f"report: {out}; page: {page / PAGE}")
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()
