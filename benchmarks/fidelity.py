@@ -28,7 +28,7 @@ import os
 import platform
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,15 +109,17 @@ def train_one(key: str, role: str, proxy: dict[str, Any], task: dict[str, Any], 
             "metrics": final.metrics, "wall_s": time.perf_counter() - start}
 
 
-def space_proxy(space: str, base: Any) -> Any:
-    """The space's default proxy (its defaults list, else tiny) with the steps, rungs, evaluation and context
-    growth of `base` (the shipped proxies already share them; --quick shrinks them)."""
+def space_proxy(space: str, base: Any, name: str | None = None) -> Any:
+    """The space's default proxy (its defaults list, else tiny; `name` overrides it) with the rungs, evaluation and
+    context growth of `base`, its steps scaled as `base`'s are from the tiny proxy's (1 unless --quick)."""
     from nas.proxy import load_proxy
     from nas.space import default_choice
 
-    proxy = replace(load_proxy(default_choice(space, "proxy") or "tiny"), min_context=base.min_context)
-    return replace(proxy, budget_tokens=base.budget_tokens * proxy.tokens_per_step // base.tokens_per_step,
-                   rungs=base.rungs, eval_batches=base.eval_batches)
+    proxy = replace(load_proxy(name or default_choice(space, "proxy") or "tiny"), min_context=base.min_context)
+    steps = max(1, round(proxy.budget_tokens * base.budget_tokens / load_proxy("tiny").budget_tokens
+                         / proxy.tokens_per_step))
+    return replace(proxy, budget_tokens=steps * proxy.tokens_per_step, rungs=base.rungs,
+                   eval_batches=base.eval_batches)
 
 
 def top_k_agreement(a: list[float], b: list[float], k: int = 3) -> float:
@@ -146,33 +148,45 @@ def reference_adequacy(space: str, proxy: Any, reference: Any, task: Any, dense_
     return checks
 
 
-def panel_runs(space: str, proxy: Any, seed: int) -> tuple[Any, Any, Any, list[tuple]]:
+@dataclass(frozen=True)
+class Choice:
+    """What to compare: `base` scales the budgets; `proxy` replaces the spaces' default proxies; the reference is
+    that of `reference_of` (a proxy name) instead of the measured proxy's own."""
+
+    base: Any
+    seed: int = 0
+    proxy: str | None = None
+    reference_of: str | None = None
+
+
+def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
     """The space's task, proxy, reference and its runs: (key, role, proxy dict, task dict, knobs) per run."""
     from nas.data import load_task
     from nas.reference import reference_proxy
     from nas.space import default_choice
 
     task = load_task(default_choice(space, "task") or "lm")
-    proxy = space_proxy(space, proxy)
-    reference = reference_proxy(proxy)
+    proxy = space_proxy(space, choice.base, choice.proxy)
+    reference = reference_proxy(space_proxy(space, choice.base, choice.reference_of) if choice.reference_of
+                                else proxy)
     roles = {"proxy": asdict(proxy), "reference": asdict(reference)}
-    todo = [(run_key(role, task.to_dict(), knobs, seed, p), role, p, task.to_dict(), knobs)
+    todo = [(run_key(role, task.to_dict(), knobs, choice.seed, p), role, p, task.to_dict(), knobs)
             for knobs in PANELS[space] for role, p in roles.items()]
     return task, proxy, reference, todo
 
 
-def train_missing(spaces: list[str], proxy: Any, workers: int, seed: int, runs_path: Path,
+def train_missing(spaces: list[str], choice: Choice, workers: int, runs_path: Path,
                   runs: dict[str, dict[str, Any]]) -> None:
     """Train every unrecorded run of `spaces` in one pool (no core idles between spaces), appending each to the
     run log as it finishes. Order: the first space's references, then every proxy run (short), then the later
     spaces' references, so a stopped benchmark has finished whole spaces first."""
-    jobs = [(i, t) for i, space in enumerate(spaces) for t in panel_runs(space, proxy, seed)[3] if t[0] not in runs]
+    jobs = [(i, t) for i, space in enumerate(spaces) for t in panel_runs(space, choice)[3] if t[0] not in runs]
     if not jobs:
         return
     jobs.sort(key=lambda j: (j[1][1] == "reference" and j[0] > 0, j[1][1] == "proxy", j[0]))
     print(f"{', '.join(spaces)}: {len(jobs)} runs to train ({workers} at a time)", flush=True)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(train_one, key, role, p, task, knobs, seed, 1) for _, (key, role, p, task, knobs) in jobs]
+        futures = [pool.submit(train_one, key, role, p, task, knobs, choice.seed, 1) for _, (key, role, p, task, knobs) in jobs]
         for done in as_completed(futures):
             row = done.result()
             with runs_path.open("a") as f:
@@ -182,18 +196,18 @@ def train_missing(spaces: list[str], proxy: Any, workers: int, seed: int, runs_p
                   f"{row['wall_s']:.0f}s", flush=True)
 
 
-def report(space: str, proxy: Any, seed: int, runs: dict[str, dict[str, Any]], out: list[str]) -> float | None:
+def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: list[str]) -> float | None:
     """Print one recorded space's table; its tau-b."""
     from nas.reference import describe
     from nas.export.fidelity import kendall_tau_b
 
-    task, proxy, reference, todo = panel_runs(space, proxy, seed)
+    task, proxy, reference, todo = panel_runs(space, choice)
     panel = PANELS[space]
     rows = [(knobs, runs[todo[2 * i][0]], runs[todo[2 * i + 1][0]]) for i, knobs in enumerate(panel)]
     pq, rq = [r[1]["quality"] for r in rows], [r[2]["quality"] for r in rows]
     tau, top3 = kendall_tau_b(pq, rq), top_k_agreement(pq, rq)
     rank = lambda xs: [sorted(xs).index(x) + 1 for x in xs]  # noqa: E731
-    out.append(f"\n## {space} (task {task.name}; {len(panel)} configurations, seed {seed})")
+    out.append(f"\n## {space} (task {task.name}; {len(panel)} configurations, seed {choice.seed})")
     out.append(f"proxy     {describe(proxy)}; wall {sum(r[1]['wall_s'] for r in rows):.0f} s")
     out.append(f"reference {describe(reference)}; wall {sum(r[2]['wall_s'] for r in rows):.0f} s")
     out.append("| configuration | proxy quality | rank | reference quality | rank |")
@@ -219,6 +233,9 @@ def main() -> None:
     parser.add_argument("--min-context", type=int, default=None,
                         help="rungs grow the proxy's context from this length (multi-fidelity along context)")
     parser.add_argument("--report-only", action="store_true", help="print recorded spaces only, train nothing")
+    parser.add_argument("--proxy", default=None, help="measure this proxy instead of each space's default")
+    parser.add_argument("--reference-of", default=None,
+                        help="rank against the reference of this proxy (e.g. a recorded one) instead of its own")
     args = parser.parse_args()
 
     from nas.proxy import load_proxy
@@ -235,14 +252,15 @@ def main() -> None:
     out: list[str] = []
     start = time.perf_counter()
     runs = load_runs(runs_path)
+    choice = Choice(proxy, args.seed, args.proxy, args.reference_of)
     if args.quick or (args.space is not None and not args.report_only):
-        train_missing(args.space or list(SPACES), proxy, args.workers, args.seed, runs_path, runs)
+        train_missing(args.space or list(SPACES), choice, args.workers, runs_path, runs)
     for space in args.space or SPACES:
-        if not all(t[0] in runs for t in panel_runs(space, proxy, args.seed)[3]):
+        if not all(t[0] in runs for t in panel_runs(space, choice)[3]):
             out.append(f"\n## {space}: not measured yet (python benchmarks/fidelity.py --space {space})")
             taus[space] = None
             continue
-        taus[space] = report(space, proxy, args.seed, runs, out)
+        taus[space] = report(space, choice, runs, out)
     print("\n".join(out))
     print(f"\nwall {time.perf_counter() - start:.0f} s this run")
     measured = [t for t in taus.values() if t is not None]

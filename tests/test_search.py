@@ -588,11 +588,11 @@ def test_a_failed_adequacy_check_stops_a_new_study_before_anything_is_written(tm
         run_search(compose_cfg("study=inadequate", f"store.url={url}", "seed=5", adequacy="enforce"),
                    trial_runner=FakeRunner(), out=out)
     message = str(err.value)
-    assert "\n" not in message and message == ("proxy adequacy check failed: proxy tiny cannot resolve sparse_attn: "
+    assert "\n" not in message and message == ("proxy adequacy check failed: proxy tiny_2m cannot resolve sparse_attn: "
                                                "gap 0.001 < 0.005; fix: proxy.seq_len=512 (adequacy=warn searches "
                                                "anyway)")
-    assert calls == [("sparse_attn", "tiny", "long_range", None, 5, 1)]
-    assert "adequacy: proxy tiny cannot resolve sparse_attn" in out.getvalue()
+    assert calls == [("sparse_attn", "tiny_2m", "long_range", None, 5, 1)]
+    assert "adequacy: proxy tiny_2m cannot resolve sparse_attn" in out.getvalue()
     store = Store(url)
     assert store.studies() == []
     assert optuna.get_all_study_names(url) == []  # nor an Optuna study
@@ -610,7 +610,7 @@ def test_the_cli_turns_a_failed_check_into_one_line_and_exit_2(tmp_path, monkeyp
         main()
     assert done.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: proxy adequacy check failed: proxy tiny cannot resolve")
+    assert len(err) == 1 and err[0].startswith("error: proxy adequacy check failed: proxy tiny_2m cannot resolve")
 
 
 def test_warn_records_a_failed_check_and_a_two_objective_search_runs_to_its_page(local_ray, tmp_path, monkeypatch):
