@@ -86,7 +86,7 @@ class SearchConf:
     """Top-level schema of conf/search.yaml."""
 
     study: str = MISSING
-    n_trials: int = 16
+    n_trials: int = 12
     seed: int = 0
     time_budget_s: Optional[float] = None
     budget_tokens: Optional[int] = None  # proxy training tokens per trial; None = the proxy's budget
