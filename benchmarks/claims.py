@@ -90,10 +90,17 @@ def main(argv: list[str] | None = None) -> None:
     if not args.report_only:
         for claim in claims:
             run_claim_studies(claim, args.seeds, url, extra, "warn" if args.quick else "enforce")
-    report(claims, args.seeds, url, out, page, time.perf_counter() - start, quick=args.quick)
+    wall = None if args.report_only else time.perf_counter() - start
+    report(claims, args.seeds, url, out, page, wall, quick=args.quick, source=_shown(db.resolve()))
 
 
-def report(claims, seeds: list[int], url: str, out: Path, page: Path, wall_s: float, quick: bool) -> None:
+def _shown(path: Path) -> str:
+    """A path relative to the repository when inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def report(claims, seeds: list[int], url: str, out: Path, page: Path, wall_s: float | None, quick: bool,
+           source: str) -> None:
     """Evaluate the claims from the store; write the markdown report and the dashboard page; print both lines."""
     import torch
 
@@ -111,8 +118,9 @@ def report(claims, seeds: list[int], url: str, out: Path, page: Path, wall_s: fl
     header = (f"# Recipe claims{' (QUICK: tiny budgets, not a result)' if quick else ''}\n\n"
               f"`python benchmarks/claims.py{' --quick' if quick else ''}` -- {time.strftime('%Y-%m-%d')}, "
               f"{platform.machine()} {os.cpu_count()}-core CPU, torch {torch.__version__}; seeds "
-              f"{', '.join(map(str, seeds))}; wall {wall_s:.0f} s this run. How each figure is measured or modelled: "
-              "nas/claims.py.\n\n")
+              f"{', '.join(map(str, seeds))}; "
+              + (f"wall {wall_s:.0f} s this run" if wall_s is not None else f"verdicts read from the studies in {source}")
+              + ". How each figure is measured or modelled: nas/claims.py.\n\n")
     text = header + markdown(results) + f"\n\n{summary}\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, text)
