@@ -3,7 +3,7 @@
     python benchmarks/adequacy.py            # recorded run (~5 min on one core)
 
 Runs nas.adequacy.check_adequacy for every shipped space on its default proxy and task (as
-`python -m nas.search search_space=NAME` would before its first trial), plus sparse_attn on the tiny proxy
+`python -m nas.search search_space=NAME` would before its first trial), plus sparse_attn on its proxy
 with learned absolute positions instead of rotary ones, and sharing on the 2-layer tiny proxy (the structural
 check only). Prints each check's measured value and threshold.
 Last line: `adequacy passed=N failed=N rope_recall=... learned_recall=...`.
@@ -29,7 +29,8 @@ def main() -> None:
     outcomes: dict[str, bool] = {}
     recall: dict[str, float] = {}
     runs = [(space, load_proxy(default_choice(space, "proxy") or "tiny"), space) for space in SPACES]
-    runs.append(("sparse_attn", replace(load_proxy("tiny"), positions="learned"), "sparse_attn (learned positions)"))
+    attention_proxy = load_proxy(default_choice("sparse_attn", "proxy") or "tiny")
+    runs.append(("sparse_attn", replace(attention_proxy, positions="learned"), "sparse_attn (learned positions)"))
     for space, proxy, label in runs:
         task = load_task(default_choice(space, "task") or "lm")
         spec = load(path_of(space), proxy_arch({}, proxy))
