@@ -70,6 +70,7 @@ def write_plotlyjs(out_dir: Path) -> Path:
 
 
 def figure_html(fig: go.Figure, div_id: str) -> str:
+    """A figure as an HTML fragment (plotly.js loaded once by the page)."""
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                        config={"responsive": True, "displaylogo": False}, default_height="520px")
 
@@ -86,6 +87,7 @@ def _poll(page: str, digest: str, refresh_s: float | None) -> str:
 
 
 def document(title: str, body: str, page: str, digest: str, refresh_s: float | None, plotly: bool = True) -> str:
+    """A whole page: the shared style, local plotly.js, and (when served) the reload poll."""
     script = f'<script src="{PLOTLY_JS}"></script>' if plotly else ""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f'<meta name="nas-digest" content="{digest}"><link rel="icon" href="data:,"><style>{CSS}</style>'
