@@ -18,6 +18,7 @@ A claim holds when the mean over seeds meets it; the spread (min..max) is report
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -134,10 +135,14 @@ class Costs:
         self.target = config["target"]
         self.costers = {hw: Coster(self.target, hw) for hw in HARDWARE}
         self.bf16 = {hw: c.estimate(BF16_DENSE) for hw, c in self.costers.items()}
+        self._reports: dict[tuple[str, str], Any] = {}
 
     def of(self, p: Point, hardware: str = "h100_sxm") -> Any:
-        """The cost report of a point's knobs at the target."""
-        return self.costers[hardware].estimate(ArchConfig.from_dict(p.trial.arch))
+        """The cost report of a point's knobs at the target (each point and hardware costed once)."""
+        key = (json.dumps(p.trial.arch, sort_keys=True), hardware)  # trial numbers differ between seed studies
+        if key not in self._reports:
+            self._reports[key] = self.costers[hardware].estimate(ArchConfig.from_dict(p.trial.arch))
+        return self._reports[key]
 
     def forward_ratio(self, p: Point) -> float:
         r = self.of(p)
