@@ -8,7 +8,9 @@ h // (H // Hkv) (repeat_interleave semantics, as in GQA). Key j is visible to qu
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache, reduce
 from typing import Callable
 
 import torch
@@ -122,11 +124,51 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 # repeated - and its key spans (B * Hkv * count, Lk, D), then runs batched matmuls and one softmax. The
 # forward saves no probabilities; the backward recomputes them chunk by chunk (as flash attention does). So
 # memory beyond the inputs and outputs is one chunk of scores, which the allocator reuses instead of faulting
-# in fresh pages for an S x Lk buffer on every call. Every op on a chunk is one OpenMP parallel region: on an
-# oversubscribed CPU each region can stall on a descheduled thread, so chunks are not made smaller than needed.
+# in fresh pages for an S x Lk buffer on every call.
+#
+# On CPU with several intra-op threads, the chunks are spread over as many worker threads, each running its ops
+# single-threaded. Run as multi-threaded ops, every op of a chunk was an OpenMP parallel region that waited at a
+# barrier for its slowest thread, and on a busy CPU a descheduled thread stalled every region (S=8192 forward at
+# 0.17x dense on a quiet 2-core machine, 1.6x with two busy processes). Workers take chunks from a queue, so a
+# descheduled worker delays only its own chunk (0.2x under the same load: benchmarks/results/attention_cpu.txt).
 
 CHUNK_SCORES_CPU = 1 << 20  # score entries per chunk on CPU (4 MiB fp32); 2^19..2^21 ran equally fast on 2 cores
 CHUNK_SCORES_CUDA = 1 << 24
+CHUNK_SCORES_MIN_CPU = 1 << 19  # smallest chunk a CPU worker takes (2^17..2^20 measured alike at S >= 2048)
+CHUNKS_PER_WORKER = 4  # at least this many chunks per CPU worker where the blocks allow it (load balance)
+
+
+@lru_cache(maxsize=4)
+def _worker_pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """Threads that run chunks with single-threaded ops (one pool per process: a forked child makes its own)."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="nas-attention", initializer=torch.set_num_threads,
+                              initargs=(1,))
+
+
+def _for_chunks(lay: "_BlockLayout", device: torch.device, body: Callable[[int, int, int], None]) -> None:
+    """body(index, first, last) for every chunk of lay: in order on CUDA or one thread, else on the CPU worker
+    pool (so body must not write where another chunk writes, except as its index allows)."""
+    chunks = lay.chunks()
+    threads = torch.get_num_threads()
+    workers = min(threads, len(chunks)) if device.type == "cpu" else 1
+    if workers <= 1:
+        for index, (first, last) in enumerate(chunks):
+            body(index, first, last)
+        return
+
+    inference = torch.is_inference_mode_enabled()
+
+    def task(index: int) -> None:
+        # grad and inference mode are per thread: the kernel's ops are never recorded, and they may write into
+        # the caller's inference tensors
+        with torch.inference_mode(inference), torch.no_grad():
+            body(index, *chunks[index])
+
+    try:
+        for future in [_worker_pool(workers, os.getpid()).submit(task, i) for i in range(len(chunks))]:
+            future.result()
+    finally:
+        torch.set_num_threads(threads)  # the workers' set_num_threads(1) also sets the default of new threads
 
 
 @lru_cache(maxsize=8)
@@ -171,6 +213,10 @@ class _BlockLayout:
         self.keys = (self.span + 1) * self.block + self.n_glob
         target = CHUNK_SCORES_CUDA if q.is_cuda else CHUNK_SCORES_CPU
         self.chunk = max(1, target // (self.bsz * self.n_kv * self.rows * self.keys))  # blocks per chunk
+        if not q.is_cuda and torch.get_num_threads() > 1:
+            balanced = -(-self.n_blocks // (CHUNKS_PER_WORKER * torch.get_num_threads()))
+            smallest = -(-CHUNK_SCORES_MIN_CPU // (self.bsz * self.n_kv * self.rows * self.keys))
+            self.chunk = min(self.chunk, max(balanced, smallest))
 
     def chunks(self) -> list[tuple[int, int]]:
         """(first block, end block) of each chunk."""
@@ -221,8 +267,9 @@ class _BlockLayout:
             parts.append(x[:, :, None, : self.n_glob].expand(-1, -1, count, -1, -1))
         return torch.cat(parts, dim=3).view(-1, self.keys, dim)
 
-    def add_key_spans_(self, dx: Tensor, grad: Tensor, first: int, last: int) -> None:
-        """Adjoint of key_spans: add the gradient of every copy of a key into dx (B, Hkv, n_blocks * block, D)."""
+    def add_key_spans_(self, dx: Tensor, grad: Tensor, first: int, last: int) -> Tensor | None:
+        """Adjoint of key_spans: add the gradient of every windowed copy of a key into dx (B, Hkv, n_blocks *
+        block, D); return the global keys' gradient (B, Hkv, n_glob, D), None without global keys."""
         count, dim = last - first, dx.shape[-1]
         grad = grad.view(self.bsz, self.n_kv, count, self.keys, dim)
         blocks = dx.view(self.bsz, self.n_kv, self.n_blocks, self.block, dim)
@@ -233,8 +280,11 @@ class _BlockLayout:
             skip = max(0, -start)  # zero padding in front of the sequence
             part = grad[:, :, skip:, s * self.block : (s + 1) * self.block]
             blocks[:, :, start + skip : end] += part
-        if self.n_glob:
-            dx[:, :, : self.n_glob] += grad[:, :, :, self.keys - self.n_glob :].sum(2)
+        return grad[:, :, :, self.keys - self.n_glob :].sum(2) if self.n_glob else None
+
+    def key_classes(self) -> int:
+        """m such that chunks i and i + m never write the same key block (the span reaches m - 1 chunks back)."""
+        return 1 + -(-self.span // self.chunk)
 
     def softmax(self, scores: Tensor, bias: Tensor, first: int, last: int) -> Tensor:
         """Probabilities of the scores of blocks first..last-1; the scores are overwritten."""
@@ -253,10 +303,13 @@ class _BlockAttention(torch.autograd.Function):
         bias = _block_bias(lay.seq_len, lay.window, lay.n_glob, lay.block, q.device, q.dtype)
         qp = lay.pad(q)
         out = q.new_empty(lay.bsz, lay.n_heads, lay.padded, v.shape[-1])
-        for first, last in lay.chunks():
+
+        def chunk(_: int, first: int, last: int) -> None:
             scores = torch.bmm(lay.gather_rows(qp, first, last, scale), lay.key_spans(k, first, last).transpose(1, 2))
             probs = lay.softmax(scores, bias, first, last)
             lay.scatter_rows(out, torch.bmm(probs, lay.key_spans(v, first, last)), first, last)
+
+        _for_chunks(lay, q.device, chunk)
         ctx.save_for_backward(qp, k, v, out)
         ctx.lay, ctx.scale = lay, scale
         return out[:, :, : lay.seq_len]
@@ -270,15 +323,29 @@ class _BlockAttention(torch.autograd.Function):
         dout = lay.pad(grad_out)
         delta = (dout * out).sum(-1, keepdim=True)  # (B, H, n_blocks * block, 1)
         dq = torch.empty_like(qp)
-        dk, dv = (t.new_zeros(lay.bsz, lay.n_kv, lay.padded, t.shape[-1]) for t in (k, v))
-        for first, last in lay.chunks():
+        # Neighbouring chunks share key blocks and every chunk reads the global keys: chunk i adds its windowed
+        # key gradients into sum i % key_classes (whose chunks never overlap) and keeps its global ones apart;
+        # both are then added in a fixed order, so the result does not depend on which worker ran what.
+        sums = [tuple(t.new_zeros(lay.bsz, lay.n_kv, lay.padded, t.shape[-1]) for t in (k, v))
+                for _ in range(lay.key_classes())]
+        globs: dict[int, tuple[Tensor | None, Tensor | None]] = {}
+
+        def chunk(index: int, first: int, last: int) -> None:
+            dk, dv = sums[index % len(sums)]
             qc, doc = lay.gather_rows(qp, first, last, scale), lay.gather_rows(dout, first, last)
             keys, values = lay.key_spans(k, first, last), lay.key_spans(v, first, last)
             probs = lay.softmax(torch.bmm(qc, keys.transpose(1, 2)), bias, first, last)
             dscores = torch.bmm(doc, values.transpose(1, 2)).sub_(lay.gather_rows(delta, first, last)).mul_(probs)
             lay.scatter_rows(dq, torch.bmm(dscores, keys), first, last, scale)
-            lay.add_key_spans_(dk, torch.bmm(dscores.transpose(1, 2), qc), first, last)
-            lay.add_key_spans_(dv, torch.bmm(probs.transpose(1, 2), doc), first, last)
+            globs[index] = (lay.add_key_spans_(dk, torch.bmm(dscores.transpose(1, 2), qc), first, last),
+                            lay.add_key_spans_(dv, torch.bmm(probs.transpose(1, 2), doc), first, last))
+
+        _for_chunks(lay, qp.device, chunk)
+        dk, dv = (reduce(torch.add, parts) for parts in zip(*sums))
+        if lay.n_glob:
+            for grad_k, grad_v in (globs[i] for i in sorted(globs)):
+                dk[:, :, : lay.n_glob] += grad_k
+                dv[:, :, : lay.n_glob] += grad_v
         crop = slice(0, lay.seq_len)
         return dq[:, :, crop], dk[:, :, crop], dv[:, :, crop], None, None, None
 

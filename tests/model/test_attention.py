@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 import torch
@@ -298,6 +299,40 @@ def test_small_chunks_match_masked_sdpa(monkeypatch, seq_len, window, global_tok
         )
         for name, g, e in zip(("out", "dq", "dk", "dv"), got, expected):
             torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5, msg=f"{name} heads={heads}")
+
+
+@pytest.mark.parametrize("seq_len,window,global_tokens,batch,block_size", [
+    (64, 16, 4, 2, 8), (70, 17, 3, 1, 8), (100, 64, 2, 1, 16), (41, 41, 4, 2, 8), (257, 96, 5, 1, 16),
+])
+def test_cpu_worker_threads_match_masked_sdpa_deterministically(monkeypatch, seq_len, window, global_tokens, batch,
+                                                                 block_size):
+    # with 2 intra-op threads the chunks run on the worker pool; one-block chunks make the window reach several
+    # chunks back (key_classes > 2) and give every worker chunks to race on
+    monkeypatch.setattr(A, "CHUNK_SCORES_CPU", 1)
+    monkeypatch.setattr(A, "CHUNK_SCORES_MIN_CPU", 1)
+    ran_on: set[str] = set()
+    gather = A._BlockLayout.gather_rows
+    monkeypatch.setattr(A._BlockLayout, "gather_rows",
+                        lambda *a, **kw: ran_on.add(threading.current_thread().name) or gather(*a, **kw))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for heads in HEADS:
+            q, k, v = make_qkv(seq_len, *heads, batch=batch)
+            grad_out = torch.randn(q.shape)
+            mask = dense_mask(seq_len, window, global_tokens)
+            expected = forward_and_grads(lambda a, b, c: sdpa(a, b, c, mask), q, k, v, grad_out)
+            fn = lambda a, b, c: A.local_global_attention(a, b, c, window, global_tokens, block_size)  # noqa: E731
+            got, again = (forward_and_grads(fn, q, k, v, grad_out) for _ in range(2))
+            for name, g, e, g2 in zip(("out", "dq", "dk", "dv"), got, expected, again):
+                torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5, msg=f"{name} heads={heads}")
+                assert torch.equal(g, g2), f"{name} heads={heads} differs between two identical calls"
+            with torch.inference_mode():  # the workers write into the caller's inference tensors
+                assert torch.equal(fn(q, k, v), got[0])
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert any(name.startswith("nas-attention") for name in ran_on), ran_on
 
 
 def test_large_sequence_two_span_blocks_backward():
