@@ -157,10 +157,16 @@ class Choice:
     seed: int = 0
     proxy: str | None = None
     reference_of: str | None = None
+    proxy_seeds: int = 1  # the proxy's quality is the mean over seeds seed .. seed + proxy_seeds - 1
+
+    def seeds(self) -> range:
+        """The proxy's seeds (the reference trains at `seed` only)."""
+        return range(self.seed, self.seed + self.proxy_seeds)
 
 
 def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
-    """The space's task, proxy, reference and its runs: (key, role, proxy dict, task dict, knobs) per run."""
+    """The space's task, proxy, reference and its runs: (key, role, proxy dict, task dict, knobs, seed) per run,
+    per configuration its proxy seeds then its reference."""
     from nas.data import load_task
     from nas.reference import reference_proxy
     from nas.space import default_choice
@@ -169,9 +175,9 @@ def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
     proxy = space_proxy(space, choice.base, choice.proxy)
     reference = reference_proxy(space_proxy(space, choice.base, choice.reference_of) if choice.reference_of
                                 else proxy)
-    roles = {"proxy": asdict(proxy), "reference": asdict(reference)}
-    todo = [(run_key(role, task.to_dict(), knobs, choice.seed, p), role, p, task.to_dict(), knobs)
-            for knobs in PANELS[space] for role, p in roles.items()]
+    seeds = {"proxy": (asdict(proxy), choice.seeds()), "reference": (asdict(reference), [choice.seed])}
+    todo = [(run_key(role, task.to_dict(), knobs, seed, p), role, p, task.to_dict(), knobs, seed)
+            for knobs in PANELS[space] for role, (p, role_seeds) in seeds.items() for seed in role_seeds]
     return task, proxy, reference, todo
 
 
@@ -186,7 +192,8 @@ def train_missing(spaces: list[str], choice: Choice, workers: int, runs_path: Pa
     jobs.sort(key=lambda j: (j[1][1] == "reference" and j[0] > 0, j[1][1] == "proxy", j[0]))
     print(f"{', '.join(spaces)}: {len(jobs)} runs to train ({workers} at a time)", flush=True)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(train_one, key, role, p, task, knobs, choice.seed, 1) for _, (key, role, p, task, knobs) in jobs]
+        futures = [pool.submit(train_one, key, role, p, task, knobs, seed, 1)
+                   for _, (key, role, p, task, knobs, seed) in jobs]
         for done in as_completed(futures):
             row = done.result()
             with runs_path.open("a") as f:
@@ -202,18 +209,22 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     from nas.export.fidelity import kendall_tau_b
 
     task, proxy, reference, todo = panel_runs(space, choice)
-    panel = PANELS[space]
-    rows = [(knobs, runs[todo[2 * i][0]], runs[todo[2 * i + 1][0]]) for i, knobs in enumerate(panel)]
-    pq, rq = [r[1]["quality"] for r in rows], [r[2]["quality"] for r in rows]
+    panel, per = PANELS[space], choice.proxy_seeds + 1
+    rows = [(knobs, [runs[t[0]] for t in todo[per * i : per * i + per - 1]], runs[todo[per * i + per - 1][0]])
+            for i, knobs in enumerate(panel)]
+    pq = [sum(p["quality"] for p in ps) / len(ps) for _, ps, _ in rows]
+    rq = [r["quality"] for _, _, r in rows]
     tau, top3 = kendall_tau_b(pq, rq), top_k_agreement(pq, rq)
     rank = lambda xs: [sorted(xs).index(x) + 1 for x in xs]  # noqa: E731
-    out.append(f"\n## {space} (task {task.name}; {len(panel)} configurations, seed {choice.seed})")
-    out.append(f"proxy     {describe(proxy)}; wall {sum(r[1]['wall_s'] for r in rows):.0f} s")
-    out.append(f"reference {describe(reference)}; wall {sum(r[2]['wall_s'] for r in rows):.0f} s")
+    seeds = (f"seed {choice.seed}" if choice.proxy_seeds == 1 else
+             f"proxy: mean of seeds {choice.seed}-{choice.seed + choice.proxy_seeds - 1}; reference: seed {choice.seed}")
+    out.append(f"\n## {space} (task {task.name}; {len(panel)} configurations, {seeds})")
+    out.append(f"proxy     {describe(proxy)}; wall {sum(p['wall_s'] for _, ps, _ in rows for p in ps):.0f} s")
+    out.append(f"reference {describe(reference)}; wall {sum(r['wall_s'] for _, _, r in rows):.0f} s")
     out.append("| configuration | proxy quality | rank | reference quality | rank |")
     out.append("|---|---:|---:|---:|---:|")
-    for (knobs, p, r), pr, rr in zip(rows, rank(pq), rank(rq)):
-        out.append(f"| {json.dumps(knobs) if knobs else 'dense baseline'} | {p['quality']:.4f} | {pr} | "
+    for (knobs, _, r), p, pr, rr in zip(rows, pq, rank(pq), rank(rq)):
+        out.append(f"| {json.dumps(knobs) if knobs else 'dense baseline'} | {p:.4f} | {pr} | "
                    f"{r['quality']:.4f} | {rr} |")
     checks = reference_adequacy(space, proxy, reference, task, rows[0][2]["metrics"])
     for c in checks:
@@ -229,6 +240,8 @@ def main() -> None:
     parser.add_argument("--space", action="append", choices=SPACES, help="space(s) to train (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="runs trained at once, one thread each")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--proxy-seeds", type=int, default=1,
+                        help="rank by the proxy's mean quality over this many seeds (the reference trains one)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, a scratch run file: checks the machinery")
     parser.add_argument("--min-context", type=int, default=None,
                         help="rungs grow the proxy's context from this length (multi-fidelity along context)")
@@ -252,7 +265,9 @@ def main() -> None:
     out: list[str] = []
     start = time.perf_counter()
     runs = load_runs(runs_path)
-    choice = Choice(proxy, args.seed, args.proxy, args.reference_of)
+    if args.proxy_seeds < 1:
+        parser.error(f"--proxy-seeds={args.proxy_seeds} is invalid: expected an integer >= 1")
+    choice = Choice(proxy, args.seed, args.proxy, args.reference_of, args.proxy_seeds)
     if args.quick or (args.space is not None and not args.report_only):
         train_missing(args.space or list(SPACES), choice, args.workers, runs_path, runs)
     for space in args.space or SPACES:
