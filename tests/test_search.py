@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -348,6 +350,24 @@ def test_structured_config_rejects_wrong_types_and_bad_values():
         validate(compose_cfg("search_space.params.window.high=160"), "sparse_attn.yaml")
     setup = validate(compose_cfg("search_space=full", "proxy.seq_len=256", "sampler=tpe", "pruner=hyperband"))
     assert setup.spec.name == "full" and setup.proxy.seq_len == 256
+
+
+def test_a_ray_address_where_nothing_listens_is_refused_in_seconds(monkeypatch, tmp_path):
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there now
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(SearchError, match=rf"ray.address='127.0.0.1:{port}': nothing accepts connections at "
+                                          rf"127.0.0.1:{port} \(Connection refused\)"):
+        validate(compose_cfg(f"ray.address=127.0.0.1:{port}"))
+    assert time.perf_counter() - t0 < 10  # Ray itself retried for over 5 minutes
+    for bad in ("127.0.0.1", "head:port", "ray://:6379", "127.0.0.1:70000"):
+        with pytest.raises(SearchError, match=rf"ray.address='{re.escape(bad)}' is invalid: expected host:port"):
+            validate(compose_cfg(f"ray.address='{bad}'"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where Ray looks for the cluster `ray start` registered
+    with pytest.raises(SearchError, match=r"ray.address='auto': Could not find any running Ray instance"):
+        validate(compose_cfg("ray.address=auto"))
 
 
 # ---- the Optuna bridge without Ray: seeding, pruners on the rung study -----------------------------------------

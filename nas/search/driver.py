@@ -21,7 +21,7 @@ from nas.proxy import ProxySpec, proxy_arch
 from nas.pareto_pruner import COMPUTE_ATTR, compute_vector
 from nas.search.bridge import INTERRUPTED, OptunaBridge, make_pruner, make_sampler, make_storage
 from nas.search.config import SearchConf
-from nas.search.ray_start import RayStart
+from nas.search.ray_start import RayStart, check_ray_address
 from nas.search.runner import ProxyRunner, TrialRunner, trainable
 from nas.search.scratch import ray_scratch
 from nas.store import DEFAULT_URL, Store, check_store, shown_url
@@ -78,6 +78,10 @@ def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setu
             raise SearchError(f"{key}={value!r} is invalid: expected an integer >= {low}")
     if conf.ray.gpus_per_trial < 0:
         raise SearchError(f"ray.gpus_per_trial={conf.ray.gpus_per_trial!r} is invalid: expected a number >= 0")
+    try:
+        check_ray_address(conf.ray.address)  # before the adequacy check: an absent head is found in seconds
+    except ValueError as err:
+        raise SearchError(str(err)) from err
     if conf.adequacy not in ADEQUACY_MODES:
         raise SearchError(f"adequacy={conf.adequacy!r} is invalid: expected one of {', '.join(ADEQUACY_MODES)}")
     if not conf.study or any(c in conf.study for c in "/\\"):
@@ -213,7 +217,10 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
             raise
         remaining = conf.n_trials - bridge.n_done()
         if remaining > 0:
-            ray_start.wait()
+            try:
+                ray_start.wait()
+            except ConnectionError as err:  # ray.address=auto with no Ray running on this machine
+                raise SearchError(f"ray.address={conf.ray.address!r}: {err}") from err
             state = DriverState(bridge, store, conf.study, conf.seed, conf.ray.cpus_per_trial,
                                 out if conf.progress else None, n_trials=conf.n_trials)
             counts = state.counts

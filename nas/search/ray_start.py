@@ -13,6 +13,7 @@ Two facts about Ray (measured with 2.60) shape this module:
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from typing import Any
 
@@ -20,6 +21,36 @@ SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-ma
 LOOPBACK = "127.0.0.1"
 INIT_KWARGS: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
                                "logging_level": "ERROR"}
+
+
+PROBE_TIMEOUT_S = 5.0  # a Ray head that accepts no TCP connection within this is not there
+
+
+def check_ray_address(address: str | None, key: str = "ray.address") -> None:
+    """A one-line ValueError unless `address` is null, 'auto', 'local', or host:port (ray://host:port) where
+    something accepts TCP connections: Ray itself retries an absent head for minutes before it gives up."""
+    if address in (None, "local"):
+        return
+    if address == "auto":  # Ray's own lookup (RAY_ADDRESS, else the cluster `ray start` left on this machine)
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+
+        try:
+            canonicalize_bootstrap_address_or_die(address)
+        except ConnectionError as err:
+            raise ValueError(f"{key}='auto': {err}") from None
+        return
+    valid = "expected host:port of a running Ray head, ray://host:port, 'auto' (one on this machine) or null (a " \
+            "local Ray)"
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{key}={address!r} is invalid: {valid}")
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ValueError(f"{key}={address!r}: nothing accepts connections at {host}:{port} ({reason}); {valid}, "
+                         "started with e.g. `ray start --head --node-ip-address=127.0.0.1 --port=6379`") from None
 
 
 def keep_loopback() -> None:
