@@ -226,11 +226,28 @@ def _parse(url: str) -> URL:
         raise StoreError(f"store.url={shown_url(url)!r} is not a SQLAlchemy URL: expected {URL_FORM}") from err
 
 
-def _engine(url: str, **kwargs: Any) -> Engine:
-    """create_engine, its failures as StoreError (unknown dialect, driver not installed); connects to nothing."""
+SQLITE_BUSY_TIMEOUT_S = 60  # a writer waits this long for another driver's write lock
+SERVER_CONNECT_TIMEOUT_S = 10  # a PostgreSQL server that has not answered a connection by then is not there
+
+
+def engine_kwargs(url: str | URL) -> dict[str, Any]:
+    """create_engine arguments for every engine on `url` (the store's and Optuna's): SQLite waits for a busy
+    database; a server's pooled connections are pinged before use, and PostgreSQL gives up on a connection that
+    gets no answer (libpq waits forever by default; a `connect_timeout` in the URL wins)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": SERVER_CONNECT_TIMEOUT_S}}
+    return {"pool_pre_ping": True}
+
+
+def _engine(url: str) -> Engine:
+    """create_engine with engine_kwargs, its failures as StoreError (unknown dialect, driver not installed);
+    connects to nothing."""
     parsed = _parse(url)
     try:
-        return create_engine(parsed, **kwargs)
+        return create_engine(parsed, **engine_kwargs(parsed))
     except NoSuchModuleError as err:
         raise StoreError(f"store.url={shown_url(url)} names an unknown dialect or driver "
                          f"{parsed.drivername!r}: expected {URL_FORM}") from err
@@ -299,9 +316,9 @@ def make_engine(url: str) -> Engine:
     """A SQLAlchemy engine for `url`; SQLite files get their folder created and a busy timeout. StoreError if bad."""
     path = sqlite_file(_parse(url))
     if path is None:
-        return _engine(url, pool_pre_ping=True)
+        return _engine(url)
     path.parent.mkdir(parents=True, exist_ok=True)
-    engine = _engine(url, connect_args={"timeout": 60})
+    engine = _engine(url)
     tune_sqlite(engine)
     return engine
 

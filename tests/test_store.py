@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import random
+import socket
 import sqlite3
+import time
 
 import optuna
 import pytest
+from sqlalchemy.exc import OperationalError
 
+from nas import store as store_module
 from nas.store import VERSION_TABLE, Base, Store, StoreError, check_store, make_engine, shown_url, upgrade_schema
 
 
@@ -173,6 +177,23 @@ def test_an_unreachable_server_is_one_line(tmp_path):
         with pytest.raises(StoreError) as err:
             opening(server)
         _one_line(err, "store.url=postgresql+psycopg://nas:***@127.0.0.1:9/nas", says)
+
+
+def test_a_server_that_never_answers_times_out_in_one_line(monkeypatch):
+    pytest.importorskip("psycopg")
+    from nas.search.bridge import make_storage
+
+    monkeypatch.setattr(store_module, "SERVER_CONNECT_TIMEOUT_S", 2)
+    with socket.socket() as silent:  # the kernel completes the handshake; nothing ever reads or replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql+psycopg://nas@127.0.0.1:{silent.getsockname()[1]}/nas"
+        for opening in (check_store, Store, lambda u: make_storage(u, attempts=1)):
+            t0 = time.perf_counter()
+            with pytest.raises((StoreError, OperationalError)) as err:
+                opening(url)
+            assert time.perf_counter() - t0 < 20  # libpq alone waits for ever
+            assert "timeout" in str(err.value).lower()
 
 
 def test_a_file_of_random_bytes_is_refused_and_left_as_it_was(tmp_path):

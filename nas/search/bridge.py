@@ -28,7 +28,7 @@ from nas.objectives import QUALITY, names, values_dict
 from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
 from nas.search.config import PrunerConf, SamplerConf
 from nas.space import MAX_GRID, SearchSpec, SpaceError
-from nas.store import tune_sqlite
+from nas.store import engine_kwargs, tune_sqlite
 
 RUNG_SUFFIX = ".rungs"
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
@@ -88,12 +88,11 @@ def make_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     `grace_period` seconds is stale (Optuna's heartbeat mechanism). Drivers opening a new database at once race
     to create Optuna's tables: the loser retries and finds them made."""
     beat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():  # heartbeat arguments are marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = RDBStorage(url, engine_kwargs=engine_kwargs, **beat)
+                storage = RDBStorage(url, engine_kwargs=engine_kwargs(url), **beat)
             break
         except sqlalchemy.exc.DBAPIError:
             if attempt == attempts - 1:
