@@ -3,6 +3,7 @@
     python benchmarks/fidelity.py --space sparse_attn --workers 2     # one space (the recorded runs)
     python benchmarks/fidelity.py                                      # report every space (trains nothing)
     python benchmarks/fidelity.py --space sparse_attn --min-context 32 # the same against context-growing rungs
+    python benchmarks/fidelity.py --space precision --proxy-seeds 3    # the proxy's quality averaged over 3 seeds
     python benchmarks/fidelity.py --quick                              # smoke run of the machinery (tiny budgets)
 
 For each space (sparse_attn, head_grouping, sharing, precision), every configuration of a fixed panel spanning
@@ -91,7 +92,7 @@ def load_runs(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def train_one(key: str, role: str, proxy: dict[str, Any], task: dict[str, Any], knobs: dict[str, Any], seed: int,
-              threads: int) -> dict[str, Any]:
+              threads: int, device: str = "cpu") -> dict[str, Any]:
     """Train one configuration; its final quality, metrics and wall time."""
     import torch
 
@@ -102,11 +103,11 @@ def train_one(key: str, role: str, proxy: dict[str, Any], task: dict[str, Any], 
     torch.set_num_threads(threads)
     spec, task_spec = ProxySpec.from_dict(proxy), TaskSpec.from_dict(task)
     start = time.perf_counter()
-    reports = list(train_proxy(knobs, spec, task_spec, seed=seed, threads=threads, device="cpu"))
+    reports = list(train_proxy(knobs, spec, task_spec, seed=seed, threads=threads, device=device))
     final = reports[-1]
     return {"key": key, "role": role, "proxy": spec.name, "task": task_spec.name, "knobs": knobs, "seed": seed,
             "arch": proxy_arch(knobs, spec).to_dict(), "quality": quality(final, task_spec),
-            "metrics": final.metrics, "wall_s": time.perf_counter() - start}
+            "metrics": final.metrics, "wall_s": time.perf_counter() - start, "device": device}
 
 
 def space_proxy(space: str, base: Any, name: str | None = None) -> Any:
@@ -182,7 +183,7 @@ def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
 
 
 def train_missing(spaces: list[str], choice: Choice, workers: int, runs_path: Path,
-                  runs: dict[str, dict[str, Any]]) -> None:
+                  runs: dict[str, dict[str, Any]], device: str = "cpu") -> None:
     """Train every unrecorded run of `spaces` in one pool (no core idles between spaces), appending each to the
     run log as it finishes. Order: the first space's references, then every proxy run (short), then the later
     spaces' references, so a stopped benchmark has finished whole spaces first."""
@@ -192,7 +193,7 @@ def train_missing(spaces: list[str], choice: Choice, workers: int, runs_path: Pa
     jobs.sort(key=lambda j: (j[1][1] == "reference" and j[0] > 0, j[1][1] == "proxy", j[0]))
     print(f"{', '.join(spaces)}: {len(jobs)} runs to train ({workers} at a time)", flush=True)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(train_one, key, role, p, task, knobs, seed, 1)
+        futures = [pool.submit(train_one, key, role, p, task, knobs, seed, 1, device)
                    for _, (key, role, p, task, knobs, seed) in jobs]
         for done in as_completed(futures):
             row = done.result()
@@ -245,6 +246,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny budgets, a scratch run file: checks the machinery")
     parser.add_argument("--min-context", type=int, default=None,
                         help="rungs grow the proxy's context from this length (multi-fidelity along context)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the runs train (recorded: cpu)")
     parser.add_argument("--report-only", action="store_true", help="print recorded spaces only, train nothing")
     parser.add_argument("--proxy", default=None, help="measure this proxy instead of each space's default")
     parser.add_argument("--reference-of", default=None,
@@ -269,7 +271,7 @@ def main() -> None:
         parser.error(f"--proxy-seeds={args.proxy_seeds} is invalid: expected an integer >= 1")
     choice = Choice(proxy, args.seed, args.proxy, args.reference_of, args.proxy_seeds)
     if args.quick or (args.space is not None and not args.report_only):
-        train_missing(args.space or list(SPACES), choice, args.workers, runs_path, runs)
+        train_missing(args.space or list(SPACES), choice, args.workers, runs_path, runs, args.device)
     for space in args.space or SPACES:
         if not all(t[0] in runs for t in panel_runs(space, choice)[3]):
             out.append(f"\n## {space}: not measured yet (python benchmarks/fidelity.py --space {space})")
