@@ -4,6 +4,7 @@
     python benchmarks/fidelity.py                                      # report every space (trains nothing)
     python benchmarks/fidelity.py --space sparse_attn --min-context 32 # the same against context-growing rungs
     python benchmarks/fidelity.py --space precision --proxy-seeds 3    # the proxy's quality averaged over 3 seeds
+    python benchmarks/fidelity.py --space precision --noise-seeds 2    # the dense baseline at 2 seeds, both sizes
     python benchmarks/fidelity.py --quick                              # smoke run of the machinery (tiny budgets)
 
 For each space (sparse_attn, head_grouping, sharing, precision), every configuration of a fixed panel spanning
@@ -159,6 +160,7 @@ class Choice:
     proxy: str | None = None
     reference_of: str | None = None
     proxy_seeds: int = 1  # the proxy's quality is the mean over seeds seed .. seed + proxy_seeds - 1
+    noise_seeds: int = 1  # the dense baseline also trains at seeds seed .. seed + noise_seeds - 1, at both sizes
 
     def seeds(self) -> range:
         """The proxy's seeds (the reference trains at `seed` only)."""
@@ -182,12 +184,23 @@ def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
     return task, proxy, reference, todo
 
 
+def noise_runs(space: str, choice: Choice, seeds: int | None = None) -> list[tuple]:
+    """The dense baseline's runs at `seeds` seeds from choice.seed (default: choice.noise_seeds), proxy and
+    reference, as panel_runs lists runs: their spread is the seed noise a ranking must beat."""
+    task, proxy, reference, _ = panel_runs(space, choice)
+    return [(run_key(role, task.to_dict(), {}, seed, asdict(p)), role, asdict(p), task.to_dict(), {}, seed)
+            for role, p in (("proxy", proxy), ("reference", reference))
+            for seed in range(choice.seed, choice.seed + (choice.noise_seeds if seeds is None else seeds))]
+
+
 def train_missing(spaces: list[str], choice: Choice, workers: int, runs_path: Path,
                   runs: dict[str, dict[str, Any]], device: str = "cpu") -> None:
     """Train every unrecorded run of `spaces` in one pool (no core idles between spaces), appending each to the
     run log as it finishes. Order: the first space's references, then every proxy run (short), then the later
     spaces' references, so a stopped benchmark has finished whole spaces first."""
-    jobs = [(i, t) for i, space in enumerate(spaces) for t in panel_runs(space, choice)[3] if t[0] not in runs]
+    jobs = [(i, t) for i, space in enumerate(spaces) for t in panel_runs(space, choice)[3] + noise_runs(space, choice)
+            if t[0] not in runs]
+    jobs = list({t[0]: (i, t) for i, t in reversed(jobs)}.values())  # a dense run listed twice trains once
     if not jobs:
         return
     jobs.sort(key=lambda j: (j[1][1] == "reference" and j[0] > 0, j[1][1] == "proxy", j[0]))
@@ -231,9 +244,25 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     for c in checks:
         out.append(f"reference adequacy: {c['name']} = {c['measured']:.3f} (needs {c['threshold']:.3f}): "
                    f"{'pass' if c['passed'] else 'FAIL'}")
+    out.extend(noise_lines(space, choice, runs))
     out.append(f"Kendall tau-b = {tau if tau is None else f'{tau:.3f}'}; top-3 agreement = {top3:.2f}"
                + ("" if all(c["passed"] for c in checks) else " (the reference fails adequacy: not a fidelity figure)"))
     return tau
+
+
+NOISE_SEEDS_SHOWN = 10  # recorded dense runs at up to this many seeds are reported
+
+
+def noise_lines(space: str, choice: Choice, runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Per role with the dense baseline recorded at two or more seeds: its qualities and their spread."""
+    lines = []
+    for role in ("proxy", "reference"):
+        done = [runs[t[0]] for t in noise_runs(space, choice, NOISE_SEEDS_SHOWN) if t[1] == role and t[0] in runs]
+        if len(done) > 1:
+            qualities = [r["quality"] for r in done]
+            lines.append(f"seed noise, {role}: dense baseline at seeds {', '.join(str(r['seed']) for r in done)} = "
+                         f"{', '.join(f'{q:.4f}' for q in qualities)} (spread {max(qualities) - min(qualities):.4f})")
+    return lines
 
 
 def main() -> None:
@@ -246,6 +275,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny budgets, a scratch run file: checks the machinery")
     parser.add_argument("--min-context", type=int, default=None,
                         help="rungs grow the proxy's context from this length (multi-fidelity along context)")
+    parser.add_argument("--noise-seeds", type=int, default=1,
+                        help="train the dense baseline at this many seeds, proxy and reference (the seed noise)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the runs train (recorded: cpu)")
     parser.add_argument("--report-only", action="store_true", help="print recorded spaces only, train nothing")
     parser.add_argument("--proxy", default=None, help="measure this proxy instead of each space's default")
@@ -267,9 +298,10 @@ def main() -> None:
     out: list[str] = []
     start = time.perf_counter()
     runs = load_runs(runs_path)
-    if args.proxy_seeds < 1:
-        parser.error(f"--proxy-seeds={args.proxy_seeds} is invalid: expected an integer >= 1")
-    choice = Choice(proxy, args.seed, args.proxy, args.reference_of, args.proxy_seeds)
+    for name in ("proxy_seeds", "noise_seeds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} is invalid: expected an integer >= 1")
+    choice = Choice(proxy, args.seed, args.proxy, args.reference_of, args.proxy_seeds, args.noise_seeds)
     if args.quick or (args.space is not None and not args.report_only):
         train_missing(args.space or list(SPACES), choice, args.workers, runs_path, runs, args.device)
     for space in args.space or SPACES:
