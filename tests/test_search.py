@@ -364,8 +364,13 @@ def test_a_ray_address_where_nothing_listens_is_refused_in_seconds(monkeypatch, 
     for bad in ("127.0.0.1", "head:port", "ray://:6379", "127.0.0.1:70000"):
         with pytest.raises(SearchError, match=rf"ray.address='{re.escape(bad)}' is invalid: expected host:port"):
             validate(compose_cfg(f"ray.address='{bad}'"))
+    # no Ray on this machine, as Ray looks: RAY_ADDRESS, the cluster `ray start` registered, any gcs_server process
+    # (another test's Ray may be running)
+    from ray._private import services
+
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where Ray looks for the cluster `ray start` registered
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: [])
     with pytest.raises(SearchError, match=r"ray.address='auto': Could not find any running Ray instance"):
         validate(compose_cfg("ray.address=auto"))
 
