@@ -153,14 +153,20 @@ def reference_adequacy(space: str, proxy: Any, reference: Any, task: Any, dense_
 @dataclass(frozen=True)
 class Choice:
     """What to compare: `base` scales the budgets; `proxy` replaces the spaces' default proxies; the reference is
-    that of `reference_of` (a proxy name) instead of the measured proxy's own."""
+    that of the proxy `reference_of` names for the space (SPACE=NAME, or NAME for every space) instead of the
+    measured proxy's own."""
 
     base: Any
     seed: int = 0
     proxy: str | None = None
-    reference_of: str | None = None
+    reference_of: tuple[str, ...] = ()
     proxy_seeds: int = 1  # the proxy's quality is the mean over seeds seed .. seed + proxy_seeds - 1
     noise_seeds: int = 1  # the dense baseline also trains at seeds seed .. seed + noise_seeds - 1, at both sizes
+
+    def reference_for(self, space: str) -> str | None:
+        """The proxy whose reference ranks `space` (None: the measured proxy's own)."""
+        names = {k if sep else None: v for k, sep, v in (r.rpartition("=") for r in self.reference_of)}
+        return names.get(space, names.get(None))
 
     def seeds(self) -> range:
         """The proxy's seeds (the reference trains at `seed` only)."""
@@ -176,8 +182,8 @@ def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
 
     task = load_task(default_choice(space, "task") or "lm")
     proxy = space_proxy(space, choice.base, choice.proxy)
-    reference = reference_proxy(space_proxy(space, choice.base, choice.reference_of) if choice.reference_of
-                                else proxy)
+    reference_of = choice.reference_for(space)
+    reference = reference_proxy(space_proxy(space, choice.base, reference_of) if reference_of else proxy)
     seeds = {"proxy": (asdict(proxy), choice.seeds()), "reference": (asdict(reference), [choice.seed])}
     todo = [(run_key(role, task.to_dict(), knobs, seed, p), role, p, task.to_dict(), knobs, seed)
             for knobs in PANELS[space] for role, (p, role_seeds) in seeds.items() for seed in role_seeds]
@@ -194,12 +200,12 @@ def noise_runs(space: str, choice: Choice, seeds: int | None = None) -> list[tup
 
 
 def train_missing(spaces: list[str], choice: Choice, workers: int, runs_path: Path,
-                  runs: dict[str, dict[str, Any]], device: str = "cpu") -> None:
+                  runs: dict[str, dict[str, Any]], device: str = "cpu", role: str | None = None) -> None:
     """Train every unrecorded run of `spaces` in one pool (no core idles between spaces), appending each to the
     run log as it finishes. Order: the first space's references, then every proxy run (short), then the later
     spaces' references, so a stopped benchmark has finished whole spaces first."""
     jobs = [(i, t) for i, space in enumerate(spaces) for t in panel_runs(space, choice)[3] + noise_runs(space, choice)
-            if t[0] not in runs]
+            if t[0] not in runs and role in (None, t[1])]
     jobs = list({t[0]: (i, t) for i, t in reversed(jobs)}.values())  # a dense run listed twice trains once
     if not jobs:
         return
@@ -277,11 +283,14 @@ def main() -> None:
                         help="rungs grow the proxy's context from this length (multi-fidelity along context)")
     parser.add_argument("--noise-seeds", type=int, default=1,
                         help="train the dense baseline at this many seeds, proxy and reference (the seed noise)")
+    parser.add_argument("--role", choices=("proxy", "reference"), default=None,
+                        help="train only this role's runs (e.g. the short proxy runs before the references)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the runs train (recorded: cpu)")
     parser.add_argument("--report-only", action="store_true", help="print recorded spaces only, train nothing")
     parser.add_argument("--proxy", default=None, help="measure this proxy instead of each space's default")
-    parser.add_argument("--reference-of", default=None,
-                        help="rank against the reference of this proxy (e.g. a recorded one) instead of its own")
+    parser.add_argument("--reference-of", action="append", metavar="[SPACE=]PROXY",
+                        help="rank SPACE (default: every space) against the reference of PROXY (e.g. a recorded one) "
+                             "instead of the measured proxy's own")
     args = parser.parse_args()
 
     from nas.proxy import load_proxy
@@ -301,12 +310,15 @@ def main() -> None:
     for name in ("proxy_seeds", "noise_seeds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} is invalid: expected an integer >= 1")
-    choice = Choice(proxy, args.seed, args.proxy, args.reference_of, args.proxy_seeds, args.noise_seeds)
+    choice = Choice(proxy, args.seed, args.proxy, tuple(args.reference_of or ()), args.proxy_seeds, args.noise_seeds)
     if args.quick or (args.space is not None and not args.report_only):
-        train_missing(args.space or list(SPACES), choice, args.workers, runs_path, runs, args.device)
+        train_missing(args.space or list(SPACES), choice, args.workers, runs_path, runs, args.device, args.role)
     for space in args.space or SPACES:
-        if not all(t[0] in runs for t in panel_runs(space, choice)[3]):
-            out.append(f"\n## {space}: not measured yet (python benchmarks/fidelity.py --space {space})")
+        todo = panel_runs(space, choice)[3]
+        if not all(t[0] in runs for t in todo):
+            done = sum(t[0] in runs for t in todo)
+            out.append(f"\n## {space}: not measured yet, {done} of {len(todo)} runs recorded "
+                       f"(python benchmarks/fidelity.py --space {space} trains the rest)")
             taus[space] = None
             continue
         taus[space] = report(space, choice, runs, out)
