@@ -54,7 +54,7 @@ PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in the proxy's units (64 po
     "head_grouping": [{}, {"kv_heads": 2}, {"kv_heads": 1}, {"kv_heads": 2, "group_share": "qkv"},
                       {"kv_heads": 1, "group_share": "qkv"}],  # every distinct configuration at 4 heads
     "sharing": [{}, {"sharing": "all", "sharing_scope": "both"}, {"sharing": "all", "sharing_scope": "ffn"},
-                {"sharing": "all", "sharing_scope": "attention"}, {"sharing": "sequence", "sharing_scope": "both"},
+                {"sharing": "all", "sharing_scope": "attention"}, {"sharing": "adjacent", "sharing_scope": "ffn"},
                 {"sharing": "cycle", "sharing_scope": "ffn"}, {"sharing": "cycle_rev", "sharing_scope": "attention"},
                 {"sharing": "adjacent", "sharing_scope": "both"},
                 {"sharing": "ffn_block_diag", "sharing_scope": "ffn"}],

@@ -11,7 +11,7 @@ The dense baseline of the space is trained once at the proxy on the task; then, 
   byte frequencies (bpb <= CAPACITY_RATIO x the unigram entropy of the validation bytes): a proxy that has
   not, cannot show what removing capacity costs.
 - sharing patterns: every two configurations of the space's sharing knobs that are different models at
-  COMPARE_DEPTH layers must be different models at the proxy's depth (at 2 layers `all`, `sequence` and
+  COMPARE_DEPTH layers must be different models at the proxy's depth (at 2 layers `all`, `cycle` and
   `adjacent` are one model): a structural check, no training.
 - precision (precision.*): rounding the trained dense model's matmuls to the coarsest format searched must
   move its validation bpb by >= PRECISION_SHIFT (relative): else every format looks free at this size.

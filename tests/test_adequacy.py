@@ -67,6 +67,18 @@ def test_two_layers_merge_sharing_patterns_that_four_layers_keep_apart() -> None
     assert check["passed"] and check["measured"] == 0
 
 
+@pytest.mark.parametrize("space", ["sharing", "full"])
+def test_no_two_sharing_choices_of_a_shipped_space_are_one_model(space: str) -> None:
+    # regression: `sequence` at its default M = L/2 is [0, 0, 1, 1, ..], the map of `adjacent`, at every depth:
+    # a search trained both and its front could hold the same model twice
+    spec = _spec(space, load_proxy("tiny_deep"))
+    configs = [spec.knobs(c) for c in adequacy._sharing_configs(spec)]
+    structures = [adequacy._structure(c, TINY, adequacy.COMPARE_DEPTH) for c in configs]
+    same = [(a, b) for i, a in enumerate(configs) for j, b in enumerate(configs[i + 1:], i + 1)
+            if structures[i] == structures[j]]
+    assert len(configs) > 10 and not same, same
+
+
 def test_coarsest_format_of_the_precision_space() -> None:
     assert adequacy.coarsest_format(_spec("precision")) == "fp8_e5m2"
     assert adequacy.coarsest_format(_spec("sparse_attn")) is None
