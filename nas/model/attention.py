@@ -212,10 +212,11 @@ class _BlockLayout:
         self.rows = self.group * self.block
         self.keys = (self.span + 1) * self.block + self.n_glob
         target = CHUNK_SCORES_CUDA if q.is_cuda else CHUNK_SCORES_CPU
-        self.chunk = max(1, target // (self.bsz * self.n_kv * self.rows * self.keys))  # blocks per chunk
+        block_scores = self.bsz * self.n_kv * self.rows * self.keys  # score entries of one block
+        self.chunk = max(1, target // block_scores)  # blocks per chunk
         if not q.is_cuda and torch.get_num_threads() > 1:
             balanced = -(-self.n_blocks // (CHUNKS_PER_WORKER * torch.get_num_threads()))
-            smallest = -(-CHUNK_SCORES_MIN_CPU // (self.bsz * self.n_kv * self.rows * self.keys))
+            smallest = -(-CHUNK_SCORES_MIN_CPU // block_scores)
             self.chunk = min(self.chunk, max(balanced, smallest))
 
     def chunks(self) -> list[tuple[int, int]]:
