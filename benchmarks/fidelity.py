@@ -161,6 +161,7 @@ class Choice:
     proxy: str | None = None
     reference_of: tuple[str, ...] = ()
     proxy_seeds: int = 1  # the proxy's quality is the mean over seeds seed .. seed + proxy_seeds - 1
+    reference_seeds: int = 1  # the reference's quality likewise
     noise_seeds: int = 1  # the dense baseline also trains at seeds seed .. seed + noise_seeds - 1, at both sizes
 
     def reference_for(self, space: str) -> str | None:
@@ -168,9 +169,18 @@ class Choice:
         names = {k if sep else None: v for k, sep, v in (r.rpartition("=") for r in self.reference_of)}
         return names.get(space, names.get(None))
 
-    def seeds(self) -> range:
-        """The proxy's seeds (the reference trains at `seed` only)."""
-        return range(self.seed, self.seed + self.proxy_seeds)
+    def seeds(self, role: str) -> range:
+        """The seeds a role ("proxy" or "reference") trains each configuration at; its quality is their mean."""
+        return range(self.seed, self.seed + (self.proxy_seeds if role == "proxy" else self.reference_seeds))
+
+    def describe_seeds(self) -> str:
+        """The seeds of both roles, as a report's heading says them."""
+        def span(n: int) -> str:
+            return f"seed {self.seed}" if n == 1 else f"mean of seeds {self.seed}-{self.seed + n - 1}"
+
+        if self.proxy_seeds == self.reference_seeds:
+            return span(self.proxy_seeds)
+        return f"proxy: {span(self.proxy_seeds)}; reference: {span(self.reference_seeds)}"
 
 
 def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
@@ -184,9 +194,9 @@ def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
     proxy = space_proxy(space, choice.base, choice.proxy)
     reference_of = choice.reference_for(space)
     reference = reference_proxy(space_proxy(space, choice.base, reference_of) if reference_of else proxy)
-    seeds = {"proxy": (asdict(proxy), choice.seeds()), "reference": (asdict(reference), [choice.seed])}
+    sizes = {"proxy": asdict(proxy), "reference": asdict(reference)}
     todo = [(run_key(role, task.to_dict(), knobs, seed, p), role, p, task.to_dict(), knobs, seed)
-            for knobs in PANELS[space] for role, (p, role_seeds) in seeds.items() for seed in role_seeds]
+            for knobs in PANELS[space] for role, p in sizes.items() for seed in choice.seeds(role)]
     return task, proxy, reference, todo
 
 
@@ -229,24 +239,21 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     from nas.export.fidelity import kendall_tau_b
 
     task, proxy, reference, todo = panel_runs(space, choice)
-    panel, per = PANELS[space], choice.proxy_seeds + 1
-    rows = [(knobs, [runs[t[0]] for t in todo[per * i : per * i + per - 1]], runs[todo[per * i + per - 1][0]])
-            for i, knobs in enumerate(panel)]
-    pq = [sum(p["quality"] for p in ps) / len(ps) for _, ps, _ in rows]
-    rq = [r["quality"] for _, _, r in rows]
+    panel, per, ps = PANELS[space], choice.proxy_seeds + choice.reference_seeds, choice.proxy_seeds
+    at = lambda lo, hi: [runs[t[0]] for t in todo[lo:hi]]  # noqa: E731
+    rows = [(knobs, at(per * i, per * i + ps), at(per * i + ps, per * (i + 1))) for i, knobs in enumerate(panel)]
+    mean = lambda rs: sum(r["quality"] for r in rs) / len(rs)  # noqa: E731
+    pq, rq = [mean(p) for _, p, _ in rows], [mean(r) for _, _, r in rows]
     tau, top3 = kendall_tau_b(pq, rq), top_k_agreement(pq, rq)
     rank = lambda xs: [sorted(xs).index(x) + 1 for x in xs]  # noqa: E731
-    seeds = (f"seed {choice.seed}" if choice.proxy_seeds == 1 else
-             f"proxy: mean of seeds {choice.seed}-{choice.seed + choice.proxy_seeds - 1}; reference: seed {choice.seed}")
-    out.append(f"\n## {space} (task {task.name}; {len(panel)} configurations, {seeds})")
-    out.append(f"proxy     {describe(proxy)}; wall {sum(p['wall_s'] for _, ps, _ in rows for p in ps):.0f} s")
-    out.append(f"reference {describe(reference)}; wall {sum(r['wall_s'] for _, _, r in rows):.0f} s")
+    out.append(f"\n## {space} (task {task.name}; {len(panel)} configurations, {choice.describe_seeds()})")
+    out.append(f"proxy     {describe(proxy)}; wall {sum(r['wall_s'] for _, p, _ in rows for r in p):.0f} s")
+    out.append(f"reference {describe(reference)}; wall {sum(r['wall_s'] for _, _, ref in rows for r in ref):.0f} s")
     out.append("| configuration | proxy quality | rank | reference quality | rank |")
     out.append("|---|---:|---:|---:|---:|")
-    for (knobs, _, r), p, pr, rr in zip(rows, pq, rank(pq), rank(rq)):
-        out.append(f"| {json.dumps(knobs) if knobs else 'dense baseline'} | {p:.4f} | {pr} | "
-                   f"{r['quality']:.4f} | {rr} |")
-    checks = reference_adequacy(space, proxy, reference, task, rows[0][2]["metrics"])
+    for (knobs, _, _), p, pr, r, rr in zip(rows, pq, rank(pq), rq, rank(rq)):
+        out.append(f"| {json.dumps(knobs) if knobs else 'dense baseline'} | {p:.4f} | {pr} | {r:.4f} | {rr} |")
+    checks = reference_adequacy(space, proxy, reference, task, rows[0][2][0]["metrics"])
     for c in checks:
         out.append(f"reference adequacy: {c['name']} = {c['measured']:.3f} (needs {c['threshold']:.3f}): "
                    f"{'pass' if c['passed'] else 'FAIL'}")
@@ -277,7 +284,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="runs trained at once, one thread each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--proxy-seeds", type=int, default=1,
-                        help="rank by the proxy's mean quality over this many seeds (the reference trains one)")
+                        help="rank by the proxy's mean quality over this many seeds")
+    parser.add_argument("--reference-seeds", type=int, default=1,
+                        help="rank by the reference's mean quality over this many seeds")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, a scratch run file: checks the machinery")
     parser.add_argument("--min-context", type=int, default=None,
                         help="rungs grow the proxy's context from this length (multi-fidelity along context)")
@@ -307,18 +316,21 @@ def main() -> None:
     out: list[str] = []
     start = time.perf_counter()
     runs = load_runs(runs_path)
-    for name in ("proxy_seeds", "noise_seeds"):
+    for name in ("proxy_seeds", "reference_seeds", "noise_seeds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} is invalid: expected an integer >= 1")
-    choice = Choice(proxy, args.seed, args.proxy, tuple(args.reference_of or ()), args.proxy_seeds, args.noise_seeds)
+    choice = Choice(proxy, args.seed, args.proxy, tuple(args.reference_of or ()), args.proxy_seeds,
+                    args.reference_seeds, args.noise_seeds)
     if args.quick or (args.space is not None and not args.report_only):
         train_missing(args.space or list(SPACES), choice, args.workers, runs_path, runs, args.device, args.role)
     for space in args.space or SPACES:
         todo = panel_runs(space, choice)[3]
         if not all(t[0] in runs for t in todo):
             done = sum(t[0] in runs for t in todo)
+            seeds = "".join(f" --{n.replace('_', '-')} {getattr(args, n)}" for n in ("proxy_seeds", "reference_seeds")
+                            if getattr(args, n) > 1)
             out.append(f"\n## {space}: not measured yet, {done} of {len(todo)} runs recorded "
-                       f"(python benchmarks/fidelity.py --space {space} trains the rest)")
+                       f"(python benchmarks/fidelity.py --space {space}{seeds} trains the rest)")
             taus[space] = None
             continue
         taus[space] = report(space, choice, runs, out)
