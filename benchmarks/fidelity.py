@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import time
@@ -128,6 +129,12 @@ def top_k_agreement(a: list[float], b: list[float], k: int = 3) -> float:
     """Share of the k best (lowest) of `a` that are among the k best of `b`."""
     best = lambda xs: set(sorted(range(len(xs)), key=lambda i: (xs[i], i))[:k])  # noqa: E731
     return len(best(a) & best(b)) / k
+
+
+def resolved_pair_agreement(a: list[float], b: list[float], noise: float) -> tuple[int, int]:
+    """Of the pairs that `b` separates by more than `noise`, how many `a` orders the same way: (agree, pairs)."""
+    pairs = [(i, j) for i in range(len(b)) for j in range(i + 1, len(b)) if abs(b[i] - b[j]) > noise]
+    return sum((a[i] < a[j]) == (b[i] < b[j]) and a[i] != a[j] for i, j in pairs), len(pairs)
 
 
 def reference_adequacy(space: str, proxy: Any, reference: Any, task: Any, dense_metrics: dict[str, float]
@@ -258,12 +265,33 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
         out.append(f"reference adequacy: {c['name']} = {c['measured']:.3f} (needs {c['threshold']:.3f}): "
                    f"{'pass' if c['passed'] else 'FAIL'}")
     out.extend(noise_lines(space, choice, runs))
+    sd = reference_seed_sd(space, choice, runs)
+    if sd is not None:
+        margin = 2 * sd[0] * math.sqrt(2 / choice.reference_seeds)  # two standard errors of a difference of means
+        agree, pairs = resolved_pair_agreement(pq, rq, margin)
+        out.append(f"reference seed sd {sd[0]:.4f} (pooled, dof {sd[1]}): {pairs} of "
+                   f"{len(rq) * (len(rq) - 1) // 2} pairs differ by more than two standard errors ({margin:.4f}); "
+                   f"the proxy orders {agree} of them the same way")
     out.append(f"Kendall tau-b = {tau if tau is None else f'{tau:.3f}'}; top-3 agreement = {top3:.2f}"
                + ("" if all(c["passed"] for c in checks) else " (the reference fails adequacy: not a fidelity figure)"))
     return tau
 
 
 NOISE_SEEDS_SHOWN = 10  # recorded dense runs at up to this many seeds are reported
+
+
+def reference_seed_sd(space: str, choice: Choice, runs: dict[str, dict[str, Any]]) -> tuple[float, int] | None:
+    """The reference's seed standard deviation, pooled over the panel's configurations recorded at two or more
+    seeds (up to NOISE_SEEDS_SHOWN), and its degrees of freedom; None when no configuration has two."""
+    task, _, reference, _ = panel_runs(space, choice)
+    seeds = range(choice.seed, choice.seed + NOISE_SEEDS_SHOWN)
+    keys = [[run_key("reference", task.to_dict(), knobs, seed, asdict(reference)) for seed in seeds]
+            for knobs in PANELS[space]]
+    groups = [[runs[k]["quality"] for k in ks if k in runs] for ks in keys]
+    dof = sum(len(g) - 1 for g in groups if g)
+    if dof == 0:
+        return None
+    return math.sqrt(sum((q - sum(g) / len(g)) ** 2 for g in groups for q in g) / dof), dof
 
 
 def noise_lines(space: str, choice: Choice, runs: dict[str, dict[str, Any]]) -> list[str]:
