@@ -161,33 +161,47 @@ def reference_adequacy(space: str, proxy: Any, reference: Any, task: Any, dense_
 class Choice:
     """What to compare: `base` scales the budgets; `proxy` replaces the spaces' default proxies; the reference is
     that of the proxy `reference_of` names for the space (SPACE=NAME, or NAME for every space) instead of the
-    measured proxy's own."""
+    measured proxy's own. A role's quality is its mean over `proxy_seeds` / `reference_seeds` seeds from `seed`
+    (entries [SPACE=]N, like `reference_of`; 1 where none applies)."""
 
     base: Any
     seed: int = 0
     proxy: str | None = None
     reference_of: tuple[str, ...] = ()
-    proxy_seeds: int = 1  # the proxy's quality is the mean over seeds seed .. seed + proxy_seeds - 1
-    reference_seeds: int = 1  # the reference's quality likewise
+    proxy_seeds: tuple[str, ...] = ()
+    reference_seeds: tuple[str, ...] = ()
     noise_seeds: int = 1  # the dense baseline also trains at seeds seed .. seed + noise_seeds - 1, at both sizes
 
     def reference_for(self, space: str) -> str | None:
         """The proxy whose reference ranks `space` (None: the measured proxy's own)."""
-        names = {k if sep else None: v for k, sep, v in (r.rpartition("=") for r in self.reference_of)}
-        return names.get(space, names.get(None))
+        return for_space(self.reference_of, space)
 
-    def seeds(self, role: str) -> range:
-        """The seeds a role ("proxy" or "reference") trains each configuration at; its quality is their mean."""
-        return range(self.seed, self.seed + (self.proxy_seeds if role == "proxy" else self.reference_seeds))
+    def n_seeds(self, role: str, space: str) -> int:
+        """How many seeds a role ("proxy" or "reference") trains each of the space's configurations at."""
+        return int(for_space(self.proxy_seeds if role == "proxy" else self.reference_seeds, space) or 1)
 
-    def describe_seeds(self) -> str:
+    def seeds(self, role: str, space: str) -> range:
+        """The seeds a role trains each configuration of `space` at; its quality is their mean."""
+        return range(self.seed, self.seed + self.n_seeds(role, space))
+
+    def describe_seeds(self, space: str) -> str:
         """The seeds of both roles, as a report's heading says them."""
         def span(n: int) -> str:
             return f"seed {self.seed}" if n == 1 else f"mean of seeds {self.seed}-{self.seed + n - 1}"
 
-        if self.proxy_seeds == self.reference_seeds:
-            return span(self.proxy_seeds)
-        return f"proxy: {span(self.proxy_seeds)}; reference: {span(self.reference_seeds)}"
+        proxy, reference = self.n_seeds("proxy", space), self.n_seeds("reference", space)
+        return span(proxy) if proxy == reference else f"proxy: {span(proxy)}; reference: {span(reference)}"
+
+    def seed_flags(self, space: str) -> str:
+        """The command-line flags that ask for this space's seeds."""
+        return "".join(f" --{role}-seeds {self.n_seeds(role, space)}" for role in ("proxy", "reference")
+                       if self.n_seeds(role, space) > 1)
+
+
+def for_space(entries: tuple[str, ...], space: str) -> str | None:
+    """The value of the last SPACE=VALUE entry for `space`, else of the last bare VALUE, else None."""
+    values = {k if sep else None: v for k, sep, v in (e.rpartition("=") for e in entries)}
+    return values.get(space, values.get(None))
 
 
 def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
@@ -203,7 +217,7 @@ def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
     reference = reference_proxy(space_proxy(space, choice.base, reference_of) if reference_of else proxy)
     sizes = {"proxy": asdict(proxy), "reference": asdict(reference)}
     todo = [(run_key(role, task.to_dict(), knobs, seed, p), role, p, task.to_dict(), knobs, seed)
-            for knobs in PANELS[space] for role, p in sizes.items() for seed in choice.seeds(role)]
+            for knobs in PANELS[space] for role, p in sizes.items() for seed in choice.seeds(role, space)]
     return task, proxy, reference, todo
 
 
@@ -246,14 +260,15 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     from nas.export.fidelity import kendall_tau_b
 
     task, proxy, reference, todo = panel_runs(space, choice)
-    panel, per, ps = PANELS[space], choice.proxy_seeds + choice.reference_seeds, choice.proxy_seeds
+    panel, ps = PANELS[space], choice.n_seeds("proxy", space)
+    per = ps + choice.n_seeds("reference", space)
     at = lambda lo, hi: [runs[t[0]] for t in todo[lo:hi]]  # noqa: E731
     rows = [(knobs, at(per * i, per * i + ps), at(per * i + ps, per * (i + 1))) for i, knobs in enumerate(panel)]
     mean = lambda rs: sum(r["quality"] for r in rs) / len(rs)  # noqa: E731
     pq, rq = [mean(p) for _, p, _ in rows], [mean(r) for _, _, r in rows]
     tau, top3 = kendall_tau_b(pq, rq), top_k_agreement(pq, rq)
     rank = lambda xs: [sorted(xs).index(x) + 1 for x in xs]  # noqa: E731
-    out.append(f"\n## {space} (task {task.name}; {len(panel)} configurations, {choice.describe_seeds()})")
+    out.append(f"\n## {space} (task {task.name}; {len(panel)} configurations, {choice.describe_seeds(space)})")
     out.append(f"proxy     {describe(proxy)}; wall {sum(r['wall_s'] for _, p, _ in rows for r in p):.0f} s")
     out.append(f"reference {describe(reference)}; wall {sum(r['wall_s'] for _, _, ref in rows for r in ref):.0f} s")
     out.append("| configuration | proxy quality | rank | reference quality | rank |")
@@ -267,7 +282,8 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     out.extend(noise_lines(space, choice, runs))
     sd = reference_seed_sd(space, choice, runs)
     if sd is not None:
-        margin = 2 * sd[0] * math.sqrt(2 / choice.reference_seeds)  # two standard errors of a difference of means
+        # two standard errors of a difference of two means over the reference's seeds
+        margin = 2 * sd[0] * math.sqrt(2 / choice.n_seeds("reference", space))
         agree, pairs = resolved_pair_agreement(pq, rq, margin)
         out.append(f"reference seed sd {sd[0]:.4f} (pooled, dof {sd[1]}): {pairs} of "
                    f"{len(rq) * (len(rq) - 1) // 2} pairs differ by more than two standard errors ({margin:.4f}); "
@@ -311,10 +327,10 @@ def main() -> None:
     parser.add_argument("--space", action="append", choices=SPACES, help="space(s) to train (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="runs trained at once, one thread each")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--proxy-seeds", type=int, default=1,
-                        help="rank by the proxy's mean quality over this many seeds")
-    parser.add_argument("--reference-seeds", type=int, default=1,
-                        help="rank by the reference's mean quality over this many seeds")
+    parser.add_argument("--proxy-seeds", action="append", default=[], metavar="[SPACE=]N",
+                        help="rank SPACE (default: every space) by the proxy's mean quality over N seeds")
+    parser.add_argument("--reference-seeds", action="append", default=[], metavar="[SPACE=]N",
+                        help="rank SPACE (default: every space) by the reference's mean quality over N seeds")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, a scratch run file: checks the machinery")
     parser.add_argument("--min-context", type=int, default=None,
                         help="rungs grow the proxy's context from this length (multi-fidelity along context)")
@@ -344,21 +360,23 @@ def main() -> None:
     out: list[str] = []
     start = time.perf_counter()
     runs = load_runs(runs_path)
-    for name in ("proxy_seeds", "reference_seeds", "noise_seeds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} is invalid: expected an integer >= 1")
-    choice = Choice(proxy, args.seed, args.proxy, tuple(args.reference_of or ()), args.proxy_seeds,
-                    args.reference_seeds, args.noise_seeds)
+    for flag, entries in (("proxy-seeds", args.proxy_seeds), ("reference-seeds", args.reference_seeds),
+                          ("noise-seeds", [str(args.noise_seeds)])):
+        for entry in entries:
+            space, sep, n = entry.rpartition("=")
+            if not n.isdigit() or int(n) < 1 or (sep and space not in SPACES):
+                parser.error(f"--{flag}={entry} is invalid: expected N or SPACE=N with an integer N >= 1 and SPACE "
+                             f"one of {', '.join(SPACES)}")
+    choice = Choice(proxy, args.seed, args.proxy, tuple(args.reference_of or ()), tuple(args.proxy_seeds),
+                    tuple(args.reference_seeds), args.noise_seeds)
     if args.quick or (args.space is not None and not args.report_only):
         train_missing(args.space or list(SPACES), choice, args.workers, runs_path, runs, args.device, args.role)
     for space in args.space or SPACES:
         todo = panel_runs(space, choice)[3]
         if not all(t[0] in runs for t in todo):
             done = sum(t[0] in runs for t in todo)
-            seeds = "".join(f" --{n.replace('_', '-')} {getattr(args, n)}" for n in ("proxy_seeds", "reference_seeds")
-                            if getattr(args, n) > 1)
             out.append(f"\n## {space}: not measured yet, {done} of {len(todo)} runs recorded "
-                       f"(python benchmarks/fidelity.py --space {space}{seeds} trains the rest)")
+                       f"(python benchmarks/fidelity.py --space {space}{choice.seed_flags(space)} trains the rest)")
             taus[space] = None
             continue
         taus[space] = report(space, choice, runs, out)
