@@ -259,11 +259,11 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     from nas.reference import describe
     from nas.export.fidelity import kendall_tau_b
 
-    task, proxy, reference, todo = panel_runs(space, choice)
-    panel, ps = PANELS[space], choice.n_seeds("proxy", space)
-    per = ps + choice.n_seeds("reference", space)
-    at = lambda lo, hi: [runs[t[0]] for t in todo[lo:hi]]  # noqa: E731
-    rows = [(knobs, at(per * i, per * i + ps), at(per * i + ps, per * (i + 1))) for i, knobs in enumerate(panel)]
+    task, proxy, reference, _ = panel_runs(space, choice)
+    panel = PANELS[space]
+    rows = [(knobs, recorded_runs(runs, "proxy", task, knobs, proxy, choice.seeds("proxy", space)),
+             recorded_runs(runs, "reference", task, knobs, reference, choice.seeds("reference", space)))
+            for knobs in panel]
     mean = lambda rs: sum(r["quality"] for r in rs) / len(rs)  # noqa: E731
     pq, rq = [mean(p) for _, p, _ in rows], [mean(r) for _, _, r in rows]
     tau, top3 = kendall_tau_b(pq, rq), top_k_agreement(pq, rq)
@@ -280,7 +280,8 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
         out.append(f"reference adequacy: {c['name']} = {c['measured']:.3f} (needs {c['threshold']:.3f}): "
                    f"{'pass' if c['passed'] else 'FAIL'}")
     out.extend(noise_lines(space, choice, runs))
-    sd = reference_seed_sd(space, choice, runs)
+    sd = pooled_seed_sd([recorded_runs(runs, "reference", task, knobs, reference,
+                                       range(choice.seed, choice.seed + NOISE_SEEDS_SHOWN)) for knobs in panel])
     if sd is not None:
         # two standard errors of a difference of two means over the reference's seeds
         margin = 2 * sd[0] * math.sqrt(2 / choice.n_seeds("reference", space))
@@ -296,14 +297,17 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
 NOISE_SEEDS_SHOWN = 10  # recorded dense runs at up to this many seeds are reported
 
 
-def reference_seed_sd(space: str, choice: Choice, runs: dict[str, dict[str, Any]]) -> tuple[float, int] | None:
-    """The reference's seed standard deviation, pooled over the panel's configurations recorded at two or more
-    seeds (up to NOISE_SEEDS_SHOWN), and its degrees of freedom; None when no configuration has two."""
-    task, _, reference, _ = panel_runs(space, choice)
-    seeds = range(choice.seed, choice.seed + NOISE_SEEDS_SHOWN)
-    keys = [[run_key("reference", task.to_dict(), knobs, seed, asdict(reference)) for seed in seeds]
-            for knobs in PANELS[space]]
-    groups = [[runs[k]["quality"] for k in ks if k in runs] for ks in keys]
+def recorded_runs(runs: dict[str, dict[str, Any]], role: str, task: Any, knobs: dict[str, Any], size: Any,
+                  seeds: range) -> list[dict[str, Any]]:
+    """The recorded runs of one configuration in one role at `size` (a proxy spec), at those of `seeds` run."""
+    keys = (run_key(role, task.to_dict(), knobs, seed, asdict(size)) for seed in seeds)
+    return [runs[k] for k in keys if k in runs]
+
+
+def pooled_seed_sd(groups_of_runs: list[list[dict[str, Any]]]) -> tuple[float, int] | None:
+    """The seed standard deviation of quality pooled over configurations (one list of runs each) and its degrees
+    of freedom; None when no configuration has two runs."""
+    groups = [[r["quality"] for r in g] for g in groups_of_runs]
     dof = sum(len(g) - 1 for g in groups if g)
     if dof == 0:
         return None
