@@ -12,8 +12,8 @@ import optuna
 import pytest
 
 from nas.model.config import ArchConfig
-from nas.search.bridge import DRIVER_ATTR, DUPLICATE_ATTR, INTERRUPTED, OptunaBridge, make_pruner, make_sampler, \
-    make_storage
+from nas.search.bridge import DRIVER_ATTR, DUPLICATE_ATTR, INTERRUPTED, WITHDRAWN_ATTR, OptunaBridge, make_pruner, \
+    make_sampler, make_storage
 from nas.search.config import PrunerConf, SamplerConf
 from nas.search.driver import sampler_seed
 from nas.space import load, path_of
@@ -133,7 +133,7 @@ def test_concurrent_drivers_share_one_study(store_url, tmp_path):
     store = Store(store_url)
     rows = store.trials("shared")
     study = optuna.load_study(study_name="shared", storage=store_url)
-    trained = [t for t in study.trials if DUPLICATE_ATTR not in t.user_attrs]
+    trained = [t for t in study.trials if DUPLICATE_ATTR not in t.user_attrs and WITHDRAWN_ATTR not in t.user_attrs]
     assert [t.number for t in rows] == [t.number for t in trained]  # one row per trained trial, no number twice
     assert [r.state for r in rows] == [t.state.name for t in trained]  # store and Optuna agree
     assert not [r for r in rows if r.state == "RUNNING"]
@@ -165,3 +165,34 @@ def test_a_driver_waits_for_trials_running_elsewhere_and_stops_at_the_studys_tot
     assert state.next_step() == "done"
     state.close()
     store.close()
+
+
+def test_of_two_drivers_asking_the_last_trial_at_once_the_later_yields(tmp_path):
+    """Both passed the "fewer than n_trials done or running" check before either asked: the trial with the higher
+    number is withdrawn (never run, not counted), so the study ends at its total, not one past it."""
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    first, second = _bridge(url), _bridge(url, seed=1)  # seeds apart: no configuration proposed twice
+    a = first.ask(NONE, n_trials=2)
+    b = second.ask(NONE, n_trials=2)
+    assert (a.number, b.number) == (0, 1)  # 0 done + 2 running: the total, not past it
+    assert first.ask(NONE, n_trials=2) is None  # a third ask at once: trial 2 yields
+    withdrawn = first.study.trials[2]
+    assert withdrawn.state.name == "FAIL" and withdrawn.user_attrs[WITHDRAWN_ATTR] is True
+    first.finish(a, {"quality": 2.0, "final": True}, None)
+    assert second.ask(NONE, n_trials=2) is None  # 1 done + 1 running
+    second.finish(b, {"quality": 2.5, "final": True}, None)
+    assert first.n_done() == 2 and second.n_done() == 2  # the withdrawn trials do not count
+
+
+def test_a_withdrawn_trial_gives_its_queued_configuration_back(tmp_path):
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    first, second = _bridge(url), _bridge(url, seed=1)  # seeds apart: no configuration proposed twice
+    elsewhere = second.ask(NONE, n_trials=1)  # a sampled trial, asked first
+    first.enqueue_baseline()
+    assert first.ask(NONE, n_trials=1) is None  # it popped the baseline from the queue, past the total
+    waiting = first.study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [(t.user_attrs, first.storage.get_trial_system_attrs(t._trial_id)["fixed_params"]) for t in waiting] == \
+        [({"baseline": True}, {"attention": "dense"})]
+    second.finish(elsewhere, {"quality": 2.0, "final": True}, None)
+    base = first.ask(NONE, n_trials=2)  # the next trial asked runs it
+    assert base.params == {"attention": "dense"} and first.study.trials[base.number].user_attrs["baseline"] is True

@@ -36,6 +36,7 @@ PRUNERS = ("pareto", "median", "successive_halving", "hyperband", "none")
 INTERRUPTED = "interrupted: the search driver stopped before this trial finished; its configuration is re-run"
 DRIVER_ATTR = "driver"  # {"host", "pid"} of the driver that asked a trial: a dead local driver is seen at once
 DUPLICATE_ATTR = "duplicate_of"  # a configuration already trained: answered from that trial, never trained again
+WITHDRAWN_ATTR = "withdrawn"  # asked beyond the study's total (another driver asked at the same moment): never run
 RECLAIMED = "RECLAIMED"  # the outcome of a trial another driver declared dead (its configuration is re-run there)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -241,16 +242,30 @@ class OptunaBridge:
 
     def n_done(self) -> int:
         """Trials that count against n_trials: finished ones, not interrupted, not rejected by constraints."""
-        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        interrupted = self.interrupted()
-        return sum(1 for t in self.study.get_trials(deepcopy=False, states=finished)
-                   if t.number not in interrupted and "infeasible" not in t.user_attrs
-                   and DUPLICATE_ATTR not in t.user_attrs)
+        return _n_done(self.study.get_trials(deepcopy=False))
 
     def interrupted(self) -> set[int]:
         """Numbers of the trials whose driver stopped before they finished: those queued again as a re-run."""
-        return {t.user_attrs["rerun_of"] for t in self.study.get_trials(deepcopy=False)
-                if t.user_attrs.get("rerun_of") is not None}
+        return _interrupted(self.study.get_trials(deepcopy=False))
+
+    def _beyond_total(self, trial: optuna.Trial, n_trials: int) -> bool:
+        """True when `trial` would run past the study's total: the finished trials that count, plus the running
+        ones asked up to it (by number: of two drivers asking at once the later trial yields), exceed n_trials.
+        One read of the study, so that a trial finishing meanwhile is counted once, not missed."""
+        trials = self.study.get_trials(deepcopy=False)
+        ahead = sum(1 for t in trials if t.state == TrialState.RUNNING and t.number <= trial.number
+                    and not _uncounted(t))
+        return _n_done(trials) + ahead > n_trials
+
+    def _withdraw(self, trial: optuna.Trial) -> None:
+        """Give back a trial asked beyond the total: FAIL, marked withdrawn; a configuration it took from Optuna's
+        queue (the baseline, a re-run) is queued again with its attributes, for whichever trial runs it."""
+        fixed = self.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+        trial.set_user_attr(WITHDRAWN_ATTR, True)
+        self.study.tell(trial, state=TrialState.FAIL)
+        if fixed is not None:
+            attrs = {k: v for k, v in trial.user_attrs.items() if k not in (DRIVER_ATTR, WITHDRAWN_ATTR)}
+            self.study.enqueue_trial(fixed, user_attrs=attrs)
 
     def front(self) -> list[optuna.trial.FrozenTrial]:
         """The Pareto front of completed trials over all objectives (Optuna's own computation), by compute.
@@ -267,14 +282,20 @@ class OptunaBridge:
         return values_dict(self.compute_keys, compute, quality)
 
     # ---- per trial -----------------------------------------------------------------------
-    def ask(self, on_infeasible: Callable[[Sampled, str], None], max_tries: int = 1000) -> Sampled:
+    def ask(self, on_infeasible: Callable[[Sampled, str], None], max_tries: int = 1000,
+            n_trials: int | None = None) -> Sampled | None:
         """The next feasible configuration not trained before (the baseline and re-runs come first from Optuna's
-        queue). A configuration already trained (or being trained) is told its known outcome and not counted."""
+        queue). A configuration already trained (or being trained) is told its known outcome and not counted.
+
+        None when the study's total `n_trials` is reached by trials other drivers asked at the same moment."""
         duplicates = 0
         for _ in range(max_tries):
             trial = _ask(self.study)
             self._beat(trial._trial_id)  # beat, then stamp: a trial without a stamp has never beaten
             trial.set_user_attr(DRIVER_ATTR, self.driver)
+            if n_trials is not None and self._beyond_total(trial, n_trials):
+                self._withdraw(trial)
+                return None
             params = self.spec.suggest(trial)
             if self._answer_duplicate(trial, params):
                 duplicates += 1
@@ -382,6 +403,23 @@ def _ask(study: optuna.Study) -> optuna.Trial:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return study.ask()
+
+
+def _interrupted(trials: Iterable[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of the trials queued again as a re-run (their driver stopped before they finished)."""
+    return {t.user_attrs["rerun_of"] for t in trials if t.user_attrs.get("rerun_of") is not None}
+
+
+def _uncounted(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial that never counts against n_trials: rejected by constraints, answered as a duplicate, withdrawn."""
+    return "infeasible" in t.user_attrs or DUPLICATE_ATTR in t.user_attrs or WITHDRAWN_ATTR in t.user_attrs
+
+
+def _n_done(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """How many of `trials` count against n_trials: finished, not interrupted, not uncounted."""
+    interrupted = _interrupted(trials)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(1 for t in trials if t.state in finished and t.number not in interrupted and not _uncounted(t))
 
 
 def _fail_quietly(storage: RDBStorage, trial_id: int) -> None:

@@ -113,11 +113,13 @@ class BridgeSearcher(_Bound, Searcher):
         if step != "ask":
             return Searcher.FINISHED if step == "done" else None
         try:
-            s = self.d.bridge.ask(record_infeasible(self.d))
+            s = self.d.bridge.ask(record_infeasible(self.d), n_trials=self.d.n_trials)
         except SpaceExhausted as err:
             if self.d.out is not None:
                 print(f"search ends: {err}", file=self.d.out, flush=True)
             return Searcher.FINISHED
+        if s is None:  # another driver asked the study's last trial at the same moment
+            return None
         self.d.trials[trial_id] = s
         return {"number": s.number, "knobs": s.knobs, "seed": self.d.seed, "threads": self.d.threads}
 
