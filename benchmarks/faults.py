@@ -116,7 +116,7 @@ def main() -> None:
 
     import optuna
 
-    from nas.search.bridge import DUPLICATE_ATTR
+    from nas.search.bridge import DUPLICATE_ATTR, WITHDRAWN_ATTR, never_trained
     from nas.store import Store
 
     rng = random.Random(args.seed)
@@ -182,7 +182,7 @@ def main() -> None:
         rows = store.trials(study)
         store.close()
         trials = optuna.load_study(study_name=study, storage=url).trials
-        trained = {t.number: t for t in trials if DUPLICATE_ATTR not in t.user_attrs}
+        trained = {t.number: t for t in trials if not never_trained(t)}
         numbers = Counter(r.number for r in rows)
         configs = Counter(str(sorted(r.params.items())) for r in rows if r.state == "COMPLETE")
         duplicates = sum(c - 1 for c in numbers.values() if c > 1) + sum(c - 1 for c in configs.values() if c > 1)
@@ -198,7 +198,8 @@ def main() -> None:
         machine = f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}"
         print(f"machine: {machine}; PostgreSQL store; wall {time.perf_counter() - t0:.0f} s")
         print(f"study {study!r}: n_trials={args.n_trials}; store rows {len(rows)} ({dict(states)}), counted "
-              f"{counted}, answered as duplicates {sum(DUPLICATE_ATTR in t.user_attrs for t in trials)}, asked by a "
+              f"{counted}, answered as duplicates {sum(DUPLICATE_ATTR in t.user_attrs for t in trials)}, withdrawn "
+              f"past the total {sum(WITHDRAWN_ATTR in t.user_attrs for t in trials)}, asked by a "
               f"killed driver before training (no row, re-run) {len(never_started)}")
         print(f"faults kills={kills} worker_kills={worker_kills} drivers={args.drivers} lost={len(lost)} "
               f"duplicates={duplicates} stuck={stuck} mismatched={mismatched} distinct_configs={len(configs)}")

@@ -13,7 +13,7 @@ import pytest
 
 from nas.model.config import ArchConfig
 from nas.search.bridge import DRIVER_ATTR, DUPLICATE_ATTR, INTERRUPTED, WITHDRAWN_ATTR, OptunaBridge, make_pruner, \
-    make_sampler, make_storage
+    make_sampler, make_storage, never_trained
 from nas.search.config import PrunerConf, SamplerConf
 from nas.search.driver import sampler_seed
 from nas.space import load, path_of
@@ -133,7 +133,7 @@ def test_concurrent_drivers_share_one_study(store_url, tmp_path):
     store = Store(store_url)
     rows = store.trials("shared")
     study = optuna.load_study(study_name="shared", storage=store_url)
-    trained = [t for t in study.trials if DUPLICATE_ATTR not in t.user_attrs and WITHDRAWN_ATTR not in t.user_attrs]
+    trained = [t for t in study.trials if not never_trained(t)]
     assert [t.number for t in rows] == [t.number for t in trained]  # one row per trained trial, no number twice
     assert [r.state for r in rows] == [t.state.name for t in trained]  # store and Optuna agree
     assert not [r for r in rows if r.state == "RUNNING"]

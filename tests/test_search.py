@@ -29,7 +29,8 @@ from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
 from nas.proxy import proxy_arch
 from nas.search import SearchError, run_search, validate
 from nas.search import config as search_config
-from nas.search.bridge import DUPLICATE_ATTR, INTERRUPTED, RUNG_SUFFIX, OptunaBridge, make_pruner, make_sampler, make_storage
+from nas.search.bridge import DUPLICATE_ATTR, INTERRUPTED, RUNG_SUFFIX, OptunaBridge, make_pruner, make_sampler, \
+    make_storage, never_trained
 from nas.search.config import PrunerConf, SamplerConf
 from nas.space import SpaceError, load, path_of
 from nas.store import Store
@@ -129,7 +130,7 @@ def test_search_end_to_end_baseline_first_pruning_and_front(local_ray, tmp_path)
             assert dominators  # the Pareto pruner's rule, checked from the store
     # the Optuna study lives in the same database and agrees with the store
     study = optuna.load_study(study_name="e2e", storage=url)
-    trained = [t for t in study.trials if DUPLICATE_ATTR not in t.user_attrs]  # repeats are answered, not trained
+    trained = [t for t in study.trials if not never_trained(t)]  # repeats are answered, not trained
     assert [t.state.name for t in trained] == [t.state for t in trials]
     first_of = {}  # a configuration sampled again is one point: its first trial
     for t in sorted(study.best_trials, key=lambda t: t.number):
@@ -416,7 +417,7 @@ def test_median_pruner_acts_on_the_rung_study_of_a_multi_objective_search(tmp_pa
     for _ in range(3):  # multi-objective TPE keeps sampling with a pruned trial in the study
         s = bridge.ask(lambda *a: None)
         bridge.finish(s, {"quality": 1.0, "final": True}, None)
-    trained = [t for t in bridge.study.trials if DUPLICATE_ATTR not in t.user_attrs]
+    trained = [t for t in bridge.study.trials if not never_trained(t)]
     assert [t.state.name for t in trained].count("COMPLETE") == 6
 
 

@@ -410,9 +410,14 @@ def _interrupted(trials: Iterable[optuna.trial.FrozenTrial]) -> set[int]:
     return {t.user_attrs["rerun_of"] for t in trials if t.user_attrs.get("rerun_of") is not None}
 
 
+def never_trained(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial with no store row, never trained: answered as a duplicate, or withdrawn past the study's total."""
+    return DUPLICATE_ATTR in t.user_attrs or WITHDRAWN_ATTR in t.user_attrs
+
+
 def _uncounted(t: optuna.trial.FrozenTrial) -> bool:
-    """A trial that never counts against n_trials: rejected by constraints, answered as a duplicate, withdrawn."""
-    return "infeasible" in t.user_attrs or DUPLICATE_ATTR in t.user_attrs or WITHDRAWN_ATTR in t.user_attrs
+    """A trial that never counts against n_trials: rejected by constraints, or never trained."""
+    return "infeasible" in t.user_attrs or never_trained(t)
 
 
 def _n_done(trials: list[optuna.trial.FrozenTrial]) -> int:
