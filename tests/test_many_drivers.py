@@ -196,3 +196,25 @@ def test_a_withdrawn_trial_gives_its_queued_configuration_back(tmp_path):
     second.finish(elsewhere, {"quality": 2.0, "final": True}, None)
     base = first.ask(NONE, n_trials=2)  # the next trial asked runs it
     assert base.params == {"attention": "dense"} and first.study.trials[base.number].user_attrs["baseline"] is True
+
+
+def test_a_row_started_after_its_trial_was_reclaimed_ends_interrupted(tmp_path):
+    """A slow driver's trial is reclaimed (heartbeat late) before Ray starts it; the row it then writes is not
+    left RUNNING: once the driver learns of the reclaim, the row ends FAIL, interrupted."""
+    from nas.search.tune_parts import DriverState, start_row, write_outcome
+
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    slow, other = _bridge(url), _bridge(url, seed=1)
+    store = Store(url)
+    store.create_study("md", {}, {}, "h")
+    state = DriverState(slow, store, "md", seed=0, threads=1, out=None, n_trials=4)
+    s = slow.ask(NONE, n_trials=4)
+    _as_driver(slow, s.trial, host=slow.driver["host"], pid=dead_pid())  # as if its driver had died
+    assert other.reclaim(lambda n: store.mark_interrupted("md", INTERRUPTED, [n])) == [s.number]  # no row yet
+    start_row(state, s)  # Ray starts the trial only now
+    assert slow.finish(s, {"quality": 2.0, "final": True}, None) == "RECLAIMED"
+    write_outcome(state, s)
+    row = {t.number: t for t in store.trials("md")}[s.number]
+    assert (row.state, row.error) == ("FAIL", INTERRUPTED)
+    state.close()
+    store.close()

@@ -371,30 +371,35 @@ class OptunaBridge:
             error = "stopped before its final rung (time_budget_s reached or the run was cut short)"
         if error is None and not s.pruned and not (quality is not None and math.isfinite(quality)):
             error = f"final quality {quality!r} is not a finite number"
-        try:
-            state = self._tell(s, quality, error)
-        except optuna.exceptions.UpdateFinishedTrialError:  # another driver declared it dead and re-queued it
-            s.reclaimed = True
+        if not s.reclaimed:
+            try:
+                state = self._tell(s, quality, error)
+            except optuna.exceptions.UpdateFinishedTrialError:  # another driver declared it dead and re-queued it
+                s.reclaimed = True
         if s.reclaimed:
             _fail_quietly(self.storage, s.rung_trial._trial_id)  # our rung twin; the main trial is the other's
         s.state = RECLAIMED if s.reclaimed else state.name
         return s.state
 
     def _tell(self, s: Sampled, quality: float | None, error: str | None) -> TrialState:
-        if s.reclaimed:
-            raise optuna.exceptions.UpdateFinishedTrialError("reclaimed")
+        """Tell the main study, then the rung twin; UpdateFinishedTrialError when the main trial is finished
+        already (reclaimed by another driver: Optuna says so by a ValueError, or this error in a race)."""
         if error is not None:  # Ray's own error text, when its error hook ran first, is the more specific
-            state, s.error = TrialState.FAIL, s.error or error
-            self.study.tell(s.trial, state=state)
-            _fail_quietly(self.storage, s.rung_trial._trial_id)
+            state, values, s.error = TrialState.FAIL, None, s.error or error
         elif s.pruned:
-            state = TrialState.PRUNED
-            self.study.tell(s.trial, state=state)
-            self.rungs.tell(s.rung_trial, state=state)
+            state, values = TrialState.PRUNED, None
         else:
-            state, s.last_quality = TrialState.COMPLETE, quality
-            self.study.tell(s.trial, [quality, *s.compute])
-            self.rungs.tell(s.rung_trial, quality)
+            state, values, s.last_quality = TrialState.COMPLETE, [quality, *s.compute], quality
+        try:
+            self.study.tell(s.trial, values, state=state)
+        except ValueError:
+            if self.storage.get_trial(s.trial._trial_id).state == TrialState.RUNNING:
+                raise  # not a reclaim: a value Optuna refuses
+            raise optuna.exceptions.UpdateFinishedTrialError(f"trial {s.number} was reclaimed") from None
+        if state == TrialState.FAIL:
+            _fail_quietly(self.storage, s.rung_trial._trial_id)
+        else:
+            self.rungs.tell(s.rung_trial, None if state == TrialState.PRUNED else quality, state=state)
         return state
 
 

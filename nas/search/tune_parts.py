@@ -209,7 +209,9 @@ def start_row(d: DriverState, s: Sampled) -> None:
 
 def write_outcome(d: DriverState, s: Sampled) -> None:
     """The trial's store row from its decided outcome (an update: writing it again is harmless)."""
-    if s.state == RECLAIMED:  # the driver that reclaimed it wrote the row
+    if s.state == RECLAIMED:  # the reclaiming driver marks the row interrupted, unless ours came after its look
+        if s.started:
+            d.store.mark_interrupted(d.study, INTERRUPTED, [s.number])
         return
     start_row(d, s)  # a trial whose worker died before Ray started it has no row yet
     objectives = d.bridge.objectives(s.compute, s.last_quality if s.state == "COMPLETE" else None)
