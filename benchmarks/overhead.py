@@ -1,9 +1,9 @@
 """Fixed and per-trial overhead of a search: Ray start-up as the README search sees it, orchestration per trial.
 
-    python benchmarks/overhead.py [--noop-trials 16] [--tiny-trials 16] [--concurrency 2]
+    python benchmarks/overhead.py [--noop-trials 16] [--tiny-trials 12] [--concurrency 2]
 
-README search: `search_space=sparse_attn` as the README runs it (adequacy check, tiny proxy, TPE, Pareto pruner,
-16 trials), with Ray started by the search itself, twice: Ray started in the background while the driver prepares
+README search: `search_space=sparse_attn` as the README runs it (adequacy check, its default tiny_2m proxy, TPE, Pareto pruner,
+12 trials), with Ray started by the search itself, twice: Ray started in the background while the driver prepares
 (as the search does) and, for comparison, started only once the driver is ready for trials (as it used to). Each
 trial's work is timed inside it. Ray start-up exposed = the time from "driver ready for trials" to the first trial's
 work (Ray start-up not hidden behind the preparation, plus the first Tune actor's start); its share is of the search's
@@ -152,7 +152,7 @@ def readme_search(name: str, url: str, n: int, conc: int, overlap: bool) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--noop-trials", type=int, default=16)
-    parser.add_argument("--tiny-trials", type=int, default=16)
+    parser.add_argument("--tiny-trials", type=int, default=12)
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
 
