@@ -2,14 +2,14 @@
 
     python benchmarks/overhead.py [--noop-trials 16] [--tiny-trials 12] [--concurrency 2]
 
-README search: `search_space=sparse_attn` as the README runs it (adequacy check, its default tiny_2m proxy, TPE, Pareto pruner,
-12 trials), with Ray started by the search itself, twice: Ray started in the background while the driver prepares
-(as the search does) and, for comparison, started only once the driver is ready for trials (as it used to). Each
-trial's work is timed inside it. Ray start-up exposed = the time from "driver ready for trials" to the first trial's
-work (Ray start-up not hidden behind the preparation, plus the first Tune actor's start); its share is of the search's
-wall time. Orchestration share = slot time in which no trial worked although trials remained, after the driver was
-ready (actor starts, gaps between trials, per-rung Optuna/store handling; not the natural tail when fewer trials than
-slots remain), over the slot time from then to the end.
+README search: `search_space=sparse_attn` as the README runs it (adequacy check, its default tiny_2m proxy, TPE,
+Pareto pruner, 12 trials), with Ray started by the search itself, twice: Ray started in the background while the
+driver prepares (as the search does) and, for comparison, started only once the driver is ready for trials (as it
+used to). Each trial's work is timed inside it. Ray start-up exposed = the time from "driver ready for trials" to
+the first trial's work (Ray start-up not hidden behind the preparation, plus the first Tune actor's start); its
+share is of the search's wall time. Orchestration share = slot time in which no trial worked although trials
+remained, after the driver was ready (actor starts, gaps between trials, per-rung Optuna/store handling; not the
+natural tail when fewer trials than slots remain), over the slot time from then to the end.
 No-op: a trainable that reports once and returns, on a Ray started once; the per-trial overhead is the marginal wall
 time of one more trial (best of three searches of 4 and of 4+n trials; fixed costs cancel).
 SQLite in a temp dir. The last line is the summary.
