@@ -221,13 +221,13 @@ def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
     return task, proxy, reference, todo
 
 
-def noise_runs(space: str, choice: Choice, seeds: int | None = None) -> list[tuple]:
-    """The dense baseline's runs at `seeds` seeds from choice.seed (default: choice.noise_seeds), proxy and
-    reference, as panel_runs lists runs: their spread is the seed noise a ranking must beat."""
+def noise_runs(space: str, choice: Choice) -> list[tuple]:
+    """The dense baseline's runs at choice.noise_seeds seeds from choice.seed, proxy and reference, as panel_runs
+    lists runs: their spread is the seed noise a ranking must beat."""
     task, proxy, reference, _ = panel_runs(space, choice)
     return [(run_key(role, task.to_dict(), {}, seed, asdict(p)), role, asdict(p), task.to_dict(), {}, seed)
             for role, p in (("proxy", proxy), ("reference", reference))
-            for seed in range(choice.seed, choice.seed + (choice.noise_seeds if seeds is None else seeds))]
+            for seed in range(choice.seed, choice.seed + choice.noise_seeds)]
 
 
 def train_missing(spaces: list[str], choice: Choice, workers: int, runs_path: Path,
@@ -279,9 +279,10 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     for c in checks:
         out.append(f"reference adequacy: {c['name']} = {c['measured']:.3f} (needs {c['threshold']:.3f}): "
                    f"{'pass' if c['passed'] else 'FAIL'}")
-    out.extend(noise_lines(space, choice, runs))
-    sd = pooled_seed_sd([recorded_runs(runs, "reference", task, knobs, reference,
-                                       range(choice.seed, choice.seed + NOISE_SEEDS_SHOWN)) for knobs in panel])
+    shown = range(choice.seed, choice.seed + NOISE_SEEDS_SHOWN)
+    out.extend(noise_lines({role: recorded_runs(runs, role, task, {}, size, shown)
+                            for role, size in (("proxy", proxy), ("reference", reference))}))
+    sd = pooled_seed_sd([recorded_runs(runs, "reference", task, knobs, reference, shown) for knobs in panel])
     if sd is not None:
         # two standard errors of a difference of two means over the reference's seeds
         margin = 2 * sd[0] * math.sqrt(2 / choice.n_seeds("reference", space))
@@ -314,11 +315,11 @@ def pooled_seed_sd(groups_of_runs: list[list[dict[str, Any]]]) -> tuple[float, i
     return math.sqrt(sum((q - sum(g) / len(g)) ** 2 for g in groups for q in g) / dof), dof
 
 
-def noise_lines(space: str, choice: Choice, runs: dict[str, dict[str, Any]]) -> list[str]:
-    """Per role with the dense baseline recorded at two or more seeds: its qualities and their spread."""
+def noise_lines(dense_runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Per role ("proxy", "reference": the dense baseline's recorded runs) with two or more seeds: its qualities
+    and their spread."""
     lines = []
-    for role in ("proxy", "reference"):
-        done = [runs[t[0]] for t in noise_runs(space, choice, NOISE_SEEDS_SHOWN) if t[1] == role and t[0] in runs]
+    for role, done in dense_runs.items():
         if len(done) > 1:
             qualities = [r["quality"] for r in done]
             lines.append(f"seed noise, {role}: dense baseline at seeds {', '.join(str(r['seed']) for r in done)} = "
