@@ -270,19 +270,67 @@ def _unopenable(url: str, err: SQLAlchemyError) -> StoreError:
 
 
 @contextmanager
-def _opening(url: str) -> Iterator[None]:
-    """Translate SQLAlchemy errors while opening into StoreError; a SQLite file this created is removed again."""
-    path = sqlite_file(url)
-    created = [] if path is None else [p for p in (path, *path.parents) if not p.exists()]
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on `folder` while inside; other processes opening a store there
+    wait. Where there is no flock (Windows) or the filesystem refuses it (some network mounts), nothing is locked."""
     try:
+        import fcntl
+    except ImportError:
         yield
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; the ones this call made, outermost first (not those another
+    process made meanwhile)."""
+    made = []
+    for p in reversed([p for p in (folder, *folder.parents) if not p.exists()]):
+        try:
+            p.mkdir()
+        except FileExistsError:
+            continue
+        made.append(p)
+    return made
+
+
+@contextmanager
+def _opening(url: str) -> Iterator[None]:
+    """Translate SQLAlchemy errors while opening into StoreError.
+
+    A SQLite store is opened holding its folder's lock, so drivers that start at once on a new file create it
+    (journal mode, tables) one after the other; on failure, the file (and folders) this opener created go again.
+    """
+    path = sqlite_file(url)
+    made: list[Path] = []
+    try:
+        if path is None:
+            yield
+            return
+        made = _make_folders(path.parent)
+        with folder_lock(path.parent):
+            new = not path.exists()  # under the lock: no other opener is creating it now
+            try:
+                yield
+            except (SQLAlchemyError, OSError, StoreError):
+                for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                    if new and leftover.is_file():
+                        leftover.unlink()
+                raise
     except (SQLAlchemyError, OSError, StoreError) as err:
-        for p in created:  # the file first, then the folders made for it, innermost first
-            for leftover in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
-                if leftover.is_file():
-                    leftover.unlink()
-            if p.is_dir():
-                p.rmdir()
+        for folder in reversed(made):  # innermost first; one another opener has filled meanwhile stays
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
         if isinstance(err, StoreError):
             raise
         if isinstance(err, OSError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import socket
 import sqlite3
+import threading
 import time
 
 import optuna
@@ -12,7 +13,8 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from nas import store as store_module
-from nas.store import VERSION_TABLE, Base, Store, StoreError, check_store, make_engine, shown_url, upgrade_schema
+from nas.store import (VERSION_TABLE, Base, Store, StoreError, check_store, folder_lock, make_engine, shown_url,
+                       upgrade_schema)
 
 
 @pytest.fixture()
@@ -229,6 +231,53 @@ def test_a_store_that_fails_while_being_created_leaves_no_file_or_folder(tmp_pat
             opening(f"sqlite:///{tmp_path / 'afile' / 'nas.db'}")
         _one_line(err, "cannot be created")
     assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+def test_a_new_sqlite_store_is_created_by_one_opener_at_a_time(tmp_path):
+    """Drivers starting at once on a new file raced to switch it to WAL (SQLITE_BUSY, disk I/O error), and a
+    loser removed the file the winner had made. An opener waits while another holds the folder's lock."""
+    path = tmp_path / "nas.db"
+    opened: list[Store] = []
+    with folder_lock(tmp_path):  # another opener, mid-creation
+        opener = threading.Thread(target=lambda: opened.append(Store(f"sqlite:///{path}")))
+        opener.start()
+        opener.join(timeout=1.0)
+        assert opener.is_alive() and not path.exists()
+    opener.join(timeout=60)
+    assert not opener.is_alive() and opened
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    opened[0].close()
+
+
+def test_an_opener_that_fails_leaves_the_file_another_opener_created_while_it_waited(tmp_path, monkeypatch):
+    import nas.store
+
+    def broken(engine, revision="head"):
+        raise OperationalError("CREATE TABLE", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(nas.store, "upgrade_schema", broken)
+    path = tmp_path / "nas.db"
+    failed: list[BaseException] = []
+
+    def open_failing() -> None:
+        try:
+            Store(f"sqlite:///{path}")
+        except StoreError as err:
+            failed.append(err)
+
+    with folder_lock(tmp_path):
+        opener = threading.Thread(target=open_failing)
+        opener.start()
+        opener.join(timeout=1.0)
+        with sqlite3.connect(path) as conn:  # the other opener creates the file meanwhile
+            conn.execute("CREATE TABLE made_by_the_other (x)")
+        conn.close()
+    opener.join(timeout=60)
+    assert failed and path.is_file()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("made_by_the_other",)]
+    conn.close()
 
 
 def test_reading_a_missing_file_and_checking_a_new_one_create_nothing(tmp_path):

@@ -16,6 +16,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from nas.objectives import QUALITY, names, values_dict
 from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
 from nas.search.config import PrunerConf, SamplerConf
 from nas.space import MAX_GRID, SearchSpec, SpaceError
-from nas.store import engine_kwargs, tune_sqlite
+from nas.store import engine_kwargs, folder_lock, sqlite_file, tune_sqlite
 
 RUNG_SUFFIX = ".rungs"
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
@@ -87,12 +88,15 @@ def make_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
                  attempts: int = 3) -> RDBStorage:
     """Optuna's RDB storage on the store's database; with a heartbeat, a trial whose driver stopped beating for
     `grace_period` seconds is stale (Optuna's heartbeat mechanism). Drivers opening a new database at once race
-    to create Optuna's tables: the loser retries and finds them made."""
+    to create Optuna's tables: on SQLite they take turns (the folder's lock, as the store does); on a server the
+    loser retries and finds them made."""
     beat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
+    path = sqlite_file(url)
     for attempt in range(attempts):
         try:
-            with warnings.catch_warnings():  # heartbeat arguments are marked experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with warnings.catch_warnings(), \
+                    folder_lock(path.parent) if path is not None and path.parent.is_dir() else nullcontext():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat arguments
                 storage = RDBStorage(url, engine_kwargs=engine_kwargs(url), **beat)
             break
         except sqlalchemy.exc.DBAPIError:
