@@ -270,9 +270,10 @@ def _unopenable(url: str, err: SQLAlchemyError) -> StoreError:
 
 
 @contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
+def folder_lock(folder: Path, timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> Iterator[None]:
     """Hold an exclusive advisory lock (flock) on `folder` while inside; other processes opening a store there
-    wait. Where there is no flock (Windows) or the filesystem refuses it (some network mounts), nothing is locked."""
+    wait, up to `timeout_s` (then StoreError). Where there is no flock (Windows) or the filesystem refuses it
+    (some network mounts), nothing is locked."""
     try:
         import fcntl
     except ImportError:
@@ -280,10 +281,18 @@ def folder_lock(folder: Path) -> Iterator[None]:
         return
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StoreError(f"{folder} has been locked by another process opening a store there for "
+                                     f"{timeout_s:g} s: expected it to finish or be stopped") from None
+                time.sleep(0.02)
+            except OSError:
+                break  # no flock on this filesystem
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -243,6 +243,9 @@ def test_a_new_sqlite_store_is_created_by_one_opener_at_a_time(tmp_path):
         opener.start()
         opener.join(timeout=1.0)
         assert opener.is_alive() and not path.exists()
+        with pytest.raises(StoreError, match=rf"{tmp_path} has been locked by another process opening a store "
+                                             r"there for 0.2 s"), folder_lock(tmp_path, timeout_s=0.2):
+            pass  # a third opener gives up in time
     opener.join(timeout=60)
     assert not opener.is_alive() and opened
     with sqlite3.connect(path) as conn:
