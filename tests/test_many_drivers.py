@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import subprocess
 import sys
 import textwrap
@@ -12,8 +14,8 @@ import optuna
 import pytest
 
 from nas.model.config import ArchConfig
-from nas.search.bridge import DRIVER_ATTR, DUPLICATE_ATTR, INTERRUPTED, WITHDRAWN_ATTR, OptunaBridge, make_pruner, \
-    make_sampler, make_storage, never_trained
+from nas.search.bridge import DRIVER_ATTR, DUPLICATE_ATTR, INTERRUPTED, WITHDRAWN_ATTR, OptunaBridge, SpaceExhausted, \
+    make_pruner, make_sampler, make_storage, never_trained
 from nas.search.config import PrunerConf, SamplerConf
 from nas.search.driver import sampler_seed
 from nas.space import load, path_of
@@ -23,11 +25,12 @@ from test_search import dead_pid
 NONE = lambda *a: None  # noqa: E731
 
 
-def _bridge(url: str, name: str = "md", seed: int = 0, beat: tuple[int, int] | None = (1, 2)) -> OptunaBridge:
-    spec = load(path_of("sparse_attn"), ArchConfig(seq_len=128, n_layers=2, d_model=64, n_heads=4))
+def _bridge(url: str, name: str = "md", seed: int = 0, beat: tuple[int, int] | None = (1, 2),
+            space: str = "sparse_attn", sampler: str = "random") -> OptunaBridge:
+    spec = load(path_of(space), ArchConfig(seq_len=128, n_layers=2, d_model=64, n_heads=4))
     evaluate = lambda knobs: ({}, {}, {"flops_ratio": knobs.get("window", 32) / 32})  # noqa: E731
     return OptunaBridge(make_storage(url, *(beat or (None, None))), name, spec,
-                        make_sampler(SamplerConf(name="random"), seed, spec), make_pruner(PrunerConf(name="none")),
+                        make_sampler(SamplerConf(name=sampler), seed, spec), make_pruner(PrunerConf(name="none")),
                         ("flops_ratio",), evaluate, lambda cost: None)
 
 
@@ -196,6 +199,38 @@ def test_a_withdrawn_trial_gives_its_queued_configuration_back(tmp_path):
     second.finish(elsewhere, {"quality": 2.0, "final": True}, None)
     base = first.ask(NONE, n_trials=2)  # the next trial asked runs it
     assert base.params == {"attention": "dense"} and first.study.trials[base.number].user_attrs["baseline"] is True
+
+
+def test_a_withdrawn_grid_point_is_queued_again_not_lost(tmp_path):
+    """Optuna's grid sampler counts a finished trial's point as visited: withdrawn unqueued, it came back only
+    once the grid was spent, by chance, after duplicate proposals. Queued again, the grid is covered in order."""
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    first, second = (_bridge(url, space="head_grouping", sampler="grid") for _ in range(2))
+    grid = {_key(first.spec, point) for point in _grid_points(first.spec)}
+    elsewhere = second.ask(NONE, n_trials=1)
+    assert first.ask(NONE, n_trials=1) is None  # it drew another grid point, past the total
+    second.finish(elsewhere, {"quality": 2.0, "final": True}, None)
+    trained = [elsewhere.params]
+    with pytest.raises(SpaceExhausted, match=f"every one of the grid's {len(grid)} points has been trained"):
+        while (s := first.ask(NONE, n_trials=len(grid) + 1)) is not None:
+            first.finish(s, {"quality": 2.0, "final": True}, None)  # the last point's tell used to raise
+            trained.append(s.params)
+    assert sorted(_key(first.spec, p) for p in trained) == sorted(grid)  # every point once
+    assert not [t.number for t in first.study.trials if DUPLICATE_ATTR in t.user_attrs]  # none proposed twice
+
+
+def _grid_points(spec) -> list[dict]:
+    names, values = zip(*spec.grid().items())
+    return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+
+
+def _key(spec, params: dict) -> str:
+    """A configuration as the space defines it: only the parameters active under the others."""
+    active: dict = {}
+    for p in spec.params:
+        if p.active(active):
+            active[p.name] = params[p.name]
+    return json.dumps(active, sort_keys=True)
 
 
 def test_a_row_started_after_its_trial_was_reclaimed_ends_interrupted(tmp_path):

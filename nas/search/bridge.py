@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -62,8 +62,18 @@ def make_sampler(conf: SamplerConf, seed: int, spec: SearchSpec) -> optuna.sampl
             if len(p.grid_values()) > MAX_GRID:
                 raise SpaceError(f"{spec.source}: params.{p.name} has {len(p.grid_values())} grid values: "
                                  f"at most {MAX_GRID} (add a larger step)")
-        return optuna.samplers.GridSampler(spec.grid(), seed=seed)
+        return AskTellGridSampler(spec.grid(), seed=seed)
     raise ValueError(f"sampler.name={conf.name!r} is invalid: expected one of {', '.join(SAMPLERS)}")
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for ask-and-tell. Optuna's own calls Study.stop() when a trial is told that visits
+    the last grid point, which raises outside Study.optimize, so the search crashed on its last grid trial; here
+    the driver ends the search (n_trials, or every point trained)."""
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        """Nothing: the study is not stopped from here."""
 
 
 def make_pruner(conf: PrunerConf) -> optuna.pruners.BasePruner:
@@ -262,9 +272,13 @@ class OptunaBridge:
         return _n_done(trials) + ahead > n_trials
 
     def _withdraw(self, trial: optuna.Trial) -> None:
-        """Give back a trial asked beyond the total: FAIL, marked withdrawn; a configuration it took from Optuna's
-        queue (the baseline, a re-run) is queued again with its attributes, for whichever trial runs it."""
-        fixed = self.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+        """Give back a trial asked beyond the total: FAIL, marked withdrawn. A configuration it took from Optuna's
+        queue (the baseline, a re-run) is queued again with its attributes, for whichever trial runs it; so is a
+        grid point it drew, which the grid sampler would otherwise never propose again."""
+        system = self.storage.get_trial_system_attrs(trial._trial_id)
+        fixed = system.get("fixed_params")
+        if fixed is None and "grid_id" in system:  # the grid sampler counts a finished trial's point as visited
+            fixed = self.spec.suggest(trial)
         trial.set_user_attr(WITHDRAWN_ATTR, True)
         self.study.tell(trial, state=TrialState.FAIL)
         if fixed is not None:
@@ -291,9 +305,15 @@ class OptunaBridge:
         """The next feasible configuration not trained before (the baseline and re-runs come first from Optuna's
         queue). A configuration already trained (or being trained) is told its known outcome and not counted.
 
-        None when the study's total `n_trials` is reached by trials other drivers asked at the same moment."""
+        None (ask again later) when the study's total `n_trials` is reached by trials other drivers asked at the
+        same moment, or when the grid's points not yet finished are all running.
+        SpaceExhausted when the grid sampler's every point has finished and nothing is queued."""
+        grid = isinstance(self.study.sampler, optuna.samplers.GridSampler)
         duplicates = 0
         for _ in range(max_tries):
+            if grid and self._grid_spent():
+                n_points = math.prod(len(values) for values in self.spec.grid().values())
+                raise SpaceExhausted(f"every one of the grid's {n_points} points has been trained or is training")
             trial = _ask(self.study)
             self._beat(trial._trial_id)  # beat, then stamp: a trial without a stamp has never beaten
             trial.set_user_attr(DRIVER_ATTR, self.driver)
@@ -301,7 +321,10 @@ class OptunaBridge:
                 self._withdraw(trial)
                 return None
             params = self.spec.suggest(trial)
-            if self._answer_duplicate(trial, params):
+            earlier = self._answer_duplicate(trial, params)
+            if earlier is not None:
+                if grid and earlier == TrialState.RUNNING:
+                    return None  # the grid sampler proposes a running point only when no other is left: wait
                 duplicates += 1
                 continue
             knobs = self.spec.knobs(params)
@@ -327,11 +350,17 @@ class OptunaBridge:
         raise ValueError(f"constraints rejected {max_tries - duplicates} configurations (and {duplicates} were "
                          "already trained) in a row: relax constraints.*")
 
-    def _answer_duplicate(self, trial: optuna.Trial, params: dict[str, Any]) -> bool:
-        """Tell `trial` the outcome of an earlier trial of the same configuration (same seed: same result); True
-        when there was one. A configuration still running elsewhere is told FAIL (the sampler asks again)."""
+    def _grid_spent(self) -> bool:
+        """Whether the grid sampler has had every point finished (Optuna counts a failed one too) with nothing
+        queued (a re-run of an interrupted point, a withdrawn one)."""
+        return self.study.sampler.is_exhausted(self.study) and \
+            not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+    def _answer_duplicate(self, trial: optuna.Trial, params: dict[str, Any]) -> TrialState | None:
+        """Tell `trial` the outcome of an earlier trial of the same configuration (same seed: same result); that
+        trial's state when there was one. A configuration still running elsewhere is told FAIL (ask again)."""
         if trial.user_attrs.get("rerun_of") is not None:
-            return False
+            return None
         key = _key(params)
         done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
         for t in self.study.get_trials(deepcopy=False, states=done):
@@ -346,8 +375,8 @@ class OptunaBridge:
                 self.study.tell(trial, t.values)
             else:
                 self.study.tell(trial, state=TrialState.PRUNED if t.state == TrialState.PRUNED else TrialState.FAIL)
-            return True
-        return False
+            return t.state
+        return None
 
     def report(self, s: Sampled, step: int, quality: float) -> bool:
         """Record the quality at a rung on the rung study; True when its pruner stops the trial here.
