@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import json
 import subprocess
 import sys
 import textwrap
@@ -14,6 +12,7 @@ import optuna
 import pytest
 
 from nas.model.config import ArchConfig
+from nas.replay import config_key, grid_points
 from nas.search.bridge import DRIVER_ATTR, DUPLICATE_ATTR, INTERRUPTED, WITHDRAWN_ATTR, OptunaBridge, SpaceExhausted, \
     make_pruner, make_sampler, make_storage, never_trained
 from nas.search.config import PrunerConf, SamplerConf
@@ -89,13 +88,7 @@ def test_a_configuration_already_trained_is_answered_not_trained_again(tmp_path)
     assert [t.user_attrs.get("number") for t in bridge.rungs.trials] == [base.number, nxt.number]  # never trained
     bridge.finish(nxt, {"quality": 2.0, "final": True}, None)
     assert bridge.n_done() == 2  # the duplicate does not count against n_trials
-    assert len(bridge.front()) == len({json_key(t.params) for t in bridge.front()})
-
-
-def json_key(params):
-    import json
-
-    return json.dumps(params, sort_keys=True)
+    assert len(bridge.front()) == len({config_key(t.params) for t in bridge.front()})
 
 
 def test_a_resumed_driver_samples_a_stream_of_its_own(tmp_path):
@@ -206,7 +199,7 @@ def test_a_withdrawn_grid_point_is_queued_again_not_lost(tmp_path):
     once the grid was spent, by chance, after duplicate proposals. Queued again, the grid is covered in order."""
     url = f"sqlite:///{tmp_path / 'b.db'}"
     first, second = (_bridge(url, space="head_grouping", sampler="grid") for _ in range(2))
-    grid = {_key(first.spec, point) for point in _grid_points(first.spec)}
+    grid = {config_key(point) for point in grid_points(first.spec)}
     elsewhere = second.ask(NONE, n_trials=1)
     assert first.ask(NONE, n_trials=1) is None  # it drew another grid point, past the total
     second.finish(elsewhere, {"quality": 2.0, "final": True}, None)
@@ -215,22 +208,8 @@ def test_a_withdrawn_grid_point_is_queued_again_not_lost(tmp_path):
         while (s := first.ask(NONE, n_trials=len(grid) + 1)) is not None:
             first.finish(s, {"quality": 2.0, "final": True}, None)  # the last point's tell used to raise
             trained.append(s.params)
-    assert sorted(_key(first.spec, p) for p in trained) == sorted(grid)  # every point once
+    assert sorted(config_key(p) for p in trained) == sorted(grid)  # every point once
     assert not [t.number for t in first.study.trials if DUPLICATE_ATTR in t.user_attrs]  # none proposed twice
-
-
-def _grid_points(spec) -> list[dict]:
-    names, values = zip(*spec.grid().items())
-    return [dict(zip(names, combo)) for combo in itertools.product(*values)]
-
-
-def _key(spec, params: dict) -> str:
-    """A configuration as the space defines it: only the parameters active under the others."""
-    active: dict = {}
-    for p in spec.params:
-        if p.active(active):
-            active[p.name] = params[p.name]
-    return json.dumps(active, sort_keys=True)
 
 
 def test_a_row_started_after_its_trial_was_reclaimed_ends_interrupted(tmp_path):
