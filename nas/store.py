@@ -330,8 +330,9 @@ def _opening(url: str) -> Iterator[None]:
             try:
                 yield
             except (SQLAlchemyError, OSError, StoreError):
-                for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-                    if new and leftover.is_file():
+                leftovers = (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+                for leftover in leftovers if new else ():
+                    if leftover.is_file():
                         leftover.unlink()
                 raise
     except (SQLAlchemyError, OSError, StoreError) as err:
