@@ -118,7 +118,7 @@ class BridgeSearcher(_Bound, Searcher):
             if self.d.out is not None:
                 print(f"search ends: {err}", file=self.d.out, flush=True)
             return Searcher.FINISHED
-        if s is None:  # another driver asked the study's last trial at the same moment
+        if s is None:  # not now: the study's last trial was asked elsewhere, or the grid's rest is running
             return None
         self.d.trials[trial_id] = s
         return {"number": s.number, "knobs": s.knobs, "seed": self.d.seed, "threads": self.d.threads}
