@@ -28,7 +28,7 @@ import numpy as np
 
 from nas.data import TaskSpec, load_corpus
 from nas.device import resolve_device
-from nas.model.config import FORMATS
+from nas.model.config import FORMATS, knobs_in
 from nas.objective import evaluate
 from nas.proxy import ProxySpec, train_proxy
 from nas.space import SearchSpec
@@ -38,9 +38,9 @@ CONTEXT_GAIN = 0.03
 CAPACITY_RATIO = 0.85
 PRECISION_SHIFT = 0.002
 COMPARE_DEPTH = 12
-SHARING_KNOBS = ("sharing", "sharing_scope", "unique_layers")
-ATTENTION_KNOBS = ("attention", "window", "global_tokens", "gate")
-CAPACITY_KNOBS = ("kv_heads", "group_share", "sharing", "unique_layers", "sharing_scope", "ffn_blocks")
+SHARING_KNOBS = knobs_in("sharing")
+ATTENTION_KNOBS = knobs_in("attention")
+CAPACITY_KNOBS = knobs_in("heads", "sharing")
 _COARSENESS = {fmt: rank for rank, fmt in enumerate(FORMATS)}  # fp32 < bf16 < fp16 < fp8_e4m3 < fp8_e5m2
 
 

@@ -30,7 +30,8 @@ def command(*words: str, **overrides: Any) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
-def exit_with_error(message: str) -> NoReturn:
-    """Bad input: `error: message` as one line on stderr, exit status 2."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
+def fail(message: str) -> NoReturn:
+    """Bad input: `error: message` as one line on stderr, exit status 2 (every command's one way to fail)."""
+    line = " ".join(part.strip() for part in str(message).splitlines())  # a library's multi-line message, joined
+    print(f"error: {line}", file=sys.stderr, flush=True)
     sys.exit(2)

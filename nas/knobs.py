@@ -13,27 +13,44 @@ of a size keeps its share, rounded to the nearest valid value (ties go to the la
   pattern needs one).
 - ffn_blocks: an absolute count, as the nearest divisor of d_model'.
 - everything else (attention kind, gate, group_share, sharing pattern and scope, precision): as is.
+
+Each knob names its rule on its ArchConfig field (nas/model/config.py, `Knob.scale`); RULES below is the rule
+book. A knob that does not apply to a configuration (a dense model's window) is None and is not carried.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from nas.model.config import ArchConfig, PrecisionConfig
+from nas.model.config import (DIVISOR_SHARING, KNOB_FIELDS, KNOBS, SIZE_FIELDS, ArchConfig, PrecisionConfig,
+                              ScaleRule)
 
-SIZE_FIELDS = ("vocab_size", "seq_len", "n_layers", "d_model", "n_heads", "head_dim", "ffn_mult", "tie_embeddings",
-               "positions")
-KNOB_FIELDS = ("attention", "backend", "window", "global_tokens", "block_size", "gate", "gate_threshold",
-               "kv_heads", "group_share", "sharing", "unique_layers", "sharing_scope", "ffn_blocks", "precision")
-_DIVISOR_SHARING = ("sequence", "cycle_rev")  # patterns that need M | L
-_FRACTIONAL_SHARING = ("sequence", "cycle", "cycle_rev")  # patterns whose M is a free knob
+__all__ = ["KNOB_FIELDS", "SIZE_FIELDS", "carry", "knobs_of", "nearest_divisor", "sizes_of"]
 
 
 def nearest_divisor(n: int, x: float) -> int:
     """The divisor of n closest to x (ties: the larger)."""
     return min((k for k in range(1, n + 1) if n % k == 0), key=lambda k: (abs(k - x), -k))
+
+
+def _unique_layers(m: int, src: Mapping[str, Any], dst: Mapping[str, Any], knobs: Mapping[str, Any]) -> int:
+    layers = dst["n_layers"]
+    share = max(1.0, m * layers / src["n_layers"])
+    return nearest_divisor(layers, share) if knobs.get("sharing") in DIVISOR_SHARING else min(layers, round(share))
+
+
+# The scaling rules by name (ArchConfig's fields declare which one each knob follows): value, source sizes,
+# destination sizes, the other knobs -> the value at the destination
+RULES: dict[ScaleRule, Callable[[Any, Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], Any]] = {
+    "as_is": lambda v, src, dst, knobs: v,
+    "count": lambda v, src, dst, knobs: v,
+    "context_share": lambda v, src, dst, knobs: max(1, min(dst["seq_len"], round(v * dst["seq_len"] / src["seq_len"]))),
+    "head_share": lambda v, src, dst, knobs: nearest_divisor(dst["n_heads"], v * dst["n_heads"] / src["n_heads"]),
+    "layer_share": _unique_layers,
+    "width_divisor": lambda v, src, dst, knobs: nearest_divisor(dst["d_model"], v),
+}
 
 
 def knobs_of(source: ArchConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -49,44 +66,23 @@ def knobs_of(source: ArchConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def carry(source: ArchConfig | Mapping[str, Any], sizes: Mapping[str, Any], *, what: str = "the proxy") -> ArchConfig:
-    """The knobs of `source` at `sizes` (a dict of SIZE_FIELDS), by the rule of this module.
+    """The knobs of `source` at `sizes` (a dict of SIZE_FIELDS), by the rule each knob declares.
 
     A source without sizes (a plain knob dict, as a search space samples it) is in the units of `sizes`
-    already: nothing is rescaled, and a window longer than the context is refused rather than clipped.
+    already: nothing is rescaled, and a knob outside its declared bounds (a window longer than the context)
+    is refused rather than clipped.
     """
     src = source.to_dict() if isinstance(source, ArchConfig) else dict(source)
     knobs = knobs_of(src)
     sizes = {k: sizes[k] for k in SIZE_FIELDS if k in sizes}
-    if "seq_len" in src:  # a sized source: rescale its shares
-        knobs = _rescaled(knobs, ArchConfig.from_dict(src).to_dict(), sizes)
-    seq_len = sizes["seq_len"]
-    if knobs.get("window", 0) > seq_len:
-        raise ValueError(f"window={knobs['window']} exceeds {what}'s seq_len={seq_len}: a window can see at most "
-                         f"the whole context; search windows <= {seq_len} or use a longer proxy.seq_len")
-    if knobs.get("global_tokens", 0) >= seq_len:
-        raise ValueError(f"global_tokens={knobs['global_tokens']} does not fit below {what}'s seq_len={seq_len}")
+    if "seq_len" in src:  # a sized source: rescale its shares (its knobs normalised: those that do not apply None)
+        src_arch = source if isinstance(source, ArchConfig) else ArchConfig.from_dict(src)
+        knobs = {k: v if v is None else RULES[KNOBS[k].scale](v, src_arch.to_dict(), sizes, knobs)
+                 for k, v in knobs_of(src_arch).items()}
     try:
         return ArchConfig.from_dict({**sizes, **knobs})
     except ValueError as err:
         raise ValueError(f"the knobs do not fit {what} ({err})") from err
-
-
-def _rescaled(knobs: dict[str, Any], src: Mapping[str, Any], sizes: Mapping[str, Any]) -> dict[str, Any]:
-    """The knobs of an architecture of sizes `src` at `sizes`: each share kept, rounded to the nearest valid value."""
-    knobs = dict(knobs)
-    if "window" in knobs:
-        knobs["window"] = max(1, min(sizes["seq_len"], round(knobs["window"] * sizes["seq_len"] / src["seq_len"])))
-    if knobs.get("kv_heads") is not None:
-        knobs["kv_heads"] = nearest_divisor(sizes["n_heads"], knobs["kv_heads"] * sizes["n_heads"] / src["n_heads"])
-    sharing, layers = knobs.get("sharing", "none"), sizes["n_layers"]
-    if sharing not in _FRACTIONAL_SHARING:
-        knobs["unique_layers"] = None  # the pattern fixes M
-    elif knobs.get("unique_layers") is not None:  # None: the pattern's default, L // 2, is a share already
-        m = max(1.0, knobs["unique_layers"] * layers / src["n_layers"])
-        knobs["unique_layers"] = nearest_divisor(layers, m) if sharing in _DIVISOR_SHARING else min(layers, round(m))
-    if sharing == "ffn_block_diag" and "ffn_blocks" in knobs:
-        knobs["ffn_blocks"] = nearest_divisor(sizes["d_model"], knobs["ffn_blocks"])
-    return knobs
 
 
 def sizes_of(arch: ArchConfig) -> dict[str, Any]:

@@ -6,7 +6,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
+
+from nas.cli import fail
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout holding the `nas` package (an editable install)
@@ -50,12 +52,6 @@ def strict_from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**data)
 
 
-def fail(message: str) -> NoReturn:
-    """End the program with `error: <message>` as one line on stderr and exit status 2."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
 def check_overrides(config_name: str, overrides: list[str]) -> None:
     """Compose conf/<config_name>.yaml with `overrides` (Hydra's compose API): a bad override ends as one line, exit 2.
 
@@ -73,18 +69,28 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
         fail(" ".join(message.split()))
 
 
-def hydra_entry(config_name: str, body: Callable[[dict[str, Any]], Any]) -> None:
+def hydra_entry(config_name: str, body: Callable[[dict[str, Any]], Any],
+                prepare: Callable[[], None] | None = None, adjust: Callable[[Any], None] | None = None) -> None:
     """Run `body` on conf/<config_name>.yaml composed by Hydra; a bad override or a ValueError ends as one stderr
-    line, exit 2."""
+    line, exit 2 (every command's one entry path). `prepare` registers what the composition needs (ConfigStore
+    entries) first, a ValueError there ending the same way; `adjust` edits the composed DictConfig before it is
+    resolved."""
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
+    if prepare is not None:
+        try:
+            prepare()
+        except ValueError as err:
+            fail(str(err))
     if not any(arg.startswith("-") for arg in sys.argv[1:]):  # Hydra's own flags (--help, --cfg job) go to Hydra
         check_overrides(config_name, sys.argv[1:])
 
     @hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")
     def run(conf: DictConfig) -> None:
         try:
+            if adjust is not None:
+                adjust(conf)
             body(OmegaConf.to_container(conf, resolve=True))
         except ValueError as err:
             fail(str(err))

@@ -13,23 +13,23 @@ from typing import Any
 
 import yaml
 
-from nas.knobs import SIZE_FIELDS
-from nas.model.config import ArchConfig, PrecisionConfig
+from nas.model.config import KNOB_FIELDS, ArchConfig, ConfigError, PrecisionConfig
 from nas.objectives import COMPUTE_KEYS, DEFAULT_COMPUTE
 from nas.profiles import REPO_ROOT, profile_names
 
 SPACES_DIR = REPO_ROOT / "search_spaces"
-KNOBS = tuple(f.name for f in dataclasses.fields(ArchConfig) if f.name not in SIZE_FIELDS + ("precision",)) + tuple(
+KNOBS = tuple(k for k in KNOB_FIELDS if k != "precision") + tuple(
     f"precision.{f.name}" for f in dataclasses.fields(PrecisionConfig))
 TYPES = ("int", "float", "categorical")
 PARAM_KEYS = {
-    "int": {"type", "low", "high", "step", "log", "when", "divides", "below"},
-    "float": {"type", "low", "high", "step", "log", "when", "below"},
-    "categorical": {"type", "choices", "when", "divides", "below", "implies"},
+    "int": {"type", "low", "high", "step", "log", "when"},
+    "float": {"type", "low", "high", "step", "log", "when"},
+    "categorical": {"type", "choices", "when", "implies"},
 }
 TOP_KEYS = {"name", "description", "params", "fixed", "baseline", "objectives", "defaults"}
 DEFAULT_GROUPS = ("proxy", "task", "target")  # groups a space's Hydra defaults list may choose: `override /task@_global_.task`
 MAX_GRID = 1000  # values one parameter may contribute to a grid
+BROKEN = "_unreadable"  # a registered space file that could not be read: its one-line problem (and its name)
 
 
 class SpaceError(ValueError):
@@ -48,8 +48,6 @@ class Param:
     log: bool = False
     choices: tuple[Any, ...] = ()
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # (parent, allowed values): all must hold
-    divides: str | None = None  # an ArchConfig size field every value must divide
-    below: str | None = None  # an ArchConfig size field every value must stay below
     implies: tuple[tuple[Any, tuple[tuple[str, Any], ...]], ...] = ()  # choice -> knobs it sets
 
     def implied(self, value: Any) -> dict[str, Any]:
@@ -199,6 +197,8 @@ def parse(data: Any, source: str, base: ArchConfig) -> SearchSpec:
     def fail(key: str, value: Any, valid: str) -> SpaceError:
         return SpaceError(f"{source}: {key}={value!r} is invalid: {valid}")
 
+    if isinstance(data, Mapping) and BROKEN in data:
+        raise SpaceError(data[BROKEN])
     if not isinstance(data, Mapping):
         raise fail("<top>", type(data).__name__, "expected a mapping with keys name, params, baseline")
     unknown = sorted(set(data) - TOP_KEYS)
@@ -317,11 +317,6 @@ def _param(key: str, raw: Any, earlier: list[str], base: ArchConfig, fail: Any) 
         if parent not in earlier:
             raise fail(f"{where}.when.{parent}", allowed, f"must name a parameter listed before {key}")
     fields["when"] = tuple((p, tuple(a) if isinstance(a, list) else (a,)) for p, a in when.items())
-    for rel in ("divides", "below"):
-        ref = raw.get(rel)
-        if ref is not None and ref not in SIZE_FIELDS:
-            raise fail(f"{where}.{rel}", ref, f"expected a size field: {', '.join(SIZE_FIELDS)}")
-        fields[rel] = ref
     implies = raw.get("implies") or {}
     if not isinstance(implies, Mapping) or not all(isinstance(v, Mapping) for v in implies.values()):
         raise fail(f"{where}.implies", implies, "expected a mapping choice -> {knob: value}")
@@ -337,13 +332,6 @@ def _param(key: str, raw: Any, earlier: list[str], base: ArchConfig, fail: Any) 
         span = (p.high - p.low) / p.step
         if not math.isclose(span, round(span), abs_tol=1e-9):
             raise fail(f"{where}.step", p.step, f"must divide high-low={p.high - p.low}")
-    for value in p.extremes():
-        size = getattr(base, p.divides) if p.divides else None
-        if size is not None and value is not None and (not isinstance(value, int) or value < 1 or size % value):
-            raise fail(where, value, f"must divide the proxy's {p.divides}={size}")
-        size = getattr(base, p.below) if p.below else None
-        if size is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value >= size):
-            raise fail(where, value, f"must stay below the proxy's {p.below}={size}")
     return p
 
 
@@ -359,24 +347,38 @@ def _arch_with(base: ArchConfig, knobs: Mapping[str, Any]) -> ArchConfig:
 
 def _check_values(params: tuple[Param, ...], fixed: dict, base: ArchConfig, fail: Any) -> None:
     """Every bound/choice of every parameter, with its conditions met, must give a valid proxy ArchConfig."""
-    by_name = {p.name: p for p in params}
     for p in params:
-        context = dict(fixed)
-        for parent, allowed in p.when:
-            context[parent] = allowed[0]
-        context.update({q: by_name[q].extremes()[0] for q in _ancestors(p, by_name) if q not in context})
         for value in p.extremes():
+            sampled = _assignment(params, p, value)
+            implied = {k: v for q in params if q.name in sampled for k, v in q.implied(sampled[q.name]).items()}
             try:
-                _arch_with(base, {**context, **p.implied(value), p.name: value})
+                _arch_with(base, {**fixed, **implied, **sampled})
+            except ConfigError as err:  # the knob's own bound (nas/model/config.py), at the proxy's sizes
+                raise fail(f"params.{p.name}", value, f"{err.valid} at the proxy's sizes"
+                           if err.key == p.name else str(err)) from err
             except ValueError as err:
                 raise fail(f"params.{p.name}", value, str(err)) from err
 
 
-def _ancestors(p: Param, by_name: Mapping[str, Param]) -> list[str]:
-    out = []
-    for parent, _ in p.when:
-        out += _ancestors(by_name[parent], by_name) + [parent]
-    return out
+def _assignment(params: tuple[Param, ...], p: Param, value: Any) -> dict[str, Any]:
+    """A complete sample with p=value: p's ancestors at values that activate it, every other active parameter at
+    its first extreme (file order, so conditions see their parents)."""
+    by_name = {q.name: q for q in params}
+    forced: dict[str, Any] = {}
+    stack = [p]
+    while stack:
+        for parent, allowed in stack.pop().when:
+            forced.setdefault(parent, allowed[0])
+            stack.append(by_name[parent])
+    values: dict[str, Any] = {}
+    for q in params:
+        if q.name == p.name:
+            values[q.name] = value
+        elif q.name in forced:
+            values[q.name] = forced[q.name]
+        elif q.active(values):
+            values[q.name] = q.extremes()[0]
+    return values
 
 
 def _check_baseline(params: tuple[Param, ...], baseline: dict, fixed: dict, base: ArchConfig, fail: Any) -> None:

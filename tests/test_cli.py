@@ -7,7 +7,7 @@ import shlex
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from nas.cli import command, exit_with_error, hydra_value
+from nas.cli import command, fail, hydra_value
 
 NAMES = ["sparse_attn-tiny-long_range", "a&b", "it's", 'say "hi"', "both ' and \"", "a b", "x,y", "k=v", "1", "0.5",
          ".5", "-1", "true", "TRUE", "null", "NaN", "Infinity", "", "-rf", "$(touch pwned)", "`id`", "back\\slash",
@@ -30,8 +30,8 @@ def test_plain_values_stay_readable():
     assert hydra_value("a&b") == '"a&b"' and hydra_value("true") == '"true"'
 
 
-def test_exit_with_error_is_one_line_and_status_2(capsys):
+def test_fail_is_one_line_and_status_2(capsys):
     with pytest.raises(SystemExit) as done:
-        exit_with_error("store.url='x' is not a SQLAlchemy URL")
+        fail("store.url='x' is not a SQLAlchemy URL")
     assert done.value.code == 2
     assert capsys.readouterr().err == "error: store.url='x' is not a SQLAlchemy URL\n"

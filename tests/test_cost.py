@@ -88,7 +88,7 @@ def test_causal_dense_counts_the_lower_triangle():
     assert full.forward["qkv"] == causal.forward["qkv"]
 
 
-@pytest.mark.parametrize("window, global_tokens", [(1, 0), (4, 2), (9, 5), (40, 3)])
+@pytest.mark.parametrize("window, global_tokens", [(1, 0), (4, 2), (9, 5), (32, 3)])
 def test_local_global_causal_pairs_equal_the_mask(window, global_tokens):
     S = 32
     arch = tiny(attention="local_global", window=window, global_tokens=global_tokens)
@@ -131,7 +131,7 @@ def test_unique_params_equal_the_models_unique_tensors(pattern, m, scope, layers
     assert counts["total"] == model.param_counts()["total"]
 
 
-@pytest.mark.parametrize("changes", [dict(gate="dynamic", attention="local_global", kv_heads=2),
+@pytest.mark.parametrize("changes", [dict(gate="dynamic", attention="local_global", window=8, kv_heads=2),
                                      dict(kv_heads=1, group_share="qkv", tie_embeddings=False),
                                      dict(head_dim=12, ffn_mult=1.5)])
 def test_unique_params_with_gate_grouping_and_untied_head(changes):
@@ -256,7 +256,7 @@ def test_impossible_shapes_and_options_raise():
     with pytest.raises(ValueError, match="batch"):
         Workload(0, 32, 1)
     with pytest.raises(ValueError, match="global_tokens"):
-        apply_knobs(load_target("gpt_125m")[0], dict(attention="local_global", global_tokens=4096))
+        apply_knobs(load_target("gpt_125m")[0], dict(attention="local_global", window=64, global_tokens=4096))
     with pytest.raises(ValueError, match="valid are"):
         apply_knobs(arch, dict(d_model=64))  # a size is not a knob
     with pytest.raises(ValueError, match="ffn_blocks"):

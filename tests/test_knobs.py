@@ -31,10 +31,15 @@ def test_a_proxy_trial_carries_to_the_target_and_back_by_one_rule() -> None:
 def test_a_knob_dict_is_taken_in_the_units_of_the_sizes_and_refused_when_it_does_not_fit() -> None:
     sizes = sizes_of(ArchConfig(seq_len=64, n_layers=2, d_model=64, n_heads=4))
     assert carry({"attention": "local_global", "window": 40}, sizes).window == 40
-    with pytest.raises(ValueError, match="window=321 exceeds the proxy's seq_len=64"):
-        carry({"window": 321}, sizes)
-    with pytest.raises(ValueError, match="global_tokens=64 does not fit below the proxy's seq_len=64"):
-        carry({"attention": "local_global", "global_tokens": 64}, sizes)
+    assert carry({"attention": "local_global", "window": 64}, sizes).window == 64  # the whole context: one bound
+    with pytest.raises(ValueError, match=r"do not fit the proxy \(ArchConfig.window=321 is invalid: must be <= "
+                                         r"seq_len=64\)"):
+        carry({"attention": "local_global", "window": 321}, sizes)
+    with pytest.raises(ValueError, match="ArchConfig.global_tokens=64 is invalid: must be below seq_len=64"):
+        carry({"attention": "local_global", "window": 8, "global_tokens": 64}, sizes)
+    with pytest.raises(ValueError, match="ArchConfig.window=None is invalid: required with attention=local_global"):
+        carry({"attention": "local_global"}, sizes)
+    assert carry({"window": 321}, sizes).window is None  # a dense model has no window: not carried, not stored
     with pytest.raises(ValueError, match="kv_heads"):
         carry({"kv_heads": 3}, sizes)  # not rounded in the sizes' own units: refused
 

@@ -100,10 +100,10 @@ def test_proxy_arch_takes_knobs_and_proxy_sizes() -> None:
     assert arch.window == 512 * 64 // 2048 and arch.global_tokens == 4  # a window is a share of the context
     assert arch.kv_heads == 1  # 3 of 12 heads -> 1 of 4
     assert arch.unique_layers == 1 and arch.sharing == "cycle_rev"  # 6 of 12 layers -> 1 of 2
-    assert proxy_arch({"kv_heads": 2, "window": 48}, tiny).window == 48  # a knob dict is in proxy units
+    assert proxy_arch({"kv_heads": 2, "attention": "local_global", "window": 48}, tiny).window == 48  # proxy units
     with pytest.raises(ValueError, match="kv_heads"):
         proxy_arch({"kv_heads": 3}, tiny)  # ... and refused, not rounded, when the proxy cannot honour it
-    with pytest.raises(ValueError, match="window=321 exceeds proxy 'tiny''s seq_len=64"):
+    with pytest.raises(ValueError, match=r"the knobs do not fit proxy 'tiny' \(ArchConfig.window=321 is invalid: must be <= seq_len=64\)"):
         proxy_arch({"attention": "local_global", "window": 321}, tiny)
     with pytest.raises(ValueError, match="arch.windw is not a known field"):
         proxy_arch({"windw": 3}, tiny)

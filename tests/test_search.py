@@ -254,14 +254,21 @@ def test_cli_bad_space_file_and_bad_override_exit_2_and_write_nothing(tmp_path):
     (spaces / "broken.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     bad = _cli(tmp_path, "search_space=broken", spaces=spaces)
     assert bad.returncode == 2
-    assert bad.stderr.strip() == (f"error: {spaces / 'broken.yaml'}: params.window=512 is invalid: must stay below "
-                                  "the proxy's seq_len=64")
+    assert bad.stderr.strip() == (f"error: {spaces / 'broken.yaml'}: params.window=512 is invalid: must be <= "
+                                  "seq_len=64 at the proxy's sizes")
     (spaces / "broken.yaml").write_text("name: broken\nparams: {window: {type: int, low: 4\n")  # unclosed
-    syntax = _cli(tmp_path, "search_space=sparse_attn", spaces=spaces)  # every space file is read first
+    (spaces / "sparse_attn.yaml").write_text(path_of("sparse_attn").read_text())
+    beside = _cli(tmp_path, "search_space=sparse_attn", "n_trials=0", spaces=spaces)  # one bad file stops no other
+    assert (beside.returncode, beside.stderr.strip()) == (2, "error: n_trials=0 is invalid: expected an integer >= 1")
+    syntax = _cli(tmp_path, "search_space=broken", spaces=spaces)
     assert syntax.returncode == 2
     assert syntax.stderr.strip() == (f"error: {spaces / 'broken.yaml'}: not valid YAML at line 3, column 1: "
                                      "expected ',' or '}', but got '<stream end>' (while parsing a flow mapping at "
                                      "line 2, column 18)")
+    for override, says in (("proxy=nosuch", "proxy"), ("hardware=tpu9", "hardware"), ("search_space=nosuch", "nosuch")):
+        unknown = _cli(tmp_path, override)  # Hydra's own error, as one line
+        assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
+        assert unknown.stderr.startswith("error: ") and says in unknown.stderr
     override = _cli(tmp_path, "sampler.name=annealing", "pruner=median")
     assert override.returncode == 2
     assert override.stderr.strip() == ("error: sampler.name='annealing' is invalid: expected one of nsga2, tpe, "

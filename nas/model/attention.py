@@ -79,7 +79,11 @@ def default_block_size(window: int, seq_len: int) -> int:
 
 
 def _layout(seq_len: int, window: int, global_tokens: int, block_size: int) -> tuple[int, int, int, int, int]:
-    """(window, block, n_blocks, span_blocks, kernel_globals) of the block kernel for these sizes."""
+    """(window, block, n_blocks, span_blocks, kernel_globals) of the block kernel for these sizes.
+
+    A window at least as long as the sequence being run sees every earlier key, so it is the same mask as a
+    window of seq_len (exact, not a clip: a configuration's window is bounded by its context in ArchConfig).
+    """
     window = min(window, seq_len)
     block = block_size or default_block_size(window, seq_len)
     n_blocks = -(-seq_len // block)

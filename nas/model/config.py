@@ -34,8 +34,16 @@ FFN_FORMATS: tuple[str, ...] = get_args(FfnFormat)
 FP8_FORMATS: tuple[str, ...] = get_args(Fp8Format)
 
 
+class ConfigError(ValueError):
+    """An ArchConfig field holds an invalid value: the message names the field, the value and what is valid."""
+
+    def __init__(self, key: str, value: Any, valid: str) -> None:
+        super().__init__(f"ArchConfig.{key}={value!r} is invalid: {valid}")
+        self.key, self.value, self.valid = key, value, valid
+
+
 def _fail(key: str, value: Any, valid: str) -> None:
-    raise ValueError(f"ArchConfig.{key}={value!r} is invalid: {valid}")
+    raise ConfigError(key, value, valid)
 
 
 def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -45,6 +53,59 @@ def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
 
 def _check_positive_int(key: str, value: Any) -> None:
     check_int(f"ArchConfig.{key}", value)
+
+
+# ---- the knob registry: each field declares its role once; everything else reads it from here --------------------
+ScaleRule = Literal["as_is", "context_share", "count", "head_share", "layer_share", "width_divisor"]
+KnobGroup = Literal["attention", "kernel", "heads", "sharing", "precision"]
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A knob's declaration on its ArchConfig field: what it belongs to, how it carries, when it applies, its bounds.
+
+    group: what the knob changes (the adequacy check per group: attention, heads, sharing, precision; `kernel`
+      knobs change how attention is computed, not which keys are seen). scale: the rule nas/knobs.py applies when
+      the knob moves between sizes. applies: (field, values): the knob has a value only where that field holds one
+      of the values, and is None elsewhere. unset: its value where it applies and is not given; required: it must
+      be given there. low / at_most / below / divides: bounds, the last three naming a size field.
+    """
+
+    group: KnobGroup
+    scale: ScaleRule = "as_is"
+    applies: tuple[str, tuple[str, ...]] | None = None
+    unset: Any = None
+    required: bool = False
+    low: int | None = None
+    at_most: str | None = None
+    below: str | None = None
+    divides: str | None = None
+
+    def applies_to(self, arch: Any) -> bool:
+        """Whether the knob has a value in `arch` (an ArchConfig)."""
+        return self.applies is None or getattr(arch, self.applies[0]) in self.applies[1]
+
+    def condition(self) -> str:
+        """Where the knob applies, as a setting (e.g. `attention=local_global`)."""
+        return "" if self.applies is None else f"{self.applies[0]}={'|'.join(self.applies[1])}"
+
+
+ROLE = "nas.role"  # field metadata key: "size" or a Knob
+
+
+def size(default: Any) -> Any:
+    """A size field: what a proxy, a reference or a target fixes."""
+    return field(default=default, metadata={ROLE: "size"})
+
+
+def knob(default: Any, **declaration: Any) -> Any:
+    """A knob field with its declaration (see Knob)."""
+    return field(default=default, metadata={ROLE: Knob(**declaration)})
+
+
+FRACTIONAL_SHARING = ("sequence", "cycle", "cycle_rev")  # patterns whose M is a free knob
+DIVISOR_SHARING = ("sequence", "cycle_rev")  # patterns that need M | L
+_LOCAL = ("attention", ("local_global",))
 
 
 @dataclass
@@ -72,38 +133,48 @@ class PrecisionConfig:
 class ArchConfig:
     """A decoder-only causal LM and the value of every efficiency knob."""
 
-    vocab_size: int = 256
-    seq_len: int = 256
-    n_layers: int = 4
-    d_model: int = 128
-    n_heads: int = 4
-    head_dim: int | None = None  # default d_model // n_heads
-    ffn_mult: float = 4.0
-    tie_embeddings: bool = True
-    positions: Positions = "rope"  # rotary (RoFormer; relative, no table) or a learned absolute table of seq_len rows
+    vocab_size: int = size(256)
+    seq_len: int = size(256)
+    n_layers: int = size(4)
+    d_model: int = size(128)
+    n_heads: int = size(4)
+    head_dim: int | None = size(None)  # default d_model // n_heads
+    ffn_mult: float = size(4.0)
+    tie_embeddings: bool = size(True)
+    positions: Positions = size("rope")  # rotary (RoFormer; relative, no table) or a learned table of seq_len rows
     # attention: dense (SDPA) or causal sliding window + global tokens
-    attention: AttentionKind = "dense"
-    backend: AttentionBackend = "block"
-    window: int = 64  # keys j visible to query i iff i - window < j <= i
-    global_tokens: int = 0  # the first G positions: every query sees them
-    block_size: int = 0  # query block of the block-local kernel; 0 picks one from the window
-    gate: GateKind = "none"
-    gate_threshold: float = 0.0  # at inference, skip a branch whose gate is below this
+    attention: AttentionKind = knob("dense", group="attention")
+    backend: AttentionBackend = knob("block", group="kernel")
+    window: int | None = knob(None, group="attention", scale="context_share", applies=_LOCAL, required=True, low=1,
+                              at_most="seq_len")  # keys j visible to query i iff i - window < j <= i
+    global_tokens: int | None = knob(None, group="attention", scale="count", applies=_LOCAL, unset=0, low=0,
+                                     below="seq_len")  # the first G positions: every query sees them
+    block_size: int = knob(0, group="kernel", low=0)  # query block of the block-local kernel; 0 picks one
+    gate: GateKind = knob("none", group="attention")
+    gate_threshold: float = knob(0.0, group="kernel")  # at inference, skip a branch whose gate is below this
     # head grouping: kv_heads groups; the heads of a group share K,V (kv) or Q,K,V (qkv)
-    kv_heads: int | None = None  # default n_heads (MHA); 1 = MQA
-    group_share: GroupShare = "kv"
+    kv_heads: int | None = knob(None, group="heads", scale="head_share", low=1,
+                                divides="n_heads")  # default n_heads (MHA); 1 = MQA
+    group_share: GroupShare = knob("kv", group="heads")
     # layer sharing
-    sharing: SharingPattern = "none"
-    unique_layers: int | None = None  # M; default depends on the pattern
-    sharing_scope: SharingScope | None = None  # None = the pattern's own: ffn for ffn_block_diag, else both
-    ffn_blocks: int = 4  # k for ffn_block_diag
-    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    sharing: SharingPattern = knob("none", group="sharing")
+    unique_layers: int | None = knob(None, group="sharing", scale="layer_share", applies=("sharing", FRACTIONAL_SHARING),
+                                     low=1, at_most="n_layers")  # M; None: the pattern's default, L // 2
+    sharing_scope: SharingScope | None = knob(None, group="sharing")  # None = the pattern's: ffn for ffn_block_diag
+    ffn_blocks: int | None = knob(None, group="sharing", scale="width_divisor", applies=("sharing", ("ffn_block_diag",)),
+                                  unset=4, low=1, divides="d_model")  # k for ffn_block_diag
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig, metadata={ROLE: Knob(group="precision")})
 
     def __post_init__(self) -> None:
         if self.sharing_scope is None:
             self.sharing_scope = "ffn" if self.sharing == "ffn_block_diag" else "both"
         if isinstance(self.precision, dict):
             self.precision = _from_dict(PrecisionConfig, self.precision, "precision.")
+        for name, decl in KNOBS.items():  # a knob that does not apply is None; one that applies, unset, its default
+            if not decl.applies_to(self):
+                setattr(self, name, None)
+            elif getattr(self, name) is None and decl.unset is not None:
+                setattr(self, name, decl.unset)
         self.validate()
 
     # ---- derived sizes -------------------------------------------------------------
@@ -119,9 +190,9 @@ class ArchConfig:
 
     @property
     def ffn_hidden(self) -> int:
-        """FFN hidden width, rounded up to a multiple of ffn_blocks."""
+        """FFN hidden width (with ffn_block_diag: rounded up to a multiple of ffn_blocks)."""
         hidden = int(round(self.ffn_mult * self.d_model))
-        k = self.ffn_blocks
+        k = self.ffn_blocks or 1
         return ((hidden + k - 1) // k) * k
 
     @property
@@ -138,7 +209,7 @@ class ArchConfig:
     # ---- validation ------------------------------------------------------------------
     def validate(self) -> None:
         """Raise ValueError naming the field, the value and what is valid."""
-        for key in ("vocab_size", "seq_len", "n_layers", "d_model", "n_heads", "window", "ffn_blocks"):
+        for key in ("vocab_size", "seq_len", "n_layers", "d_model", "n_heads"):
             _check_positive_int(key, getattr(self, key))
         if self.head_dim is not None:
             _check_positive_int("head_dim", self.head_dim)
@@ -153,34 +224,37 @@ class ArchConfig:
         _check_choice("group_share", self.group_share, GROUP_SHARE)
         _check_choice("sharing", self.sharing, SHARING_PATTERNS)
         _check_choice("sharing_scope", self.sharing_scope, SHARING_SCOPES)
-        if not isinstance(self.global_tokens, int) or self.global_tokens < 0:
-            _fail("global_tokens", self.global_tokens, "expected an integer >= 0")
-        if self.global_tokens >= self.seq_len:
-            _fail("global_tokens", self.global_tokens, f"must be below seq_len={self.seq_len}")
-        if not isinstance(self.block_size, int) or self.block_size < 0:
-            _fail("block_size", self.block_size, "expected an integer >= 0 (0 = automatic)")
+        for name, decl in KNOBS.items():
+            self._check_bounds(name, decl)
         if self.gate == "dynamic" and self.attention != "local_global":
             _fail("gate", self.gate, "dynamic gate needs attention=local_global")
         if self.backend == "flex" and self.gate != "none":
             _fail("backend", self.backend, "flex supports gate=none only; use backend=block with the dynamic gate")
         if not (isinstance(self.gate_threshold, (int, float)) and 0.0 <= self.gate_threshold < 1.0):
             _fail("gate_threshold", self.gate_threshold, "expected a number in [0, 1)")
-        if self.kv_heads is not None:
-            _check_positive_int("kv_heads", self.kv_heads)
-            if self.n_heads % self.kv_heads:
-                _fail("kv_heads", self.kv_heads, f"must divide n_heads={self.n_heads}")
-        if self.unique_layers is not None:
-            _check_positive_int("unique_layers", self.unique_layers)
-            if self.unique_layers > self.n_layers:
-                _fail("unique_layers", self.unique_layers, f"must be <= n_layers={self.n_layers}")
-            if self.sharing in ("sequence", "cycle_rev") and self.n_layers % self.unique_layers:
-                _fail("unique_layers", self.unique_layers, f"must divide n_layers={self.n_layers} for {self.sharing}")
+        if self.unique_layers is not None and self.sharing in DIVISOR_SHARING and self.n_layers % self.unique_layers:
+            _fail("unique_layers", self.unique_layers, f"must divide n_layers={self.n_layers} for {self.sharing}")
         if self.sharing == "ffn_block_diag" and self.sharing_scope != "ffn":
             _fail("sharing_scope", self.sharing_scope, "ffn_block_diag shares FFN sub-blocks: use sharing_scope=ffn "
                   "(or leave it unset)")
-        if self.sharing == "ffn_block_diag" and (self.d_model % self.ffn_blocks or self.ffn_hidden % self.ffn_blocks):
-            _fail("ffn_blocks", self.ffn_blocks, f"must divide d_model={self.d_model}")
+        if self.ffn_blocks is not None and self.ffn_hidden % self.ffn_blocks:
+            _fail("ffn_blocks", self.ffn_blocks, f"must divide the FFN width {self.ffn_hidden}")
         self.precision.validate()
+
+    def _check_bounds(self, name: str, decl: Knob) -> None:
+        """A knob's declared bounds: the one check, and the one message, for each."""
+        value = getattr(self, name)
+        if value is None:
+            if decl.required and decl.applies_to(self):
+                _fail(name, value, f"required with {decl.condition()}")
+            return
+        if decl.low is not None and (isinstance(value, bool) or not isinstance(value, int) or value < decl.low):
+            _fail(name, value, f"expected an integer >= {decl.low}")
+        for bound, ok, words in ((decl.at_most, lambda n: value <= n, "must be <="),
+                                 (decl.below, lambda n: value < n, "must be below"),
+                                 (decl.divides, lambda n: n % value == 0, "must divide")):
+            if bound is not None and not ok(getattr(self, bound)):
+                _fail(name, value, f"{words} {bound}={getattr(self, bound)}")
 
     # ---- round trip ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -221,3 +295,14 @@ class ArchConfig:
 def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
     reject_unknown(cls, data, f"ArchConfig.{prefix}", noun="field")
     return cls(**data)
+
+
+SIZE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ArchConfig) if f.metadata.get(ROLE) == "size")
+KNOBS: dict[str, Knob] = {f.name: f.metadata[ROLE] for f in dataclasses.fields(ArchConfig)
+                          if isinstance(f.metadata.get(ROLE), Knob)}
+KNOB_FIELDS: tuple[str, ...] = tuple(KNOBS)
+
+
+def knobs_in(*groups: KnobGroup) -> tuple[str, ...]:
+    """The knob fields of these groups (declaration order)."""
+    return tuple(name for name, decl in KNOBS.items() if decl.group in groups)

@@ -114,19 +114,20 @@ def spaces_dir() -> str:
 
 def register() -> None:
     """Register the schema, each search_spaces/*.yaml as an option of the group `search_space` and the
-    ${nas_root:} resolver (idempotent); SpaceError naming a space file that is not a YAML mapping.
+    ${nas_root:} resolver (idempotent).
 
-    Hydra's ConfigStore keeps each file's own defaults list (its task, target or proxy).
+    Hydra's ConfigStore keeps each file's own defaults list (its task, target or proxy). A file that is not a YAML
+    mapping is registered as its one-line problem (space.BROKEN), reported only by a search that chooses it.
     """
     store = ConfigStore.instance()
     store.store(name="search_schema", node=SearchConf)
     for path in sorted(Path(spaces_dir()).glob("*.yaml")):
         try:
             node = OmegaConf.load(path)  # Hydra's own YAML reading
+            problem = None if isinstance(node, DictConfig) else \
+                f"{path}: expected a mapping with keys name, params, baseline, not a list"
         except (yaml.YAMLError, UnicodeDecodeError) as err:
-            raise space.SpaceError(space.yaml_problem(path, err)) from err
-        if not isinstance(node, DictConfig):
-            raise space.SpaceError(f"{path}: expected a mapping with keys name, params, baseline, not a list")
-        store.store(group=GROUP, name=path.stem, node=node)
+            problem = space.yaml_problem(path, err)
+        store.store(group=GROUP, name=path.stem, node={"name": path.stem, space.BROKEN: problem} if problem else node)
     if not OmegaConf.has_resolver("nas_root"):
         OmegaConf.register_new_resolver("nas_root", lambda: str(REPO_ROOT))

@@ -20,8 +20,9 @@ def test_round_trip_dict_and_yaml(tmp_path):
     ("changes", "field", "valid"),
     [
         ({"kv_heads": 3}, "kv_heads=3", "divide n_heads=4"),
-        ({"window": 0}, "window=0", ">= 1"),
-        ({"global_tokens": 256}, "global_tokens=256", "below seq_len=256"),
+        ({"attention": "local_global", "window": 0}, "window=0", ">= 1"),
+        ({"attention": "local_global", "window": 8, "global_tokens": 256}, "global_tokens=256", "below seq_len=256"),
+        ({"attention": "local_global"}, "window=None", "required with attention=local_global"),
         ({"sharing": "spiral"}, "sharing='spiral'", "cycle_rev"),
         ({"precision": {"ffn": "int4"}}, "precision.ffn='int4'", "fp8_e4m3"),
         ({"attention": "linear"}, "attention='linear'", "local_global"),
