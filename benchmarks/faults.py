@@ -47,7 +47,7 @@ DRIVER = textwrap.dedent("""
     class Synthetic:
         '''4 rungs of 0.4 s; quality from the knobs (narrower windows are worse early and better late).'''
 
-        def __call__(self, knobs, *, seed, threads):
+        def __call__(self, knobs, *, arch=None, seed, threads):
             local = knobs.get("attention") == "local_global"
             base = 2.0 + knobs.get("window", 0) / 100 + knobs.get("global_tokens", 0) / 50 if local else 3.0
             for step in (1, 2, 4, 8):

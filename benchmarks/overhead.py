@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 class Noop:
     """A trial that does nothing: one report, final."""
 
-    def __call__(self, knobs, *, seed, threads):
+    def __call__(self, knobs, *, arch=None, seed, threads):
         now = time.time()
         yield {"step": 1, "tokens": 1, "quality": 1.0 + knobs.get("window", 0) / 100, "final": True,
                "metrics": {"t0": now, "t1": now}}
@@ -43,7 +43,7 @@ class Timed:
     def __init__(self, inner) -> None:
         self.inner = inner
 
-    def __call__(self, knobs, *, seed, threads):
+    def __call__(self, knobs, *, arch=None, seed, threads):
         iterator = iter(self.inner(knobs, seed=seed, threads=threads))
         while True:
             t0 = time.time()

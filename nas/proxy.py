@@ -108,6 +108,11 @@ def proxy_arch(knobs: dict[str, Any] | ArchConfig, proxy: ProxySpec) -> ArchConf
     return carry(knobs, proxy_sizes(proxy), what=f"proxy {proxy.name!r}")
 
 
+def at_proxy_size(arch: ArchConfig | dict[str, Any], proxy: ProxySpec) -> bool:
+    """Whether `arch` is an ArchConfig at the proxy's sizes already (built by the driver: nothing to carry)."""
+    return isinstance(arch, ArchConfig) and all(getattr(arch, k) == v for k, v in proxy_sizes(proxy).items())
+
+
 def rung_steps(total_steps: int, rungs: int, base: float) -> list[int]:
     """Geometrically spaced evaluation steps ending at total_steps (duplicates merged)."""
     return sorted({max(1, round(total_steps / base**k)) for k in range(rungs)})
@@ -133,7 +138,7 @@ def train_proxy(
     """
     proxy = load_proxy(proxy) if isinstance(proxy, str) else proxy
     task = load_task(task) if isinstance(task, str) else task
-    cfg = proxy_arch(arch, proxy)
+    cfg = arch if at_proxy_size(arch, proxy) else proxy_arch(arch, proxy)  # the driver's own arch, as it is
     budget = proxy.budget_tokens if budget_tokens is None else budget_tokens
     total_steps = budget // proxy.tokens_per_step
     if total_steps < 1:

@@ -23,6 +23,7 @@ import optuna
 from omegaconf import DictConfig
 
 from nas.checks import check_int
+from nas.model.config import ArchConfig
 from nas.pareto import hypervolume
 from nas.search.bridge import OptunaBridge, SpaceExhausted, make_pruner, make_sampler, make_storage
 from nas.search.config import PrunerConf, SamplerConf
@@ -278,7 +279,8 @@ class TableRunner:
 
     table: Table
 
-    def __call__(self, knobs: dict[str, Any], *, seed: int, threads: int) -> Iterator[dict[str, Any]]:
+    def __call__(self, knobs: dict[str, Any], *, arch: ArchConfig | None, seed: int, threads: int
+                 ) -> Iterator[dict[str, Any]]:
         entry = self.table.lookup_knobs(knobs)
         for i, r in enumerate(entry.rungs):
             yield {"step": r.step, "tokens": r.tokens, "quality": r.quality, "final": i == len(entry.rungs) - 1,
@@ -339,9 +341,9 @@ def replay(table: Table, sampler: SamplerConf, pruner: PrunerConf, seed: int, *,
 
 def _table_evaluator(table: Table):
     """The bridge's evaluator on a table: knobs -> (no archs, the recorded compute objectives as the cost)."""
-    def evaluate(knobs: dict[str, Any]) -> tuple[dict, dict, dict]:
+    def evaluate(knobs: dict[str, Any]) -> tuple[None, dict, dict]:
         entry = table.lookup_knobs(knobs)
-        return {}, {}, dict(zip(table.compute_keys, entry.compute))
+        return None, {}, dict(zip(table.compute_keys, entry.compute))
     return evaluate
 
 

@@ -174,7 +174,7 @@ class DyingRunner(FakeRunner):
         super().__init__(sleep=0.1)
         self.log_dir = log_dir
 
-    def __call__(self, knobs, *, seed, threads):
+    def __call__(self, knobs, *, arch=None, seed, threads):
         key = json.dumps(knobs, sort_keys=True)
         log = Path(self.log_dir) / (hashlib.sha1(key.encode()).hexdigest() + ".attempts")
         attempts = len(log.read_text().splitlines()) if log.exists() else 0

@@ -46,7 +46,7 @@ class FakeRunner:
     def __init__(self, sleep: float = 0.0, fail_attention: str | None = None) -> None:
         self.sleep, self.fail_attention = sleep, fail_attention
 
-    def __call__(self, knobs, *, seed, threads):
+    def __call__(self, knobs, *, arch=None, seed, threads):
         import torch
 
         assert torch.get_num_threads() == threads  # the trainable set torch threads to the trial's CPUs
@@ -371,7 +371,7 @@ def test_structured_config_rejects_wrong_types_and_bad_values():
         validate(compose_cfg("ray.max_concurrent=0"))
     with pytest.raises(SearchError, match=r"objectives.compute='speed' is invalid"):
         validate(compose_cfg("objectives.compute=speed"))
-    with pytest.raises(SpaceError, match=r"params.window=160 is invalid: must stay below the proxy's seq_len=64"):
+    with pytest.raises(SpaceError, match=r"params.window=160 is invalid: must be <= seq_len=64 at the proxy's sizes"):
         validate(compose_cfg("search_space.params.window.high=160"), "sparse_attn.yaml")
     setup = validate(compose_cfg("search_space=full", "proxy.seq_len=256", "sampler=tpe", "pruner=hyperband"))
     assert setup.spec.name == "full" and setup.proxy.seq_len == 256

@@ -25,6 +25,7 @@ import sqlalchemy.exc
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from nas.model.config import ArchConfig
 from nas.objectives import QUALITY, names, values_dict
 from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
 from nas.search.config import PrunerConf, SamplerConf
@@ -151,7 +152,7 @@ class Sampled:
     number: int
     params: dict[str, Any]
     knobs: dict[str, Any]
-    arch: dict[str, Any]
+    arch: ArchConfig | None  # the proxy architecture, built once here; travels with the trial to its worker
     target_arch: dict[str, Any]
     cost: dict[str, Any]
     compute: tuple[float, ...]  # in the bridge's compute_keys order
@@ -166,8 +167,8 @@ class Sampled:
     started: bool = False  # its store row exists
 
 
-Evaluator = Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]
-"""knobs -> (proxy arch dict, target arch dict, cost dict)."""
+Evaluator = Callable[[dict[str, Any]], tuple[ArchConfig | None, dict[str, Any], dict[str, Any]]]
+"""knobs -> (proxy ArchConfig (None where nothing trains), target arch dict, cost dict)."""
 
 
 class OptunaBridge:

@@ -16,6 +16,7 @@ from nas import space
 from nas.cli import command
 from nas.cost import Coster
 from nas.data import TaskSpec, check_task_data
+from nas.model.config import ArchConfig
 from nas.objectives import check_compute, stored_compute_keys
 from nas.proxy import ProxySpec, proxy_arch
 from nas.pareto_pruner import COMPUTE_ATTR, compute_vector
@@ -115,10 +116,10 @@ def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setu
 
 
 def _evaluator(setup: Setup):
-    def evaluate(knobs: dict[str, Any]) -> tuple[dict, dict, dict]:
-        arch = proxy_arch(knobs, setup.proxy)
+    def evaluate(knobs: dict[str, Any]) -> tuple[ArchConfig, dict, dict]:
+        arch = proxy_arch(knobs, setup.proxy)  # built once: costed here, trained as it is by the trial's worker
         report = setup.coster.estimate(arch)
-        return arch.to_dict(), report.arch.to_dict(), report.to_dict()
+        return arch, report.arch.to_dict(), report.to_dict()
     return evaluate
 
 

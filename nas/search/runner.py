@@ -8,14 +8,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nas.data import TaskSpec
+from nas.model.config import ArchConfig
 from nas.objective import quality
 from nas.proxy import ProxySpec, train_proxy
 
 
 class TrialRunner(Protocol):
-    """knobs -> reports: dicts with step, tokens, quality (lower is better), final and metrics."""
+    """A sampled trial (its knobs, and the proxy ArchConfig the driver built from them) -> reports: dicts with step,
+    tokens, quality (lower is better), final and metrics."""
 
-    def __call__(self, knobs: dict[str, Any], *, seed: int, threads: int) -> Iterator[dict[str, Any]]: ...
+    def __call__(self, knobs: dict[str, Any], *, arch: ArchConfig | None, seed: int, threads: int
+                 ) -> Iterator[dict[str, Any]]: ...
 
 
 @dataclass
@@ -27,8 +30,9 @@ class ProxyRunner:
     budget_tokens: int | None = None
     device: str = "auto"
 
-    def __call__(self, knobs: dict[str, Any], *, seed: int, threads: int) -> Iterator[dict[str, Any]]:
-        for report in train_proxy(knobs, self.proxy, self.task, budget_tokens=self.budget_tokens, seed=seed,
+    def __call__(self, knobs: dict[str, Any], *, arch: ArchConfig | None, seed: int, threads: int
+                 ) -> Iterator[dict[str, Any]]:
+        for report in train_proxy(arch if arch is not None else knobs, self.proxy, self.task, budget_tokens=self.budget_tokens, seed=seed,
                                   threads=threads, device=self.device):
             metrics = report.to_dict()
             yield {"step": report.step, "tokens": report.tokens, "quality": quality(report, self.task),
@@ -43,7 +47,7 @@ def trainable(config: dict[str, Any], runner: TrialRunner) -> None:
     threads = int(config["threads"])
     torch.set_num_threads(threads)
     try:
-        for report in runner(config["knobs"], seed=int(config["seed"]), threads=threads):
+        for report in runner(config["knobs"], arch=config.get("arch"), seed=int(config["seed"]), threads=threads):
             tune.report({**report, "number": config["number"]})
     except Exception as err:  # recorded as FAIL with its reason; the partial curve is already reported
         tune.report({"number": config["number"], "error": f"{type(err).__name__}: {err}",

@@ -121,7 +121,7 @@ class BridgeSearcher(_Bound, Searcher):
         if s is None:  # not now: the study's last trial was asked elsewhere, or the grid's rest is running
             return None
         self.d.trials[trial_id] = s
-        return {"number": s.number, "knobs": s.knobs, "seed": self.d.seed, "threads": self.d.threads}
+        return {"number": s.number, "knobs": s.knobs, "arch": s.arch, "seed": self.d.seed, "threads": self.d.threads}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Where the outcome is decided: tell Optuna, write the store row, print the progress line."""
@@ -199,7 +199,8 @@ def start_row(d: DriverState, s: Sampled) -> None:
     if s.started or s.reclaimed:
         return
     try:
-        d.store.start_trial(d.study, s.number, s.params, s.arch, target_arch=s.target_arch, cost=s.cost,
+        d.store.start_trial(d.study, s.number, s.params, s.arch.to_dict() if s.arch else {}, target_arch=s.target_arch,
+                            cost=s.cost,
                             rerun_of=s.rerun_of)
     except IntegrityError:  # another driver popped the same queued Optuna trial (SQLite has no row locks)
         s.reclaimed = True
