@@ -374,15 +374,14 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
                             for role, size in (("proxy", proxy), ("reference", reference))}))
     for role, size in (("proxy", proxy), ("reference", reference)):
         sd = pooled_seed_sd([recorded_runs(runs, role, task, knobs, size, shown) for knobs in panel])
-        if sd is not None:
-            out.append(f"{role} seed sd {sd[0]:.4f} ({size.name}: pooled over the panel's recorded seeds, dof {sd[1]})")
+        out.append(f"{role} seed sd {sd[0]:.4f} ({size.name}: pooled over the panel's recorded seeds, dof {sd[1]})"
+                   if sd else f"{role} seed sd: no estimate ({size.name}: no configuration has two recorded seeds)")
     sd = pooled_seed_sd([recorded_runs(runs, "reference", task, knobs, reference, shown) for knobs in panel])
     # two standard errors of a difference of two means over the reference's seeds; no estimate: every pair counts
     noise = 2 * sd[0] * math.sqrt(2 / choice.n_seeds("reference", space)) if sd else 0.0
     out.append(f"pairs the reference resolves: {len(resolved_pairs(rq, noise))} of {len(rq) * (len(rq) - 1) // 2} "
                + (f"(they differ by more than two standard errors of its seed noise, {noise:.4f})" if sd else
-                  "(the reference has no seed-noise estimate: no configuration has two recorded seeds; every pair "
-                  "counts)"))
+                  "(no seed-noise estimate: every pair counts)"))
     ranking_lines, figures = rankings(space, proxy, pq, rq, noise)
     out.extend(ranking_lines)
     out.append(f"Kendall tau-b = {figures.tau if figures.tau is None else f'{figures.tau:.3f}'}; top-3 agreement = "
