@@ -156,12 +156,6 @@ def resolved_pairs(b: list[float], noise: float) -> list[Pair]:
     return [(i, j) for i in range(len(b)) for j in range(i + 1, len(b)) if abs(b[i] - b[j]) > noise]
 
 
-def resolved_pair_agreement(a: list[float], b: list[float], noise: float) -> tuple[int, int]:
-    """Of the pairs that `b` separates by more than `noise`, how many `a` orders the same way: (agree, pairs)."""
-    pairs = resolved_pairs(b, noise)
-    return ordered_right(a, b, pairs), len(pairs)
-
-
 ISO_TOLERANCE = 0.05  # two configurations are of equal compute within 5% of the larger on the primary axis
 BUDGETS = (0.5, 0.7, 0.9)  # decision budgets on the primary axis, as shares of the dense baseline's
 
@@ -372,11 +366,12 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     shown = range(choice.seed, choice.seed + NOISE_SEEDS_SHOWN)
     out.extend(noise_lines({role: recorded_runs(runs, role, task, {}, size, shown)
                             for role, size in (("proxy", proxy), ("reference", reference))}))
-    for role, size in (("proxy", proxy), ("reference", reference)):
-        sd = pooled_seed_sd([recorded_runs(runs, role, task, knobs, size, shown) for knobs in panel])
+    sds = {role: pooled_seed_sd([recorded_runs(runs, role, task, knobs, size, shown) for knobs in panel])
+           for role, size in (("proxy", proxy), ("reference", reference))}  # each proxy kind's seed noise, as recorded
+    for (role, sd), size in zip(sds.items(), (proxy, reference)):
         out.append(f"{role} seed sd {sd[0]:.4f} ({size.name}: pooled over the panel's recorded seeds, dof {sd[1]})"
                    if sd else f"{role} seed sd: no estimate ({size.name}: no configuration has two recorded seeds)")
-    sd = pooled_seed_sd([recorded_runs(runs, "reference", task, knobs, reference, shown) for knobs in panel])
+    sd = sds["reference"]
     # two standard errors of a difference of two means over the reference's seeds; no estimate: every pair counts
     noise = 2 * sd[0] * math.sqrt(2 / choice.n_seeds("reference", space)) if sd else 0.0
     out.append(f"pairs the reference resolves: {len(resolved_pairs(rq, noise))} of {len(rq) * (len(rq) - 1) // 2} "
