@@ -6,6 +6,7 @@
     python benchmarks/fidelity.py --space precision --proxy-seeds 3    # the proxy's quality averaged over 3 seeds
     python benchmarks/fidelity.py --space precision --noise-seeds 2    # the dense baseline at 2 seeds, both sizes
     python benchmarks/fidelity.py --quick                              # smoke run of the machinery (tiny budgets)
+    python benchmarks/fidelity.py --regenerate benchmarks/results/fidelity_cpu.txt  # its reports, from the run log
 
 For each space (sparse_attn, head_grouping, sharing, precision), every configuration of a fixed panel spanning
 the space is trained at the default proxy (conf/proxy/tiny.yaml) and at its reference (nas/reference.py: 4x
@@ -15,11 +16,20 @@ to the reference by the one rule of nas/knobs.py. The reference's dense configur
 space's adequacy checks (nas/adequacy.py); a reference that fails them is reported, and its tau is not a
 fidelity figure.
 
+A trained signal must beat the free one: beside the proxy, the panel is ranked by each of the space's compute
+objectives and by unique non-embedding parameters at the space's target (nas.cost, as a search costs a trial;
+more compute = better). Every ranking is scored against the reference: Kendall tau-b; resolved pairs (those the
+reference separates by more than two standard errors of its seed noise; all pairs where it has no estimate);
+iso-compute pairs (within 5% on the space's primary compute axis, the decisions a cost model cannot make; a tie
+is not right); decision regret at budgets of 0.5, 0.7 and 0.9 of dense on the primary axis (the reference
+quality of the ranking's best configuration within the budget minus the reference's best there); and, for the
+proxy, calibration (quality / dense at the proxy against the same ratio at the reference).
+
 Every finished run is appended to benchmarks/results/fidelity_runs.jsonl (keyed by role, task, knobs, seed
 and the proxy's sizes), so the benchmark resumes where it stopped and a space can be measured in several
-sittings. Prints a table per space: proxy and reference quality and rank, Kendall tau-b, top-3 agreement.
-Last line: `fidelity tau_min=... tau_sparse_attn=... tau_head_grouping=... tau_sharing=... tau_precision=...`
-(`nan` for a space not yet measured).
+sittings. A report that trains nothing depends only on that log, so a results file regenerates byte-identically.
+Last line: `fidelity tau_min=... margin_min=... iso_acc_min=... regret_max=... tau_<space>=...` (margin: the
+proxy's tau-b minus the best zero-cost tau-b; `nan` where not measured or not defined).
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ import json
 import math
 import os
 import platform
+import shlex
+import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
@@ -131,10 +143,73 @@ def top_k_agreement(a: list[float], b: list[float], k: int = 3) -> float:
     return len(best(a) & best(b)) / k
 
 
-def resolved_pair_agreement(a: list[float], b: list[float], noise: float) -> tuple[int, int]:
-    """Of the pairs that `b` separates by more than `noise`, how many `a` orders the same way: (agree, pairs)."""
-    pairs = [(i, j) for i in range(len(b)) for j in range(i + 1, len(b)) if abs(b[i] - b[j]) > noise]
-    return sum((a[i] < a[j]) == (b[i] < b[j]) and a[i] != a[j] for i, j in pairs), len(pairs)
+Pair = tuple[int, int]
+
+
+def ordered_right(a: list[float], b: list[float], pairs: list[Pair]) -> int:
+    """How many of `pairs` (i, j) `a` orders as `b` does; a tie in `a` orders nothing, so it is not right."""
+    return sum((a[i] < a[j]) == (b[i] < b[j]) and a[i] != a[j] for i, j in pairs)
+
+
+def resolved_pairs(b: list[float], noise: float) -> list[Pair]:
+    """The pairs (i < j) whose values in `b` differ by more than `noise`."""
+    return [(i, j) for i in range(len(b)) for j in range(i + 1, len(b)) if abs(b[i] - b[j]) > noise]
+
+
+ISO_TOLERANCE = 0.05  # two configurations are of equal compute within 5% of the larger on the primary axis
+BUDGETS = (0.5, 0.7, 0.9)  # decision budgets on the primary axis, as shares of the dense baseline's
+
+
+def iso_compute_pairs(compute: list[float], tolerance: float = ISO_TOLERANCE) -> list[Pair]:
+    """The pairs (i < j) whose compute differs by at most `tolerance` of the larger of the two."""
+    return [(i, j) for i in range(len(compute)) for j in range(i + 1, len(compute))
+            if abs(compute[i] - compute[j]) <= tolerance * max(compute[i], compute[j])]
+
+
+def budget_regret(predicted: list[float], reference: list[float], compute: list[float], budget: float
+                  ) -> float | None:
+    """Reference quality (lower = better) of the configuration `predicted` ranks best among those with compute <=
+    `budget`, minus the reference's best among them; a tie for best in `predicted` counts the mean of the tied
+    (a coin flip's expectation). None when no configuration fits the budget."""
+    within = [i for i, c in enumerate(compute) if c <= budget]
+    if not within:
+        return None
+    best = min(predicted[i] for i in within)
+    picks = [reference[i] for i in within if predicted[i] == best]
+    return sum(picks) / len(picks) - min(reference[i] for i in within)
+
+
+def calibration(proxy: list[float], reference: list[float]) -> tuple[float | None, float]:
+    """Each configuration's quality as a ratio to the first's (the dense baseline) at the proxy against the
+    reference, over the other configurations: (Pearson r, None when either side is constant; mean |difference|)."""
+    p, r = [q / proxy[0] for q in proxy[1:]], [q / reference[0] for q in reference[1:]]
+    try:
+        pearson: float | None = statistics.correlation(p, r)
+    except statistics.StatisticsError:
+        pearson = None
+    return pearson, sum(abs(x - y) for x, y in zip(p, r)) / len(p)
+
+
+def non_embedding_params(params: dict[str, Any]) -> int:
+    """Unique parameters without the embedding and unembedding tables (nas.cost.param_counts' components)."""
+    parts = params["components"]
+    return params["unique"] - parts["embedding"]["unique"] - parts["unembedding"]["unique"]
+
+
+def zero_cost_axes(space: str, proxy: Any) -> tuple[str, list[tuple[str, list[float]]]]:
+    """The panel costed at the space's target as a search costs a trial (proxy_arch, then Coster.estimate): per
+    compute objective of the space (primary first), then unique non-embedding parameters, the value of each
+    configuration; and the target and hardware they were costed on."""
+    from nas.cost import Coster
+    from nas.proxy import proxy_arch
+    from nas.space import default_choice, load, path_of
+
+    coster = Coster(default_choice(space, "target") or "gpt_1b")  # conf/search.yaml's target; its hardware
+    spec = load(path_of(space), proxy_arch({}, proxy))
+    costs = [coster.estimate(proxy_arch(knobs, proxy)) for knobs in PANELS[space]]
+    axes = [(key, [float(getattr(c, key)) for c in costs]) for key in spec.objectives]
+    axes.append(("non-embedding params", [float(non_embedding_params(c.params)) for c in costs]))
+    return f"{coster.target} on {coster.hardware}", axes
 
 
 def reference_adequacy(space: str, proxy: Any, reference: Any, task: Any, dense_metrics: dict[str, float]
@@ -254,10 +329,20 @@ def train_missing(spaces: list[str], choice: Choice, workers: int, runs_path: Pa
                   f"{row['wall_s']:.0f}s", flush=True)
 
 
-def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: list[str]) -> float | None:
-    """Print one recorded space's table; its tau-b."""
+@dataclass(frozen=True)
+class Figures:
+    """A space's headline figures for the summary line (None: not defined on this panel)."""
+
+    tau: float | None  # the proxy's Kendall tau-b against the reference
+    margin: float | None  # that minus the best zero-cost ranking's tau-b
+    iso_accuracy: float | None  # share of the iso-compute pairs the reference resolves that the proxy orders right
+    regret: float | None  # the proxy's largest decision regret over the budgets
+
+
+def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: list[str]) -> Figures:
+    """Print one recorded space's tables: the panel at both sizes, then every ranking (the proxy's and each
+    zero-cost one) against the reference; its headline figures."""
     from nas.reference import describe
-    from nas.export.fidelity import kendall_tau_b
 
     task, proxy, reference, _ = panel_runs(space, choice)
     panel = PANELS[space]
@@ -266,9 +351,8 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
             for knobs in panel]
     mean = lambda rs: sum(r["quality"] for r in rs) / len(rs)  # noqa: E731
     pq, rq = [mean(p) for _, p, _ in rows], [mean(r) for _, _, r in rows]
-    tau, top3 = kendall_tau_b(pq, rq), top_k_agreement(pq, rq)
     rank = lambda xs: [sorted(xs).index(x) + 1 for x in xs]  # noqa: E731
-    out.append(f"\n## {space} (task {task.name}; {len(panel)} configurations, {choice.describe_seeds(space)})")
+    out.append(f"## {space} (task {task.name}; {len(panel)} configurations, {choice.describe_seeds(space)})")
     out.append(f"proxy     {describe(proxy)}; wall {sum(r['wall_s'] for _, p, _ in rows for r in p):.0f} s")
     out.append(f"reference {describe(reference)}; wall {sum(r['wall_s'] for _, _, ref in rows for r in ref):.0f} s")
     out.append("| configuration | proxy quality | rank | reference quality | rank |")
@@ -282,17 +366,92 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     shown = range(choice.seed, choice.seed + NOISE_SEEDS_SHOWN)
     out.extend(noise_lines({role: recorded_runs(runs, role, task, {}, size, shown)
                             for role, size in (("proxy", proxy), ("reference", reference))}))
-    sd = pooled_seed_sd([recorded_runs(runs, "reference", task, knobs, reference, shown) for knobs in panel])
-    if sd is not None:
-        # two standard errors of a difference of two means over the reference's seeds
-        margin = 2 * sd[0] * math.sqrt(2 / choice.n_seeds("reference", space))
-        agree, pairs = resolved_pair_agreement(pq, rq, margin)
-        out.append(f"reference seed sd {sd[0]:.4f} (pooled, dof {sd[1]}): {pairs} of "
-                   f"{len(rq) * (len(rq) - 1) // 2} pairs differ by more than two standard errors ({margin:.4f}); "
-                   f"the proxy orders {agree} of them the same way")
-    out.append(f"Kendall tau-b = {tau if tau is None else f'{tau:.3f}'}; top-3 agreement = {top3:.2f}"
+    sds = {role: pooled_seed_sd([recorded_runs(runs, role, task, knobs, size, shown) for knobs in panel])
+           for role, size in (("proxy", proxy), ("reference", reference))}  # each proxy kind's seed noise, as recorded
+    for (role, sd), size in zip(sds.items(), (proxy, reference)):
+        out.append(f"{role} seed sd {sd[0]:.4f} ({size.name}: pooled over the panel's recorded seeds, dof {sd[1]})"
+                   if sd else f"{role} seed sd: no estimate ({size.name}: no configuration has two recorded seeds)")
+    sd = sds["reference"]
+    # two standard errors of a difference of two means over the reference's seeds; no estimate: every pair counts
+    noise = 2 * sd[0] * math.sqrt(2 / choice.n_seeds("reference", space)) if sd else 0.0
+    out.append(f"pairs the reference resolves: {len(resolved_pairs(rq, noise))} of {len(rq) * (len(rq) - 1) // 2} "
+               + (f"(they differ by more than two standard errors of its seed noise, {noise:.4f})" if sd else
+                  "(no seed-noise estimate: every pair counts)"))
+    ranking_lines, figures = rankings(space, proxy, pq, rq, noise)
+    out.extend(ranking_lines)
+    out.append(f"Kendall tau-b = {figures.tau if figures.tau is None else f'{figures.tau:.3f}'}; top-3 agreement = "
+               f"{top_k_agreement(pq, rq):.2f}"
                + ("" if all(c["passed"] for c in checks) else " (the reference fails adequacy: not a fidelity figure)"))
-    return tau
+    return figures
+
+
+def short_name(knobs: dict[str, Any]) -> str:
+    """A panel configuration in a few words: its knob values, nested ones flattened ("dense" for none)."""
+    flat = {k: v for k, v in knobs.items() if not isinstance(v, dict) and k != "attention"}
+    flat.update(next((v for v in knobs.values() if isinstance(v, dict)), {}))
+    return " ".join(f"{k}={v}" for k, v in flat.items()) or "dense"
+
+
+@dataclass(frozen=True)
+class Score:
+    """One ranking (predicted quality, lower = better) against the reference on one panel."""
+
+    tau: float | None  # Kendall tau-b
+    resolved: tuple[int, int]  # (ordered right, pairs) over the pairs the reference resolves
+    iso: tuple[int, int]  # the same over the iso-compute pairs
+    iso_resolved: tuple[int, int]  # the same over the iso-compute pairs the reference resolves
+    regrets: tuple[float | None, ...]  # per budget of BUDGETS
+
+
+def score(predicted: list[float], reference: list[float], primary: list[float], noise: float) -> Score:
+    """Score a ranking against the reference: `primary` is the panel's primary compute axis (ratios to dense),
+    `noise` the reference difference a pair needs to count as resolved."""
+    from nas.export.fidelity import kendall_tau_b
+
+    resolved, iso = resolved_pairs(reference, noise), iso_compute_pairs(primary)
+    iso_resolved = [p for p in iso if p in resolved]
+    count = lambda pairs: (ordered_right(predicted, reference, pairs), len(pairs))  # noqa: E731
+    return Score(kendall_tau_b(predicted, reference), count(resolved), count(iso), count(iso_resolved),
+                 tuple(budget_regret(predicted, reference, primary, b) for b in BUDGETS))
+
+
+def rankings(space: str, proxy: Any, pq: list[float], rq: list[float], noise: float) -> tuple[list[str], Figures]:
+    """The proxy's ranking and each zero-cost one (more compute = better) scored against the reference, and the
+    proxy's calibration: the report's lines and the space's figures."""
+    where, axes = zero_cost_axes(space, proxy)
+    primary_name, primary = axes[0]
+    iso = iso_compute_pairs(primary)
+    n_resolved = len([p for p in iso if p in resolved_pairs(rq, noise)])
+    pairs = ", ".join(f"{short_name(PANELS[space][i])} ~ {short_name(PANELS[space][j])}" for i, j in iso)
+    budgets = " / ".join(f"{b:g}" for b in BUDGETS)
+    lines = [(f"zero-cost rankings: the panel costed at {where} (nas.cost, as a search costs a trial); more "
+              f"compute = better, equal compute a tie; primary axis {primary_name}")]
+    lines.append(f"iso-compute pairs (within {ISO_TOLERANCE:.0%} on {primary_name}): {len(iso)}"
+                 f"{': ' + pairs if iso else ''}; the reference resolves {n_resolved} of them; a tie is not right")
+    lines.append(f"budgets ({primary_name} <= {budgets} of dense): "
+                 f"{' / '.join(str(sum(c <= b for c in primary)) for b in BUDGETS)} configurations fit; regret = "
+                 f"the reference quality of the ranking's pick minus the reference's best that fits (a tie for the "
+                 f"pick: their mean; '-': none fits)")
+    lines.append(f"| ranking | Kendall tau-b | resolved pairs right | iso-compute pairs right (resolved) | regret at "
+                 f"{budgets} | quality / dense vs the reference's: Pearson r, mean abs diff |")
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    fmt = lambda x, spec=".3f": "-" if x is None else format(x, spec)  # noqa: E731
+    ratio = lambda right_pairs: f"{right_pairs[0]}/{right_pairs[1]}"  # noqa: E731
+    scores = {f"proxy {proxy.name}": score(pq, rq, primary, noise)}
+    scores.update((name, score([-v for v in values], rq, primary, noise)) for name, values in axes)
+    r, diff = calibration(pq, rq)
+    for i, (label, sc) in enumerate(scores.items()):
+        lines.append(f"| {label if i == 0 else f'zero-cost: {label}'} | {fmt(sc.tau)} | {ratio(sc.resolved)} | "
+                     f"{ratio(sc.iso)} ({ratio(sc.iso_resolved)}) | {' / '.join(fmt(g, '.4f') for g in sc.regrets)} "
+                     f"| {f'{fmt(r)}, {diff:.4f}' if i == 0 else '-'} |")
+    own, *baselines = scores.items()
+    best = max(((n, sc.tau) for n, sc in baselines if sc.tau is not None), key=lambda nt: nt[1], default=None)
+    margin = None if own[1].tau is None or best is None else own[1].tau - best[1]  # best: the first of equal ones
+    lines.append(f"margin: the proxy's tau-b minus the best zero-cost tau-b ({best[0] if best else '-'}) = "
+                 f"{fmt(margin, '+.3f')}")
+    right, n = own[1].iso_resolved
+    regrets = [g for g in own[1].regrets if g is not None]
+    return lines, Figures(own[1].tau, margin, right / n if n else None, max(regrets) if regrets else None)
 
 
 NOISE_SEEDS_SHOWN = 10  # recorded dense runs at up to this many seeds are reported
@@ -327,7 +486,8 @@ def noise_lines(dense_runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
+    """The command line (also what --regenerate parses each recorded command with)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", action="append", choices=SPACES, help="space(s) to train (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="runs trained at once, one thread each")
@@ -349,8 +509,15 @@ def main() -> None:
     parser.add_argument("--reference-of", action="append", metavar="[SPACE=]PROXY",
                         help="rank SPACE (default: every space) against the reference of PROXY (e.g. a recorded one) "
                              "instead of the measured proxy's own")
-    args = parser.parse_args()
+    parser.add_argument("--regenerate", type=Path, metavar="FILE",
+                        help="rewrite a results file (e.g. benchmarks/results/fidelity_cpu.txt): its # lines kept, "
+                             "after each '#   python benchmarks/fidelity.py --report-only ...' line the report it prints")
+    return parser
 
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """Train what the arguments ask (progress printed as it goes); the report of their spaces, summary line last.
+    Without training, the report depends only on the recorded runs (no machine or wall-time lines)."""
     from nas.proxy import load_proxy
 
     proxy = replace(load_proxy("tiny"), min_context=args.min_context)
@@ -359,12 +526,6 @@ def main() -> None:
         proxy = replace(proxy, budget_tokens=8 * proxy.tokens_per_step, rungs=1, eval_batches=1)
         runs_path = Path(os.environ.get("TMPDIR", "/tmp")) / "nas-fidelity-quick.jsonl"
         runs_path.unlink(missing_ok=True)
-    runs_path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1 per run")
-    taus: dict[str, float | None] = {}
-    out: list[str] = []
-    start = time.perf_counter()
-    runs = load_runs(runs_path)
     for flag, entries in (("proxy-seeds", args.proxy_seeds), ("reference-seeds", args.reference_seeds),
                           ("noise-seeds", [str(args.noise_seeds)])):
         for entry in entries:
@@ -372,25 +533,83 @@ def main() -> None:
             if not n.isdigit() or int(n) < 1 or (sep and space not in SPACES):
                 parser.error(f"--{flag}={entry} is invalid: expected N or SPACE=N with an integer N >= 1 and SPACE "
                              f"one of {', '.join(SPACES)}")
+    trains = args.quick or (args.space is not None and not args.report_only)
+    figures: dict[str, Figures | None] = {}
+    out: list[str] = []
+    start = time.perf_counter()
+    runs = load_runs(runs_path)
     choice = Choice(proxy, args.seed, args.proxy, tuple(args.reference_of or ()), tuple(args.proxy_seeds),
                     tuple(args.reference_seeds), args.noise_seeds)
-    if args.quick or (args.space is not None and not args.report_only):
+    if trains:
+        runs_path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1 per run")
         train_missing(args.space or list(SPACES), choice, args.workers, runs_path, runs, args.device, args.role)
     for space in args.space or SPACES:
         todo = panel_runs(space, choice)[3]
         if not all(t[0] in runs for t in todo):
             done = sum(t[0] in runs for t in todo)
-            out.append(f"\n## {space}: not measured yet, {done} of {len(todo)} runs recorded "
+            out.append(f"## {space}: not measured yet, {done} of {len(todo)} runs recorded "
                        f"(python benchmarks/fidelity.py --space {space}{choice.seed_flags(space)} trains the rest)")
-            taus[space] = None
+            figures[space] = None
+        else:
+            figures[space] = report(space, choice, runs, out)
+        out.append("")
+    if trains:
+        out.append(f"wall {time.perf_counter() - start:.0f} s this run")
+    return [*out, summary(figures)]
+
+
+def summary(figures: dict[str, Figures | None]) -> str:
+    """The last line: the worst space's tau-b, margin over the zero-cost rankings, iso-compute accuracy and regret,
+    then each reported space's tau-b (nan: not measured yet, or not defined on its panel)."""
+    def pick(field: str, worst: Any) -> str:
+        values = [getattr(f, field) for f in figures.values() if f is not None and getattr(f, field) is not None]
+        return f"{worst(values):.3f}" if values else "nan"
+
+    tau = lambda f: "nan" if f is None or f.tau is None else f"{f.tau:.3f}"  # noqa: E731
+    return (f"fidelity tau_min={pick('tau', min)} margin_min={pick('margin', min)} "
+            f"iso_acc_min={pick('iso_accuracy', min)} regret_max={pick('regret', max)} "
+            + " ".join(f"tau_{s}={tau(figures[s])}" for s in SPACES if s in figures))
+
+
+COMMAND = "#   python benchmarks/fidelity.py "  # a recorded report's command line in a results file
+
+
+def regenerate(path: Path, parser: argparse.ArgumentParser) -> None:
+    """Rewrite a results file from the recorded runs: its comment lines ("# ...") kept; after each command line
+    (continued by a trailing backslash on the next comment lines) the report it prints; every other line replaced."""
+    lines, out, i = path.read_text().splitlines(), [], 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not (line == "#" or line.startswith("# ")):  # a report's own "## space" headings are not comments
             continue
-        taus[space] = report(space, choice, runs, out)
-    print("\n".join(out))
-    print(f"\nwall {time.perf_counter() - start:.0f} s this run")
-    measured = [t for t in taus.values() if t is not None]
-    fmt = lambda t: "nan" if t is None else f"{t:.3f}"  # noqa: E731
-    print(f"fidelity tau_min={fmt(min(measured) if measured else None)} "
-          + " ".join(f"tau_{s}={fmt(taus.get(s))}" for s in SPACES))
+        out.append(line)
+        if not line.startswith(COMMAND):
+            continue
+        command = line[1:].strip()
+        while command.endswith("\\") and i < len(lines) and lines[i].startswith("#"):
+            out.append(lines[i])
+            command = command[:-1] + " " + lines[i][1:].strip()
+            i += 1
+        args = parser.parse_args(shlex.split(command)[2:])
+        if not args.report_only or args.regenerate:
+            parser.error(f"{path}: {command!r} is invalid here: expected a --report-only command")
+        out.extend([*run(args, parser), ""])
+    while out and not out[-1]:
+        out.pop()
+    path.write_text("\n".join(out) + "\n")
+
+
+def main() -> None:
+    parser = make_parser()
+    args = parser.parse_args()
+    if args.regenerate:
+        if not args.regenerate.is_file():
+            parser.error(f"--regenerate {args.regenerate}: no such file")
+        regenerate(args.regenerate, parser)
+        return
+    print("\n".join(run(args, parser)))
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def _states(store: Store, study: str) -> list[str]:
 def test_search_end_to_end_baseline_first_pruning_and_front(local_ray, tmp_path):
     url = f"sqlite:///{tmp_path / 'nas.db'}"
     cfg = compose_cfg("study=e2e", f"store.url={url}", "n_trials=8", "sampler=random", "ray.max_concurrent=1",
-                      "pruner.n_startup_trials=1", "pruner.min_dominators=1", "seed=3")
+                      "pruner=pareto", "pruner.n_startup_trials=1", "pruner.min_dominators=1", "seed=3")
     out = io.StringIO()
     result = run_search(cfg, trial_runner=FakeRunner(), out=out)
     store = Store(url)
@@ -401,6 +401,14 @@ def test_a_ray_address_where_nothing_listens_is_refused_in_seconds(monkeypatch, 
 
 
 # ---- the Optuna bridge without Ray: seeding, pruners on the rung study -----------------------------------------
+
+
+def test_the_default_pruner_is_none():
+    """No pruning unless asked: on the recorded replay the Pareto pruner reaches the target in fewer seeds."""
+    cfg = compose_cfg()
+    assert cfg.pruner.name == PrunerConf().name == "none"
+    assert isinstance(make_pruner(PrunerConf(**cfg.pruner)), optuna.pruners.NopPruner)
+    assert isinstance(make_pruner(PrunerConf(**compose_cfg("pruner=pareto").pruner)), ParetoPruner)
 
 
 def _bridge(tmp_path, name, sampler="random", pruner=PrunerConf(name="none"), seed=0, check=lambda cost: None):

@@ -44,7 +44,7 @@ class SamplerConf:
 class PrunerConf:
     """Optuna pruner on the quality metric at rungs (conf/pruner/*.yaml)."""
 
-    name: str = "pareto"  # pareto | median | successive_halving | hyperband | none
+    name: str = "none"  # none (the default) | pareto | median | successive_halving | hyperband
     n_startup_trials: int = 3  # median, pareto: trials that must reach a rung before any is stopped there
     n_warmup_steps: int = 0  # median, pareto: no pruning before this training step
     min_resource: int = 1  # successive_halving, hyperband (training steps)
