@@ -77,21 +77,29 @@ PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in the proxy's units (64 po
 }
 
 
-def _non_default(data: dict[str, Any], cls: type) -> dict[str, Any]:
-    """The fields of a dataclass dict that differ from the class defaults (new default fields keep keys stable)."""
-    defaults = asdict(cls())
+# The base a recorded run's proxy is keyed against (ProxySpec's defaults when the first runs were recorded;
+# ProxySpec has none now): fixed, so the keys in fidelity_runs.jsonl stay stable
+PROXY_KEY_BASE = {"name": "tiny", "n_layers": 2, "d_model": 64, "n_heads": 4, "ffn_mult": 4.0, "seq_len": 128,
+                  "batch_size": 16, "lr": 3e-3, "weight_decay": 0.1, "warmup_steps": 20, "min_lr_ratio": 0.1,
+                  "grad_clip": 1.0, "budget_tokens": 524_288, "rungs": 4, "rung_base": 2.0, "eval_batches": 4,
+                  "positions": "rope", "min_context": None}
+
+
+def _non_default(data: dict[str, Any], cls: type | dict[str, Any]) -> dict[str, Any]:
+    """The fields of a dataclass dict that differ from the class defaults, or from a base dict (new default fields
+    keep keys stable)."""
+    defaults = cls if isinstance(cls, dict) else asdict(cls())
     return {k: v for k, v in data.items() if v != defaults.get(k)}
 
 
 def run_key(role: str, task: dict[str, Any], knobs: dict[str, Any], seed: int, proxy: dict[str, Any]) -> str:
     """Identity of one training run (the task without its name: equal tasks share runs)."""
     from nas.data import MQARSpec, TaskSpec
-    from nas.proxy import ProxySpec
 
     task = {**_non_default(task, TaskSpec), "mqar": _non_default(task["mqar"], MQARSpec)}
     task.pop("name", None)
     return json.dumps({"role": role, "task": task, "knobs": knobs, "seed": seed,
-                       "proxy": _non_default(proxy, ProxySpec)}, sort_keys=True)
+                       "proxy": _non_default(proxy, PROXY_KEY_BASE)}, sort_keys=True)
 
 
 def load_runs(path: Path) -> dict[str, dict[str, Any]]:

@@ -35,6 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from nas.cli import fail  # noqa: E402
 from nas.profiles import read_profile  # noqa: E402
 from nas.replay import (Table, compose_search, export_table, grid_points, hv_curve, machine, record,  # noqa: E402
                         replay, tokens_to_reach)
@@ -276,8 +277,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise ValueError(f"--seeds={args.seeds} --trials={args.trials} are invalid: expected integers >= 1")
             run(args)
     except ValueError as err:  # SearchError, SpaceError, a malformed table: one line, nothing written
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        fail(str(err))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+
+
+def seeded_start(arch: Any, seed: int, device: Any, lr: float, weight_decay: float
+                 ) -> tuple[Any, torch.optim.AdamW, torch.Generator]:
+    """A run's start from its seed: (model of `arch` on `device`, its optimizer, the data-order generator)."""
+    from nas.model.transformer import TransformerLM
+
+    torch.manual_seed(seed)
+    model = TransformerLM(arch).to(device)
+    return model, make_optimizer(model, lr, weight_decay), torch.Generator().manual_seed(seed)
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from nas.checks import check_int
+from nas.checks import check_int, check_recipe
 from nas.data import TaskData, TaskSpec, load_task
 from nas.device import resolve_device
 from nas.knobs import carry
@@ -26,29 +26,29 @@ from nas.model import ArchConfig, TransformerLM
 from nas.model.config import POSITIONS, Positions
 from nas.model.precision import AdaptivePrecision
 from nas.objective import NonFiniteLoss, RungReport, batch_to, evaluate, quality, train_loss
-from nas.optim import lr_at, make_optimizer, set_lr
+from nas.optim import lr_at, seeded_start, set_lr
 from nas.profiles import hydra_entry, read_profile, strict_from_dict
 
 @dataclass
 class ProxySpec:
     """Size and training recipe of a proxy model (conf/proxy/*.yaml)."""
 
-    name: str = "tiny"
-    n_layers: int = 2
-    d_model: int = 64
-    n_heads: int = 4
-    ffn_mult: float = 4.0
-    seq_len: int = 128
-    batch_size: int = 16
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
-    grad_clip: float = 1.0
-    budget_tokens: int = 524_288
-    rungs: int = 4  # evaluations at steps total / rung_base**k, k = rungs-1 .. 0
-    rung_base: float = 2.0
-    eval_batches: int = 4
+    name: str  # every size and recipe field comes from its conf/proxy/*.yaml: no defaults to contradict one
+    n_layers: int
+    d_model: int
+    n_heads: int
+    ffn_mult: float
+    seq_len: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    min_lr_ratio: float  # cosine decay ends at lr * min_lr_ratio
+    grad_clip: float
+    budget_tokens: int
+    rungs: int  # evaluations at steps total / rung_base**k, k = rungs-1 .. 0
+    rung_base: float
+    eval_batches: int
     positions: Positions = "rope"  # the model family's position encoding (ArchConfig.positions)
     min_context: int | None = None  # multi-fidelity along context: rung phases train at growing lengths from here
 
@@ -63,13 +63,9 @@ class ProxySpec:
             check_int(f"proxy.{key}", getattr(self, key))
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"proxy.warmup_steps={self.warmup_steps!r} is invalid: expected an integer >= 0")
-        for key, low in (("lr", 0.0), ("ffn_mult", 0.0), ("grad_clip", 0.0)):
-            if not (isinstance(getattr(self, key), (int, float)) and getattr(self, key) > low):
-                raise ValueError(f"proxy.{key}={getattr(self, key)!r} is invalid: expected a number > {low}")
-        if not (0.0 <= self.min_lr_ratio <= 1.0):
-            raise ValueError(f"proxy.min_lr_ratio={self.min_lr_ratio!r} is invalid: expected a number in [0, 1]")
-        if not self.weight_decay >= 0.0:
-            raise ValueError(f"proxy.weight_decay={self.weight_decay!r} is invalid: expected a number >= 0")
+        if isinstance(self.ffn_mult, bool) or not isinstance(self.ffn_mult, (int, float)) or self.ffn_mult <= 0:
+            raise ValueError(f"proxy.ffn_mult={self.ffn_mult!r} is invalid: expected a number > 0")
+        check_recipe("proxy.", self.lr, self.min_lr_ratio, self.grad_clip, self.weight_decay)
         if self.min_context is not None and not (isinstance(self.min_context, int) and
                                                  1 <= self.min_context <= self.seq_len and
                                                  self.seq_len % self.min_context == 0):
@@ -159,12 +155,9 @@ def _run(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], total_ste
     torch.set_num_threads(threads)
     bar = tqdm(total=total_steps, disable=not progress, desc=f"proxy {proxy.name} {cfg.attention}", leave=False)
     try:
-        torch.manual_seed(seed)
-        model = TransformerLM(cfg).to(device)
+        model, optimizer, gen = seeded_start(cfg, seed, device, proxy.lr, proxy.weight_decay)
         if model_sink is not None:
             model_sink(model)
-        optimizer = make_optimizer(model, proxy.lr, proxy.weight_decay)
-        gen = torch.Generator().manual_seed(seed)
         val_set = data[proxy.seq_len].val_set(proxy.eval_batches, proxy.batch_size)  # always the full context
         rungs = rung_steps(total_steps, proxy.rungs, proxy.rung_base)
         contexts = [proxy.context_at(k + proxy.rungs - len(rungs), proxy.rungs) for k in range(len(rungs))]

@@ -260,11 +260,14 @@ def export_table(url: str, study: str, space: Mapping[str, Any]) -> Table:
 
 
 def _spec(space: Mapping[str, Any], proxy: Mapping[str, Any] | None) -> SearchSpec:
-    """The table's search space, validated against its proxy's sizes (the ProxySpec defaults when none is named)."""
+    """The table's search space, validated against the sizes of the proxy it was recorded on."""
     from nas.proxy import ProxySpec, proxy_arch
     from nas.space import parse
 
-    return parse(dict(space), f"table space {space.get('name')!r}", proxy_arch({}, ProxySpec.from_dict(dict(proxy or {}))))
+    if not isinstance(proxy, Mapping):
+        raise ValueError(f"table space {space.get('name')!r}: the table names no proxy (its `meta.proxy`), so its "
+                         "space cannot be checked; re-record it")
+    return parse(dict(space), f"table space {space.get('name')!r}", proxy_arch({}, ProxySpec.from_dict(dict(proxy))))
 
 
 def machine() -> str:

@@ -87,7 +87,7 @@ def test_coarsest_format_of_the_precision_space() -> None:
 def test_a_micro_proxy_is_refused_with_its_fix(tmp_path) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("def f(x):\n    return x * 2\n" * 400)
-    micro = ProxySpec(name="micro", n_layers=2, d_model=32, n_heads=4, seq_len=32, batch_size=4, warmup_steps=2,
+    micro = replace(load_proxy("tiny"), name="micro", n_layers=2, d_model=32, n_heads=4, seq_len=32, batch_size=4, warmup_steps=2,
                       budget_tokens=8 * 128, rungs=2, eval_batches=1)
     task = replace(LONG, corpus=str(corpus))
     spec = load(path_of("sparse_attn"), proxy_arch({}, micro))

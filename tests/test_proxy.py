@@ -16,9 +16,9 @@ import torch
 from nas.data import TaskSpec, load_corpus
 from nas.model import ArchConfig
 from nas.objective import NonFiniteLoss, quality
-from nas.proxy import ProxySpec, load_proxy, proxy_arch, rung_steps, train_proxy
+from nas.proxy import load_proxy, proxy_arch, rung_steps, train_proxy
 
-MICRO = ProxySpec(name="micro", n_layers=2, d_model=32, n_heads=4, seq_len=32, batch_size=4, warmup_steps=2,
+MICRO = replace(load_proxy("tiny"), name="micro", n_layers=2, d_model=32, n_heads=4, seq_len=32, batch_size=4, warmup_steps=2,
                   budget_tokens=16 * 4 * 32, rungs=3, eval_batches=1)
 
 
@@ -111,7 +111,7 @@ def test_proxy_arch_takes_knobs_and_proxy_sizes() -> None:
 
 def test_dense_solves_mqar_that_a_short_window_cannot_reach() -> None:
     # queries sit >= 16 positions after their keys; 2 layers of window 8 reach back at most 14
-    proxy = ProxySpec(name="mqar", n_layers=2, d_model=64, n_heads=4, seq_len=32, batch_size=16, lr=3e-3,
+    proxy = replace(load_proxy("tiny"), name="mqar", n_layers=2, d_model=64, n_heads=4, seq_len=32, batch_size=16, lr=3e-3,
                       weight_decay=0.0, warmup_steps=20, min_lr_ratio=1.0, budget_tokens=300 * 16 * 32, rungs=1,
                       eval_batches=4)
     task = TaskSpec(kind="mqar", mqar={"vocab": 16, "num_pairs": 2, "min_distance": 16})

@@ -198,7 +198,7 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
 
     t0 = time.perf_counter()
     setup = validate(cfg, space_source)
-    conf, spec = setup.conf, setup.spec
+    conf = setup.conf
     store = Store(setup.url)
     try:
         existing = store.study(conf.study)

@@ -17,7 +17,7 @@ import torch
 from nas.data import Batch, TaskData, load_task
 from nas.model import ArchConfig, TransformerLM
 from nas.model.precision import AdaptivePrecision
-from nas.optim import lr_at, make_optimizer, set_lr
+from nas.optim import lr_at, seeded_start, set_lr
 from nas.device import resolve_device
 from nas.objective import NonFiniteLoss, batch_to, evaluate, train_loss
 from nas.trainer.checkpoint import checkpoints, restore_rng_states, resume_state, rng_states, save_checkpoint
@@ -98,13 +98,10 @@ class _Run:
 
     def __init__(self, arch: ArchConfig, spec: TrainSpec, device: torch.device, data: TaskData) -> None:
         self.arch, self.spec, self.device, self.data = arch, spec, device, data
-        torch.manual_seed(spec.seed)
-        self.model = TransformerLM(arch).to(device)
-        self.optimizer = make_optimizer(self.model, spec.lr, spec.weight_decay)
+        self.model, self.optimizer, self.gen = seeded_start(arch, spec.seed, device, spec.lr, spec.weight_decay)
         uses_fp16 = "fp16" in (arch.precision.attention, arch.precision.ffn, arch.precision.embed)
         self.scaler = torch.amp.GradScaler(device.type, enabled=uses_fp16 and device.type == "cuda")
         self.adaptive = AdaptivePrecision.from_config(arch.precision) if arch.precision.ffn == "adaptive" else None
-        self.gen = torch.Generator().manual_seed(spec.seed)
         self.step = 0
 
     def state(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nas.checks import check_int
+from nas.checks import check_int, check_recipe
 from nas.cost.target import apply_knobs, load_target
 from nas.knobs import SIZE_FIELDS
 from nas.model.config import ArchConfig
@@ -51,14 +51,7 @@ class TrainSpec:
         if self.batch_size % self.micro_batch:
             raise ValueError(f"micro_batch={self.micro_batch} is invalid: it must divide "
                              f"batch_size={self.batch_size}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr={self.lr!r} is invalid: expected a number > 0")
-        if not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
-            raise ValueError(f"grad_clip={self.grad_clip!r} is invalid: expected a number > 0")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay={self.weight_decay!r} is invalid: expected a number >= 0")
-        if not (isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1):
-            raise ValueError(f"min_lr_ratio={self.min_lr_ratio!r} is invalid: expected a number in [0, 1]")
+        check_recipe("", self.lr, self.min_lr_ratio, self.grad_clip, self.weight_decay)
         if not isinstance(self.resume, (bool, str)):
             raise ValueError(f"resume={self.resume!r} is invalid: expected true, false or a checkpoint path")
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
