@@ -1,4 +1,4 @@
-"""Every use `nas` makes of Optuna beyond its documented API, in one place (tests/search/test_optuna_compat.py
+"""Every use `nas` makes of Optuna beyond its documented API, in one place (tests/test_optuna_compat.py
 fails loudly when an Optuna upgrade changes any of it).
 
 Public API where one exists:
