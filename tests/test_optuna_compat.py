@@ -11,7 +11,12 @@ from optuna.trial import TrialState
 
 from nas.search import optuna_compat
 from nas.search.bridge import AskTellGridSampler
-from nas.search.optuna_compat import FIXED_PARAMS_ATTR, GRID_ID_ATTR, StaleTrials, TrialIds
+from nas.search.optuna_compat import (
+    FIXED_PARAMS_ATTR,
+    GRID_ID_ATTR,
+    StaleTrials,
+    TrialIds,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -17,7 +17,7 @@ def test_auto_address_is_resolved_by_rays_own_lookup(monkeypatch, tmp_path) -> N
     from ray._private import services
 
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
-    monkeypatch.setattr(services, "find_gcs_addresses", lambda: [])  # another test's Ray may be running
+    monkeypatch.setattr(services, "find_gcs_addresses", list)  # another test's Ray may be running
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with pytest.raises(ConnectionError, match="Could not find any running Ray instance"):
         ray_compat.resolve_address("auto")
