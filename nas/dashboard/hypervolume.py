@@ -25,7 +25,7 @@ class HypervolumeHistory:
 def reference_point(view: StudyView) -> tuple[float, ...] | None:
     """(quality, *compute) just beyond the worst completed values (nas.study_view.reference_point); None without
     completed trials."""
-    return study_view.reference_point([t.vector for t in view.drawable()])
+    return study_view.reference_point([t.vector for t in view.drawable() if t.vector is not None])
 
 
 def hypervolume_history(view: StudyView) -> HypervolumeHistory:

@@ -76,7 +76,7 @@ def rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat_interval: int
                           grace_period=grace_period, heartbeat_stale_trial_callback=StaleTrials())
 
 
-def fail_stale_trials(study: optuna.Study, storage: BaseStorage) -> list[FrozenTrial]:
+def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> list[FrozenTrial]:
     """Fail the study's trials whose heartbeat is older than the grace period (Optuna's `fail_stale_trials`, any
     host); the trials this call failed (another driver failing one at the same moment gets it, not us).
 
