@@ -30,6 +30,7 @@ from nas.export.front import Point, Policy, StudyPoints, load_points, select
 from nas.model.config import ArchConfig
 from nas.reference import describe
 from nas.store import Store
+from nas.study_view import same_config
 
 PASS, FAIL, UNMEASURABLE = "PASS", "FAIL", "NOT MEASURABLE HERE"
 BF16_DENSE = {"precision": {"attention": "bf16", "ffn": "bf16", "embed": "bf16"}}
@@ -192,7 +193,7 @@ def _recipe(studies: list[SeedStudy], params: dict[str, Any]) -> list[Point]:
     """Each seed's point of the given configuration (ValueError when a seed lacks it)."""
     found = []
     for s in studies:
-        match = [p for p in s.points.points if p.trial.params == params]
+        match = [p for p in s.points.points if same_config(p.params, params)]
         if not match:
             raise ValueError(f"study {s.points.study.name!r} has no COMPLETE trial {knobs_text(params)}")
         found.append(match[0])
@@ -272,8 +273,8 @@ def combined(claim: Claim, studies: list[SeedStudy]) -> ClaimResult:
     if all(s.pick.trial.params.get("attention") == "dense" for s in studies):
         recipes = [p for p in studies[0].points.points if p.trial.params.get("attention") != "dense"]
         best = max(recipes, key=lambda p: statistics.fmean(s.ratio(q) for s in studies for q in s.points.points
-                                                            if q.trial.params == p.trial.params))
-        kept = Spread(tuple(s.ratio(q) for s in studies for q in s.points.points if q.trial.params == best.trial.params))
+                                                            if same_config(q.params, p.params)))
+        kept = Spread(tuple(s.ratio(q) for s in studies for q in s.points.points if same_config(q.params, best.params)))
         status, reason = FAIL, (f"no recipe configuration reaches dense quality on the proxy in any seed; the best, "
                                 f"{knobs_text(best.trial.params)}, keeps quality ratio {kept.text()} at training time "
                                 f"{1 / costs.speedup_vs_bf16(best, 'h100_sxm'):.2f}x dense bf16 (model) and FLOPs "

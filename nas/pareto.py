@@ -27,8 +27,17 @@ def dominates_by_margin(a: Vector, b: Vector, margin: float) -> bool:
 
 
 def pareto_front(points: Sequence[Vector]) -> list[int]:
-    """Indices (in input order) of the points no other point dominates; equal points all stay."""
-    return [i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)]
+    """Indices (in input order) of the points no other point dominates; equal points all stay.
+
+    A dominator precedes the point it dominates in lexicographic order, and dominance is transitive, so each
+    point, taken in that order, is checked against the front found so far only (O(n log n + n * front)).
+    """
+    order = sorted(range(len(points)), key=lambda i: tuple(points[i]))
+    kept: list[int] = []
+    for i in order:
+        if not any(dominates(points[j], points[i]) for j in kept):
+            kept.append(i)
+    return sorted(kept)
 
 
 def hypervolume(points: Sequence[Vector], reference: Vector) -> float:

@@ -29,14 +29,11 @@ from nas.search.bridge import OptunaBridge, SpaceExhausted, make_pruner, make_sa
 from nas.search.config import PrunerConf, SamplerConf
 from nas.space import SearchSpec, SpaceError
 from nas.store import Store
+from nas.study_view import config_key, hypervolume_history, reference_point
 
 FORMAT = 1  # the table file's format version
-REFERENCE_PAD = 0.1  # the hypervolume reference point: the table's worst value + this share of its range
 
-
-def config_key(params: Mapping[str, Any]) -> str:
-    """A configuration's identity: its active parameters as canonical JSON."""
-    return json.dumps(dict(params), sort_keys=True, default=str)
+__all__ = ["config_key"]  # re-exported: a configuration's identity, owned by nas.study_view
 
 
 def grid_points(spec: SearchSpec) -> list[dict[str, Any]]:
@@ -137,6 +134,11 @@ class Entry:
         """The final rung's quality (the value a completed trial is told)."""
         return self.rungs[-1].quality
 
+    @property
+    def vector(self) -> tuple[float, ...]:
+        """(quality, *compute): the configuration in objective space."""
+        return (self.quality, *self.compute)
+
 
 @dataclass
 class Table:
@@ -146,7 +148,8 @@ class Table:
     compute_keys: tuple[str, ...]
     entries: list[Entry]
     meta: dict[str, Any] = field(default_factory=dict)
-    reference: tuple[float, ...] = ()  # hypervolume reference point (quality, *compute); from the table if empty
+    reference: tuple[float, ...] = ()  # hypervolume reference point (quality, *compute); empty: the entries'
+    # nas.study_view.reference_point
 
     def __post_init__(self) -> None:
         self.by_key = {config_key(e.params): e for e in self.entries}
@@ -155,9 +158,7 @@ class Table:
         self.spec = _spec(self.space, self.meta.get("proxy"))
         self.by_knobs = {config_key(self.spec.knobs(e.params)): e for e in self.entries}
         if not self.reference:
-            points = [(e.quality, *e.compute) for e in self.entries]
-            worst, best = [max(c) for c in zip(*points)], [min(c) for c in zip(*points)]
-            self.reference = tuple(w + REFERENCE_PAD * (w - b) for w, b in zip(worst, best))
+            self.reference = reference_point([e.vector for e in self.entries]) or ()
 
     def lookup(self, params: Mapping[str, Any]) -> Entry:
         """The entry of a sampled configuration; KeyError naming it when the table lacks it."""
@@ -180,7 +181,7 @@ class Table:
 
     def hypervolume(self, entries: Sequence[Entry]) -> float:
         """Hypervolume of completed entries' (quality, *compute) against the table's reference point."""
-        return hypervolume([(e.quality, *e.compute) for e in entries], self.reference)
+        return hypervolume([e.vector for e in entries], self.reference)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -351,15 +352,10 @@ def _table_evaluator(table: Table):
 
 
 def hv_curve(table: Table, trials: Sequence[ReplayTrial]) -> tuple[list[int], list[float]]:
-    """Cumulative charged tokens and the hypervolume of the completed trials after each trial."""
-    tokens, hv, done, spent = [], [], [], 0
-    for t in trials:
-        spent += t.tokens
-        if t.state == "COMPLETE":
-            done.append(t.entry)
-        tokens.append(spent)
-        hv.append(table.hypervolume(done))
-    return tokens, hv
+    """Cumulative charged tokens and the hypervolume of the completed trials after each trial (against the
+    table's reference point)."""
+    return hypervolume_history(((t.tokens, t.entry.vector if t.state == "COMPLETE" else None) for t in trials),
+                               table.reference)
 
 
 def tokens_to_reach(tokens: Sequence[int], hv: Sequence[float], target: float) -> float:

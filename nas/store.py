@@ -497,7 +497,7 @@ class Store:
     def add_report(self, study: str, number: int, step: int, tokens: int, metrics: dict) -> None:
         """Append one intermediate report to a trial."""
         with self._session.begin() as s:
-            trial_id = self._trial_id(s, study, number)
+            trial_id = self._row_id(s, study, number)
             s.add(ReportRow(trial_id=trial_id, step=int(step), tokens=int(tokens), metrics=metrics))
 
     def finish_trial(self, study: str, number: int, state: str, *, objectives: dict | None = None,
@@ -506,7 +506,7 @@ class Store:
         if state not in STATES[1:]:
             raise ValueError(f"trial state={state!r} is invalid: expected one of {', '.join(STATES[1:])}")
         with self._session.begin() as s:
-            row = s.get(TrialRow, self._trial_id(s, study, number))
+            row = s.get(TrialRow, self._row_id(s, study, number))
             row.state, row.objectives, row.error = state, objectives, error
             row.finished = now()
             row.duration_s = (row.finished - row.started).total_seconds()
@@ -578,7 +578,7 @@ class Store:
             raise ValueError(f"study={name!r} not found in the store")
         return sid
 
-    def _trial_id(self, s: Session, study: str, number: int) -> int:
+    def _row_id(self, s: Session, study: str, number: int) -> int:
         tid = s.scalar(select(TrialRow.id).where(TrialRow.study_id == self._study_id(s, study),
                                                  TrialRow.number == number))
         if tid is None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from nas.objectives import QUALITY, stored_compute_keys
 from nas.store import Report, shown_url
+from nas.study_view import is_baseline, trial_objectives, vector
 
 ABSOLUTE_OF = {  # compute ratio -> the absolute cost figure it divides by the dense baseline's
     "flops_ratio": "step_flops",
@@ -45,7 +46,7 @@ class TrialView:
     @property
     def vector(self) -> tuple[float, ...] | None:
         """(quality, *compute) when both are known: the trial in objective space."""
-        return None if self.quality is None or self.compute is None else (self.quality, *self.compute)
+        return vector(self.quality, self.compute)
 
 
 @dataclass(frozen=True)
@@ -85,15 +86,6 @@ class StudyView:
         return hashlib.sha256(json.dumps([self.name, rows, extra], default=str).encode()).hexdigest()[:16]
 
 
-def last_quality(reports: tuple[Report, ...]) -> float | None:
-    """The quality at the last rung that reported one."""
-    for r in reversed(reports):
-        q = r.metrics.get(QUALITY)
-        if isinstance(q, (int, float)):
-            return float(q)
-    return None
-
-
 def quality_label(config: dict[str, Any]) -> str:
     """'quality (w*term + ...)' from the study's task objective, lower is better."""
     objective = (config.get("task") or {}).get("objective") or {}
@@ -102,16 +94,11 @@ def quality_label(config: dict[str, Any]) -> str:
 
 
 def trial_view(t: Any, compute_keys: tuple[str, ...], baseline: dict[str, Any] | None) -> TrialView:
-    """A store Trial as a TrialView."""
+    """A store Trial as a TrialView (its objectives read by nas.study_view.trial_objectives)."""
     reports = tuple(Report(r.step, r.tokens, dict(r.metrics)) for r in t.reports)
-    objectives, cost = t.objectives or {}, t.cost or {}
-    quality = objectives.get(QUALITY) if t.state == "COMPLETE" else \
-        last_quality(reports) if t.state in ("PRUNED", "RUNNING") else None
-    values = [objectives.get(k, cost.get(k)) for k in compute_keys]
-    compute = None if any(v is None for v in values) else tuple(float(v) for v in values)
-    return TrialView(t.number, t.state, dict(t.params), None if quality is None else float(quality),
-                     compute, dict(cost), reports,
-                     baseline is not None and dict(t.params) == baseline, t.error, t.duration_s)
+    quality, compute = trial_objectives(t, compute_keys)
+    return TrialView(t.number, t.state, dict(t.params), quality, compute, dict(t.cost or {}), reports,
+                     is_baseline(t.params, baseline), t.error, t.duration_s)
 
 
 class StoreReader:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from nas import study_view
 from nas.dashboard.data import StudyView
 from nas.dashboard.style import esc
-from nas.pareto import hypervolume
-
-MARGIN = 0.1  # the reference point lies this fraction of each objective's range beyond the worst completed value
 
 
 @dataclass(frozen=True)
@@ -26,31 +23,20 @@ class HypervolumeHistory:
 
 
 def reference_point(view: StudyView) -> tuple[float, ...] | None:
-    """(quality, *compute) just beyond the worst completed values; None without completed trials."""
-    pts = np.array([t.vector for t in view.drawable()], dtype=float)
-    if len(pts) == 0:
-        return None
-    worst, span = pts.max(axis=0), np.ptp(pts, axis=0)
-    ref = worst + MARGIN * np.where(span > 0, span, np.maximum(np.abs(worst), 1.0))
-    return tuple(float(r) for r in ref)
+    """(quality, *compute) just beyond the worst completed values (nas.study_view.reference_point); None without
+    completed trials."""
+    return study_view.reference_point([t.vector for t in view.drawable() if t.vector is not None])
 
 
 def hypervolume_history(view: StudyView) -> HypervolumeHistory:
-    """Optuna's hypervolume of the completed points over all objectives after each finished trial."""
+    """The hypervolume of the completed points over all objectives after each finished trial
+    (nas.study_view.hypervolume_history)."""
     ref = reference_point(view)
-    numbers, tokens, values, spent = [], [], [], 0
-    points: list[tuple[float, ...]] = []
-    for t in view.trials:
-        if t.state == "RUNNING":
-            continue
-        spent += t.tokens
-        if t.state == "COMPLETE" and t.vector is not None:
-            points.append(t.vector)
-        hv = hypervolume(points, ref) if points and ref else 0.0
-        numbers.append(t.number)
-        tokens.append(spent)
-        values.append(float(hv))
-    return HypervolumeHistory(numbers, tokens, values, ref or (float("nan"),) * (1 + len(view.compute_keys)))
+    finished = [t for t in view.trials if t.state != "RUNNING"]
+    tokens, values = study_view.hypervolume_history(
+        ((t.tokens, t.vector if t.state == "COMPLETE" else None) for t in finished), ref)
+    return HypervolumeHistory([t.number for t in finished], tokens, values,
+                              ref or (float("nan"),) * (1 + len(view.compute_keys)))
 
 
 def plot_hypervolume(view: StudyView) -> go.Figure:

@@ -10,19 +10,18 @@ from collections.abc import Callable, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from nas import study_view
 from nas.dashboard.data import StudyView, TrialView
 from nas.dashboard.style import COLORS, esc, hover_text
 from nas.objectives import QUALITY
-from nas.pareto import pareto_front
 
 GRID_COLS = 3
 
 
 def front(view: StudyView) -> list[TrialView]:
-    """The study's COMPLETE trials no other dominates over all its objectives (nas.pareto), by increasing compute."""
-    done = view.drawable()
-    keep = pareto_front([t.vector for t in done])
-    return sorted((done[i] for i in keep), key=lambda t: (t.compute, t.quality))
+    """The study's COMPLETE trials no other dominates over all its objectives, one per configuration, by increasing
+    compute (nas.study_view.front)."""
+    return study_view.front(view.drawable())
 
 
 def _value(view: StudyView, name: str) -> Callable[[TrialView], float]:

@@ -2,7 +2,7 @@
 
 Every objective is minimised: quality (the proxy task's objective, e.g. bits per byte) and one or more compute
 ratios to the dense target (e.g. flops_ratio), the first of them the space's primary. The front is over all
-objectives (nas.pareto). The policies read the primary compute objective: knee is the knee of the front of
+objectives (nas.study_view: one point per configuration). The policies read the primary compute objective: knee is the knee of the front of
 quality against it, max_quality bounds it, min_compute minimises it; ties go to the lower other compute
 objectives in order. The quality ratio of a point is dense_quality / quality: 1.0 is as good as the dense
 baseline, 0.97 means a 3% worse objective (for lower-is-better quality).
@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from nas import pareto
+from nas import pareto, study_view
 from nas.checks import check_int
 from nas.objectives import QUALITY, stored_compute_keys
 from nas.store import Store, Study, Trial, shown_url
@@ -42,6 +42,11 @@ class Point:
         """(quality, *compute): the point in objective space."""
         return (self.quality, *self.compute)
 
+    @property
+    def params(self) -> dict[str, Any]:
+        """The trial's configuration (its searched parameters)."""
+        return self.trial.params
+
     def describe(self, compute_keys: tuple[str, ...]) -> str:
         """'trial N (quality=..., key=..., ...)'."""
         values = ", ".join(f"{k}={v:.4f}" for k, v in zip(compute_keys, self.compute))
@@ -60,12 +65,13 @@ class StudyPoints:
     def dense_quality(self) -> float | None:
         """Quality of the dense baseline: the COMPLETE trial whose parameters are the search space's baseline."""
         baseline = self.study.search_space.get("baseline")
-        found = [p.quality for p in self.points if baseline is not None and p.trial.params == baseline]
+        found = [p.quality for p in self.points if study_view.is_baseline(p.params, baseline)]
         return min(found) if found else None
 
 
 def load_points(store: Store, study: str) -> StudyPoints:
-    """The study's COMPLETE trials with finite objectives; ValueError naming the valid studies when unknown."""
+    """The study's COMPLETE trials with finite objectives (nas.study_view.trial_objectives); ValueError naming the
+    valid studies when unknown."""
     meta = store.study(study)
     if meta is None:
         names = ", ".join(s.name for s in store.studies()) or "none"
@@ -74,18 +80,16 @@ def load_points(store: Store, study: str) -> StudyPoints:
     keys = stored_compute_keys(meta.config, (t.objectives for t in trials))
     points = []
     for t in trials:
-        obj = t.objectives or {}
-        if t.state == "COMPLETE" and all(k in obj for k in (QUALITY, *keys)):
-            q, c = float(obj[QUALITY]), tuple(float(obj[k]) for k in keys)
-            if all(math.isfinite(v) for v in (q, *c)):
-                points.append(Point(t.number, q, c, t))
+        q, c = study_view.trial_objectives(t, keys)
+        if t.state == "COMPLETE" and q is not None and c is not None:
+            points.append(Point(t.number, q, c, t))
     return StudyPoints(meta, keys, points, dict(Counter(t.state for t in trials)))
 
 
 def pareto_front(points: list[Point]) -> list[Point]:
-    """The points no other point dominates over all objectives, by increasing compute (primary first)."""
-    keep = pareto.pareto_front([p.vector for p in points])
-    return sorted((points[i] for i in keep), key=lambda p: (p.compute, p.quality, p.number))
+    """The points no other point dominates over all objectives, one per configuration, by increasing compute
+    (primary first): nas.study_view.front."""
+    return study_view.front(points)
 
 
 def knee(points: list[Point]) -> Point:

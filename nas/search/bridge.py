@@ -9,7 +9,6 @@ twin as a user attr (a list) for ParetoPruner.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import os
 import socket
@@ -28,9 +27,11 @@ from optuna.trial import TrialState
 from nas.model.config import ArchConfig
 from nas.objectives import QUALITY, names, values_dict
 from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
+from nas.search import optuna_compat
 from nas.search.config import PrunerConf, SamplerConf
 from nas.space import MAX_GRID, SearchSpec, SpaceError
 from nas.store import engine_kwargs, folder_lock, sqlite_file, tune_sqlite
+from nas.study_view import config_key, front
 
 RUNG_SUFFIX = ".rungs"
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
@@ -101,14 +102,11 @@ def make_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     `grace_period` seconds is stale (Optuna's heartbeat mechanism). Drivers opening a new database at once race
     to create Optuna's tables: on SQLite they take turns (the folder's lock, as the store does); on a server the
     loser retries and finds them made."""
-    beat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
     path = sqlite_file(url)
     for attempt in range(attempts):
         try:
-            with warnings.catch_warnings(), \
-                    folder_lock(path.parent) if path is not None and path.parent.is_dir() else nullcontext():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat arguments
-                storage = RDBStorage(url, engine_kwargs=engine_kwargs(url), **beat)
+            with folder_lock(path.parent) if path is not None and path.parent.is_dir() else nullcontext():
+                storage = optuna_compat.rdb_storage(url, engine_kwargs(url), heartbeat_interval, grace_period)
             break
         except sqlalchemy.exc.DBAPIError:
             if attempt == attempts - 1:
@@ -135,10 +133,6 @@ def _dead_here(driver: dict[str, Any] | None) -> bool:
     except PermissionError:  # alive, another user's
         return False
     return False
-
-
-def _key(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
 
 
 class SpaceExhausted(Exception):
@@ -180,6 +174,8 @@ class OptunaBridge:
         self.name, self.spec, self.compute_keys = name, spec, tuple(compute_keys)
         self.evaluate, self.check = evaluate, check
         self.storage, self.driver = storage, this_driver()
+        self._ids = optuna_compat.TrialIds(storage, name)  # trial number -> storage id, main study
+        self._rung_ids = optuna_compat.TrialIds(storage, name + RUNG_SUFFIX)
         metrics = names(self.compute_keys)
         self.study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
                                          directions=["minimize"] * len(metrics), load_if_exists=True)
@@ -210,10 +206,7 @@ class OptunaBridge:
         grace = None
         if self.heartbeat_interval is not None:
             grace = self.storage.grace_period or 2 * self.heartbeat_interval
-            self.storage.heartbeat_stale_trial_callback = lambda study, trial: failed.append(trial)
-            with warnings.catch_warnings():  # fail_stale_trials is marked experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(self.study)  # calls back for the trials this call failed
+            failed += optuna_compat.fail_stale_trials(self.study, self.storage)
         now = _now_local()
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             driver = t.user_attrs.get(DRIVER_ATTR)
@@ -222,7 +215,7 @@ class OptunaBridge:
             if not (_dead_here(driver) or unbeaten):
                 continue
             try:
-                if self.storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                if self.storage.set_trial_state_values(self._ids(t.number), state=TrialState.FAIL):
                     failed.append(t)
             except optuna.exceptions.UpdateFinishedTrialError:  # another driver got there first
                 continue
@@ -232,7 +225,7 @@ class OptunaBridge:
                                                            "baseline": t.user_attrs.get("baseline", False)})
             for r in self.rungs.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if r.user_attrs.get("number") == t.number:
-                    _fail_quietly(self.storage, r._trial_id)
+                    _fail_quietly(self.storage, self._rung_ids(r.number))
             numbers.append(t.number)
             on_reclaimed(t.number)
         return numbers
@@ -240,16 +233,17 @@ class OptunaBridge:
     def beat(self, live: Iterable["Sampled"]) -> None:
         """Record a heartbeat for this driver's live trials."""
         for s in live:
-            self._beat(s.trial._trial_id)
+            self._beat(s.trial.number)
 
     @property
     def heartbeat_interval(self) -> int | None:
         """Seconds between heartbeats; None when the storage keeps none (e.g. Optuna's in-memory storage)."""
         return getattr(self.storage, "heartbeat_interval", None)
 
-    def _beat(self, trial_id: int) -> None:
+    def _beat(self, number: int) -> None:
+        """Record a heartbeat for the main study's trial `number` (when the storage keeps heartbeats)."""
         if self.heartbeat_interval is not None:
-            self.storage.record_heartbeat(trial_id)
+            self.storage.record_heartbeat(self._ids(number))
 
     def n_running(self) -> int:
         """Trials running now, in any driver."""
@@ -276,9 +270,9 @@ class OptunaBridge:
         """Give back a trial asked beyond the total: FAIL, marked withdrawn. A configuration it took from Optuna's
         queue (the baseline, a re-run) is queued again with its attributes, for whichever trial runs it; so is a
         grid point it drew, which the grid sampler would otherwise never propose again."""
-        system = self.storage.get_trial_system_attrs(trial._trial_id)
-        fixed = system.get("fixed_params")
-        if fixed is None and "grid_id" in system:  # the grid sampler counts a finished trial's point as visited
+        trial_id = self._ids(trial.number)
+        fixed = optuna_compat.enqueued_params(self.storage, trial_id)
+        if fixed is None and optuna_compat.drew_grid_point(self.storage, trial_id):  # counted visited once finished
             fixed = self.spec.suggest(trial)
         trial.set_user_attr(WITHDRAWN_ATTR, True)
         self.study.tell(trial, state=TrialState.FAIL)
@@ -287,14 +281,10 @@ class OptunaBridge:
             self.study.enqueue_trial(fixed, user_attrs=attrs)
 
     def front(self) -> list[optuna.trial.FrozenTrial]:
-        """The Pareto front of completed trials over all objectives (Optuna's own computation), by compute.
-
-        One trial per configuration: a configuration sampled again trains to the same point (same seed).
-        """
-        first: dict[str, optuna.trial.FrozenTrial] = {}
-        for t in sorted(self.study.best_trials, key=lambda t: t.number):
-            first.setdefault(json.dumps(t.params, sort_keys=True, default=str), t)
-        return sorted(first.values(), key=lambda t: (t.values[1:], t.values[0]))
+        """The Pareto front of completed trials over all objectives, one per configuration, by compute
+        (nas.study_view.front)."""
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return front(done, lambda t: t.values)
 
     def objectives(self, compute: tuple[float, ...], quality: float | None = None) -> dict[str, float]:
         """Objective name -> value as the store keeps it (quality only when known)."""
@@ -316,7 +306,7 @@ class OptunaBridge:
                 n_points = math.prod(len(values) for values in self.spec.grid().values())
                 raise SpaceExhausted(f"every one of the grid's {n_points} points has been trained or is training")
             trial = _ask(self.study)
-            self._beat(trial._trial_id)  # beat, then stamp: a trial without a stamp has never beaten
+            self._beat(trial.number)  # beat, then stamp: a trial without a stamp has never beaten
             trial.set_user_attr(DRIVER_ATTR, self.driver)
             if n_trials is not None and self._beyond_total(trial, n_trials):
                 self._withdraw(trial)
@@ -362,11 +352,11 @@ class OptunaBridge:
         trial's state when there was one. A configuration still running elsewhere is told FAIL (ask again)."""
         if trial.user_attrs.get("rerun_of") is not None:
             return None
-        key = _key(params)
+        key = config_key(params)
         done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
         for t in self.study.get_trials(deepcopy=False, states=done):
             if t.number == trial.number or DUPLICATE_ATTR in t.user_attrs or "infeasible" in t.user_attrs \
-                    or _key(t.params) != key:
+                    or config_key(t.params) != key:
                 continue
             trial.set_user_attr(DUPLICATE_ATTR, t.number)
             for name, value in t.user_attrs.items():
@@ -411,7 +401,7 @@ class OptunaBridge:
             except optuna.exceptions.UpdateFinishedTrialError:  # another driver declared it dead and re-queued it
                 s.reclaimed = True
         if s.reclaimed:
-            _fail_quietly(self.storage, s.rung_trial._trial_id)  # our rung twin; the main trial is the other's
+            _fail_quietly(self.storage, self._rung_ids(s.rung_trial.number))  # our rung twin; the main trial is the other's
         s.state = RECLAIMED if s.reclaimed else state.name
         return s.state
 
@@ -427,11 +417,11 @@ class OptunaBridge:
         try:
             self.study.tell(s.trial, values, state=state)
         except ValueError:
-            if self.storage.get_trial(s.trial._trial_id).state == TrialState.RUNNING:
+            if self.storage.get_trial(self._ids(s.number)).state == TrialState.RUNNING:
                 raise  # not a reclaim: a value Optuna refuses
             raise optuna.exceptions.UpdateFinishedTrialError(f"trial {s.number} was reclaimed") from None
         if state == TrialState.FAIL:
-            _fail_quietly(self.storage, s.rung_trial._trial_id)
+            _fail_quietly(self.storage, self._rung_ids(s.rung_trial.number))
         else:
             self.rungs.tell(s.rung_trial, None if state == TrialState.PRUNED else quality, state=state)
         return state

@@ -26,6 +26,7 @@ from nas.search.ray_start import RayStart, check_ray_address
 from nas.search.runner import ProxyRunner, TrialRunner, trainable
 from nas.search.scratch import ray_scratch
 from nas.store import DEFAULT_URL, Store, check_store, shown_url
+from nas.study_view import is_baseline
 
 QUIET_TUNE = {  # no CSV/JSON/TensorBoard loggers, no progress tables, rare experiment snapshots: the store is the record
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_GLOBAL_CHECKPOINT_S": "600",
@@ -249,7 +250,7 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
                 state.close()
     finally:
         ray_start.shutdown()
-    front = [_front_row(t, setup.compute_keys) for t in bridge.front()]
+    front = [_front_row(t, setup.compute_keys, setup.spec.baseline) for t in bridge.front()]
     store.close()
     result = SearchResult(conf.study, setup.url, dict(counts), front, time.perf_counter() - t0)
     if out is not None:
@@ -322,9 +323,9 @@ def _fixed(config: dict[str, Any], key: str) -> Any:
     return config.get(key)
 
 
-def _front_row(t: Any, compute_keys: tuple[str, ...]) -> dict[str, Any]:
+def _front_row(t: Any, compute_keys: tuple[str, ...], baseline: dict[str, Any] | None) -> dict[str, Any]:
     return {"number": t.number, "quality": t.values[0], **dict(zip(compute_keys, t.values[1:])), "params": t.params,
-            "baseline": bool(t.user_attrs.get("baseline"))}
+            "baseline": is_baseline(t.params, baseline)}
 
 
 def _dashboard(result: SearchResult) -> str:

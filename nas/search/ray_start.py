@@ -5,7 +5,8 @@ Two facts about Ray (measured with 2.60) shape this module:
   (gcs_server, raylet, workers, the driver's own core worker) then listen on every interface. Its single-machine
   mode (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, the default on macOS and Windows) keeps loopback as loopback, and
   every Ray server then listens on 127.0.0.1 only. That mode is read when `ray` is imported, so `keep_loopback`
-  sets it for this process as well as for the processes it starts.
+  sets it for this process as well as for the processes it starts (through nas.search.ray_compat, which holds
+  every use of Ray's private API).
 - On Linux, Ray's processes die with the *thread* that started them (PR_SET_PDEATHSIG): the thread that runs
   `ray.init` stays alive until `shutdown`.
 """
@@ -17,7 +18,9 @@ import socket
 import threading
 from typing import Any
 
-SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-machine mode (loopback stays loopback)
+from nas.search import ray_compat
+from nas.search.ray_compat import SINGLE_MACHINE_ENV  # noqa: F401  (where this module's readers look for it)
+
 LOOPBACK = "127.0.0.1"
 INIT_KWARGS: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
                                "logging_level": "ERROR"}
@@ -32,10 +35,8 @@ def check_ray_address(address: str | None, key: str = "ray.address") -> None:
     if address in (None, "local"):
         return
     if address == "auto":  # Ray's own lookup (RAY_ADDRESS, else the cluster `ray start` left on this machine)
-        from ray._private.services import canonicalize_bootstrap_address_or_die
-
         try:
-            canonicalize_bootstrap_address_or_die(address)
+            ray_compat.resolve_address(address)
         except ConnectionError as err:
             raise ValueError(f"{key}='auto': {err}") from None
         return
@@ -55,10 +56,7 @@ def check_ray_address(address: str | None, key: str = "ray.address") -> None:
 
 def keep_loopback() -> None:
     """Ray's single-machine mode in this process and those it starts: a loopback node IP or address stays loopback."""
-    os.environ[SINGLE_MACHINE_ENV] = "0"
-    from ray._private import ray_constants  # evaluated at `import ray`: set here too, ray is imported already
-
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray_compat.single_machine_mode()
 
 
 class RayStart:
@@ -106,8 +104,7 @@ class RayStart:
                 if self.address:
                     ray.init(address=self.address, **INIT_KWARGS)
                 else:  # "local": never a cluster that `ray start` left registered on this machine
-                    ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count(), num_gpus=self.num_gpus,
-                             _node_ip_address=LOOPBACK, **INIT_KWARGS)
+                    ray_compat.init_local(LOOPBACK, self.num_cpus or os.cpu_count(), self.num_gpus, **INIT_KWARGS)
                 self.started = True
         except BaseException as err:  # surfaced by wait() in the driver's thread
             self.error = err

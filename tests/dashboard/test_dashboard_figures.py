@@ -31,7 +31,9 @@ def _optuna_front(points: list[tuple[float, float]]) -> set[int]:
 
 
 def _view(points: list[tuple[float, float]]) -> StudyView:
-    trials = tuple(TrialView(i, "COMPLETE", {"c": c}, q, (c,)) for i, (c, q) in enumerate(points))
+    # one configuration per trial: the front keeps one trial per configuration (tests/test_study_view.py), and
+    # Optuna's best_trials, the oracle, keeps every trial at a non-dominated point
+    trials = tuple(TrialView(i, "COMPLETE", {"i": i, "c": c}, q, (c,)) for i, (c, q) in enumerate(points))
     return StudyView("synthetic", ("flops_ratio",), "quality", trials)
 
 

@@ -1,0 +1,138 @@
+"""One view of a study's results, shared by every reader (the search's summary, export, dashboard, replay, claims).
+
+It owns:
+- the configuration key: a configuration's identity (its parameters as canonical JSON);
+- baseline detection: a trial is the dense baseline when its configuration is the search space's baseline;
+- a trial's objective vector (quality, *compute), read one way from a store row;
+- the Pareto front: non-dominated over every objective (nas.pareto, the one dominance rule), one trial per
+  configuration (the earliest: a configuration trained again with the same seed lands on the same point), by
+  increasing compute (primary first), then quality, then trial number;
+- the hypervolume reference point and the hypervolume history, with one reference rule (`reference_point`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+from nas.objectives import QUALITY
+from nas.pareto import hypervolume, pareto_front
+
+REFERENCE_MARGIN = 0.1  # the reference point lies this share of each objective's range beyond its worst value
+
+Vector = Sequence[float]
+
+
+def config_key(params: Mapping[str, Any]) -> str:
+    """A configuration's identity: its active parameters as canonical JSON."""
+    return json.dumps(dict(params), sort_keys=True, default=str)
+
+
+def same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two parameter mappings are one configuration."""
+    return config_key(a) == config_key(b)
+
+
+def is_baseline(params: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> bool:
+    """Whether `params` is the search space's dense baseline configuration (None: the space names none)."""
+    return baseline is not None and same_config(params, baseline)
+
+
+def last_quality(reports: Iterable[Any]) -> float | None:
+    """The quality at the last rung that reported one (reports have `.metrics`)."""
+    for r in reversed(tuple(reports)):
+        q = r.metrics.get(QUALITY)
+        if isinstance(q, (int, float)) and not isinstance(q, bool):
+            return float(q)
+    return None
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a finite float, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def trial_objectives(trial: Any, compute_keys: Sequence[str]) -> tuple[float | None, tuple[float, ...] | None]:
+    """(quality, compute) of a stored trial (nas.store.Trial); None for what is unknown or not finite.
+
+    Quality: a COMPLETE trial's objective; a PRUNED or RUNNING trial's last reported rung; a FAIL trial has none.
+    Compute: each of `compute_keys` from the trial's objectives, else from its cost (the same ratios, recorded
+    before training); None unless every one is known.
+    """
+    objectives, cost = trial.objectives or {}, trial.cost or {}
+    if trial.state == "COMPLETE":
+        quality = _finite(objectives.get(QUALITY))
+    elif trial.state in ("PRUNED", "RUNNING"):
+        quality = _finite(last_quality(trial.reports))
+    else:
+        quality = None
+    values = [_finite(objectives.get(k, cost.get(k))) for k in compute_keys]
+    compute = None if any(v is None for v in values) else tuple(float(v) for v in values)  # type: ignore[arg-type]
+    return quality, compute
+
+
+def vector(quality: float | None, compute: Sequence[float] | None) -> tuple[float, ...] | None:
+    """(quality, *compute) when both are known: a trial in objective space."""
+    return None if quality is None or compute is None else (quality, *compute)
+
+
+class Pointlike(Protocol):
+    """What the front reads of a trial: its number and configuration (the objective vector comes by accessor)."""
+
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+
+
+P = TypeVar("P", bound=Pointlike)
+
+
+def _own_vector(p: Any) -> Vector:
+    return p.vector
+
+
+def front(points: Sequence[P], vector_of: Callable[[P], Vector] = _own_vector) -> list[P]:
+    """The points no other dominates over all objectives, one per configuration (the earliest trial of it), by
+    increasing compute (primary first), then quality, then trial number. `vector_of` gives (quality, *compute)."""
+    vectors = [tuple(vector_of(p)) for p in points]
+    keep = sorted(pareto_front(vectors), key=lambda i: points[i].number)
+    first: dict[str, int] = {}
+    for i in keep:
+        first.setdefault(config_key(points[i].params), i)
+    return [points[i] for i in sorted(first.values(), key=lambda i: (vectors[i][1:], vectors[i][0], points[i].number))]
+
+
+def reference_point(vectors: Sequence[Vector]) -> tuple[float, ...] | None:
+    """The hypervolume reference point: each objective's worst value plus REFERENCE_MARGIN of its range; an
+    objective that never varies gets REFERENCE_MARGIN of max(|worst|, 1) instead, so that it still spans a
+    non-zero width and does not zero the hypervolume. None without vectors."""
+    if not vectors:
+        return None
+    ref = []
+    for column in zip(*vectors):
+        worst, span = max(column), max(column) - min(column)
+        ref.append(worst + REFERENCE_MARGIN * (span if span > 0 else max(abs(worst), 1.0)))
+    return tuple(ref)
+
+
+def hypervolume_history(steps: Iterable[tuple[int, Vector | None]], reference: Vector | None) \
+        -> tuple[list[int], list[float]]:
+    """Cumulative tokens and the hypervolume of the completed points against `reference` after each step.
+
+    A step is (the tokens it spent, its objective vector when it completed, else None); with no reference or no
+    completed point yet the hypervolume is 0.
+    """
+    tokens, values, done, spent = [], [], [], 0
+    for spent_here, v in steps:
+        spent += spent_here
+        if v is not None:
+            done.append(tuple(v))
+        tokens.append(spent)
+        values.append(float(hypervolume(done, reference)) if done and reference else 0.0)
+    return tokens, values

@@ -1,0 +1,186 @@
+"""nas.study_view: the one view of a study's results, on hand-built tiny studies, and its readers agreeing on it
+(the search's summary, export, the dashboard, replay)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+from nas import study_view
+from nas.dashboard.data import StoreReader
+from nas.dashboard.hypervolume import hypervolume_history as dashboard_history
+from nas.dashboard.pareto import front as dashboard_front
+from nas.export.front import load_points
+from nas.export.front import pareto_front as export_front
+from nas.pareto import hypervolume
+from nas.replay import Entry, Rung, Table, hv_curve
+from nas.search.bridge import OptunaBridge
+from nas.store import Store
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+KEYS = ("flops_ratio", "memory_ratio")
+DENSE = {"attention": "dense"}
+
+
+def lg(window: int, g: int = 0) -> dict[str, Any]:
+    """A configuration of benchmarks/spaces/sparse_attn_grid.yaml (replay's tables need real ones)."""
+    return {"attention": "local_global", "window": window, "global_tokens": g, "gate": "none"}
+
+
+def _table(entries: list[Entry], compute_keys: tuple[str, ...], reference: tuple[float, ...] = ()) -> Table:
+    """A replay table of `entries` on the grid space, at the tiny proxy."""
+    from nas.profiles import REPO_ROOT, read_profile
+
+    space = yaml.safe_load((REPO_ROOT / "benchmarks" / "spaces" / "sparse_attn_grid.yaml").read_text())
+    return Table(space, compute_keys, entries, {"proxy": read_profile("proxy", "tiny")[1]}, reference)
+
+
+# number, state, params, quality, (flops, memory). By hand: 1 and 5 tie (different configurations: both stay);
+# 3 repeats 1's configuration and point (the earliest, 1, stays); 4 is dominated by 1; 9 by 1 too (and its memory
+# ratio is only in its cost); 7 is pruned, 8 failed. Front by (compute, quality, number): 6, 2, 1, 5, 0.
+TRIALS = [
+    (0, "COMPLETE", DENSE, 1.00, (1.0, 1.0)),
+    (1, "COMPLETE", lg(16), 1.10, (0.5, 0.8)),
+    (2, "COMPLETE", lg(8), 1.20, (0.3, 0.9)),
+    (3, "COMPLETE", lg(16), 1.10, (0.5, 0.8)),
+    (4, "COMPLETE", lg(11), 1.15, (0.5, 0.8)),
+    (5, "COMPLETE", lg(6), 1.10, (0.5, 0.8)),
+    (6, "COMPLETE", lg(4), 1.30, (0.3, 0.7)),
+    (7, "PRUNED", lg(16, 2), 1.00, (0.1, 0.1)),
+    (8, "FAIL", lg(8, 2), None, (0.2, 0.2)),
+    (9, "COMPLETE", lg(4, 4), 1.50, (0.9, 0.95)),
+]
+FRONT = [6, 2, 1, 5, 0]
+
+
+@dataclass(frozen=True)
+class P:
+    number: int
+    params: dict[str, Any]
+    vector: tuple[float, ...]
+
+
+def test_config_key_is_canonical_and_the_one_every_reader_uses() -> None:
+    import nas.replay
+    import nas.search.bridge
+
+    a = {"window": 16, "attention": "local_global", "gate": "none"}
+    b = {"gate": "none", "attention": "local_global", "window": 16}
+    assert study_view.config_key(a) == study_view.config_key(b) == json.dumps(a, sort_keys=True, default=str)
+    assert study_view.config_key(a) != study_view.config_key({**a, "window": 8})
+    assert nas.replay.config_key is study_view.config_key  # replay's tables and grid points
+    assert nas.search.bridge.config_key is study_view.config_key  # the bridge's duplicate answers and front
+    assert study_view.is_baseline({"attention": "dense"}, DENSE) and not study_view.is_baseline(lg(4), DENSE)
+    assert not study_view.is_baseline(DENSE, None)  # a space without a baseline has none
+
+
+def test_front_is_sorted_and_one_point_per_configuration() -> None:
+    points = [P(n, params, (q, *c)) for n, state, params, q, c in TRIALS if state == "COMPLETE"]
+    assert [p.number for p in study_view.front(points)] == FRONT
+    # a later trial of a configuration that beats the earlier one is the one kept (the earlier is dominated)
+    better = [P(0, lg(8), (1.2, 0.5)), P(1, lg(8), (1.1, 0.5)), P(2, DENSE, (1.0, 1.0))]
+    assert [p.number for p in study_view.front(better)] == [1, 2]
+    assert study_view.front([]) == []
+
+
+def _seed(url: str) -> None:
+    store = Store(url)
+    config = {"objectives": {"compute": list(KEYS)}, "task": {"objective": {"bpb": 1.0}}}
+    store.create_study("tiny", config, {"name": "tiny_space", "baseline": {"attention": "dense"}}, "0" * 64)
+    for number, state, params, quality, compute in TRIALS:
+        cost = dict(zip(KEYS, compute))
+        store.start_trial("tiny", number, params, {}, cost=cost)
+        store.add_report("tiny", number, 10, 1024 * (number + 1), {"quality": (quality or 2.0) + 0.25})
+        if state != "FAIL":
+            store.add_report("tiny", number, 20, 2048 * (number + 1), {"quality": quality})
+        objectives = dict(zip(KEYS, compute)) if number != 9 else {"flops_ratio": compute[0]}  # 9: memory in cost
+        if state == "COMPLETE":
+            objectives["quality"] = quality
+        store.finish_trial("tiny", number, state, objectives=objectives)
+    store.close()
+
+
+def test_the_readers_agree_on_the_front_baseline_and_vectors(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'sv.db'}"
+    _seed(url)
+    store = Store(url)
+    try:
+        sp = load_points(store, "tiny")
+    finally:
+        store.close()
+    assert [p.number for p in export_front(sp.points)] == FRONT
+    assert sp.dense_quality() == 1.0
+    assert {p.number: p.vector for p in sp.points}[9] == (1.5, 0.9, 0.95)  # memory read from the cost
+    reader = StoreReader(url)
+    try:
+        view = reader.study("tiny")
+    finally:
+        reader.close()
+    assert [t.number for t in dashboard_front(view)] == FRONT
+    assert [t.number for t in view.trials if t.is_baseline] == [0]
+    by = {t.number: t for t in view.trials}
+    assert by[9].vector == (1.5, 0.9, 0.95) and by[7].quality == 1.0 and by[8].quality is None
+    assert {t.number: t.vector for t in view.drawable()} == {p.number: p.vector for p in sp.points}
+    # the search's summary: the bridge's front over the Optuna study of the same trials
+    study = optuna.create_study(directions=["minimize"] * 3)
+    for number, state, params, quality, compute in TRIALS:
+        dists = {k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()}
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=dists, state=optuna.trial.TrialState[state],
+            values=[quality, *compute] if state == "COMPLETE" else None,
+            intermediate_values={10: 2.0} if state == "PRUNED" else None))
+    assert [t.number for t in OptunaBridge.front(SimpleNamespace(study=study))] == FRONT
+
+
+def test_a_constant_objective_does_not_zero_the_hypervolume() -> None:
+    """flops_ratio never varies: the reference lies REFERENCE_MARGIN * max(|worst|, 1) beyond it, not on it."""
+    vectors = [(1.0, 0.5), (1.2, 0.5), (1.1, 0.5)]
+    ref = study_view.reference_point(vectors)
+    assert ref == pytest.approx((1.2 + 0.1 * 0.2, 0.5 + 0.1 * 1.0))
+    assert hypervolume(vectors, ref) == pytest.approx((1.22 - 1.0) * (0.6 - 0.5))  # one box from the best point
+    # replay's table takes the same rule (its recorded tables' references are unchanged where nothing is constant)
+    entries = [Entry(lg(w), (c,), (Rung(10, 100, q),)) for w, (q, c) in zip((4, 8, 16), vectors)]
+    table = _table(entries, ("flops_ratio",))
+    assert table.reference == ref and table.hypervolume(entries) > 0
+    ratio_varies = [(1.0, 0.5), (1.2, 1.0)]
+    assert study_view.reference_point(ratio_varies) == pytest.approx((1.22, 1.05))  # worst + 10% of the range
+    assert study_view.reference_point([]) is None
+
+
+def test_hypervolume_history_counts_every_step_and_only_completed_points() -> None:
+    ref = (2.0, 2.0)
+    tokens, values = study_view.hypervolume_history([(10, (1.0, 1.0)), (5, None), (20, (0.5, 1.5))], ref)
+    assert tokens == [10, 15, 35]
+    assert values == pytest.approx([1.0, 1.0, 1.0 + 0.5 * 0.5])  # second point adds a 0.5 x 0.5 box
+    assert study_view.hypervolume_history([(3, None)], None) == ([3], [0.0])
+
+
+def test_dashboard_and_replay_histories_are_the_same_computation(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'sv.db'}"
+    _seed(url)
+    reader = StoreReader(url)
+    try:
+        view = reader.study("tiny")
+    finally:
+        reader.close()
+    h = dashboard_history(view)
+    finished = [t for t in view.trials if t.state != "RUNNING"]
+    assert h.numbers == [t.number for t in finished]
+    assert h.tokens == list(itertools.accumulate(t.tokens for t in finished))
+    assert h.values[-1] == pytest.approx(hypervolume([t.vector for t in view.drawable()], h.reference))
+    # replay: the same steps through hv_curve give the same numbers against the same reference
+    done = [t for t in finished if t.state == "COMPLETE"]
+    entries = {t.number: Entry(dict(t.params), t.compute, (Rung(20, t.tokens, t.quality),)) for t in done}
+    unique = {study_view.config_key(e.params): e for e in entries.values()}  # a table lists a configuration once
+    table = _table(list(unique.values()), KEYS, h.reference)
+    trials = [SimpleNamespace(tokens=t.tokens, state=t.state, entry=entries.get(t.number)) for t in finished]
+    tokens, values = hv_curve(table, trials)
+    assert tokens == h.tokens and values == pytest.approx(h.values, rel=1e-12)
