@@ -11,12 +11,13 @@ of a size keeps its share, rounded to the nearest valid value (ties go to the la
 - kv_heads: a fraction of n_heads, as the nearest divisor of n_heads'.
 - unique_layers (sequence, cycle, cycle_rev): a fraction of n_layers (a divisor of n_layers' where the
   pattern needs one).
-- ffn_blocks: an absolute count, as the nearest divisor of d_model'.
+- ffn_blocks: an absolute count, as the nearest common divisor of d_model' and the FFN width.
 - everything else (attention kind, gate, group_share, sharing pattern and scope, precision): as is.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from nas.model.config import ArchConfig, PrecisionConfig
 
 SIZE_FIELDS = ("vocab_size", "seq_len", "n_layers", "d_model", "n_heads", "head_dim", "ffn_mult", "tie_embeddings",
-               "positions")
+               "positions", "ffn", "intermediate_size", "qk_norm", "post_norms", "rope_theta")
 KNOB_FIELDS = ("attention", "backend", "window", "global_tokens", "block_size", "gate", "gate_threshold",
                "kv_heads", "group_share", "sharing", "unique_layers", "sharing_scope", "ffn_blocks", "precision")
 _DIVISOR_SHARING = ("sequence", "cycle_rev")  # patterns that need M | L
@@ -85,8 +86,14 @@ def _rescaled(knobs: dict[str, Any], src: Mapping[str, Any], sizes: Mapping[str,
         m = max(1.0, knobs["unique_layers"] * layers / src["n_layers"])
         knobs["unique_layers"] = nearest_divisor(layers, m) if sharing in _DIVISOR_SHARING else min(layers, round(m))
     if sharing == "ffn_block_diag" and "ffn_blocks" in knobs:
-        knobs["ffn_blocks"] = nearest_divisor(sizes["d_model"], knobs["ffn_blocks"])
+        knobs["ffn_blocks"] = nearest_divisor(_ffn_block_room(sizes), knobs["ffn_blocks"])
     return knobs
+
+
+def _ffn_block_room(sizes: Mapping[str, Any]) -> int:
+    """What ffn_blocks must divide at `sizes`: d_model, and a stated FFN width (the ffn_mult rule rounds to fit)."""
+    width = sizes.get("intermediate_size")
+    return sizes["d_model"] if width is None else math.gcd(sizes["d_model"], width)
 
 
 def sizes_of(arch: ArchConfig) -> dict[str, Any]:

@@ -39,6 +39,9 @@ def counted_flops(model: TransformerLM, idx: torch.Tensor, train: bool = False) 
     (dict(seq_len=64, n_layers=3, d_model=48, n_heads=6, kv_heads=2), 2, 64),
     (dict(seq_len=48, n_layers=2, d_model=64, n_heads=4, kv_heads=1, group_share="qkv"), 1, 40),
     (dict(seq_len=32, n_layers=1, d_model=96, n_heads=3, tie_embeddings=False, ffn_mult=3.0, vocab_size=500), 3, 32),
+    (dict(seq_len=32, n_layers=2, d_model=32, n_heads=4, ffn="swiglu", intermediate_size=88, kv_heads=2), 2, 32),
+    (dict(seq_len=48, n_layers=2, d_model=48, n_heads=4, head_dim=16, ffn="geglu", intermediate_size=72,
+          qk_norm=True, post_norms=True, kv_heads=1, tie_embeddings=False, vocab_size=300), 2, 40),
 ])
 def test_dense_forward_flops_match_flop_counter_with_full_attention(fields, batch, seq):
     # FlopCounterMode counts SDPA as all S^2 pairs (no causal saving): compare with the `full` count
@@ -51,6 +54,7 @@ def test_dense_forward_flops_match_flop_counter_with_full_attention(fields, batc
     dict(attention="local_global", window=8, global_tokens=3),
     dict(attention="local_global", window=8, global_tokens=3, block_size=4, kv_heads=2),
     dict(attention="local_global", window=5, global_tokens=2, gate="dynamic"),
+    dict(attention="local_global", window=8, global_tokens=2, ffn="swiglu", intermediate_size=40, qk_norm=True),
 ])
 def test_local_global_forward_flops_match_flop_counter_on_the_block_kernel(changes):
     arch = tiny(**changes)
@@ -58,8 +62,10 @@ def test_local_global_forward_flops_match_flop_counter_on_the_block_kernel(chang
     assert flops(arch, Workload(2, 32, 1), attention="kernel").forward_total == pytest.approx(measured, rel=0.01)
 
 
-def test_dense_training_flops_are_three_forwards_like_flop_counter():
-    arch = tiny(kv_heads=2)
+@pytest.mark.parametrize("changes", [dict(kv_heads=2), dict(kv_heads=2, ffn="swiglu", intermediate_size=88),
+                                     dict(ffn="geglu", qk_norm=True, post_norms=True)])
+def test_dense_training_flops_are_three_forwards_like_flop_counter(changes):
+    arch = tiny(**changes)
     measured = counted_flops(TransformerLM(arch), torch.randint(0, 256, (2, 32)), train=True)
     assert flops(arch, Workload(2, 32, 1), attention="full").step == measured
 
@@ -67,6 +73,7 @@ def test_dense_training_flops_are_three_forwards_like_flop_counter():
 @pytest.mark.parametrize("changes", [
     dict(attention="local_global", window=8, global_tokens=3),
     dict(attention="local_global", window=5, global_tokens=2, gate="dynamic", block_size=4),
+    dict(attention="local_global", window=8, global_tokens=3, ffn="swiglu", intermediate_size=40, post_norms=True),
 ])
 def test_roofline_kernel_flops_match_a_counted_training_step(changes):
     # the block kernel's backward recomputes the scores (5 matmuls); the gate's global branch does not
@@ -120,11 +127,13 @@ SHARING_CASES = [("none", None, "both", 4)] + [
     for scope in ("attention", "ffn", "both")
 ] + [("adjacent", None, "both", 5), ("cycle", 2, "ffn", 5), ("ffn_block_diag", None, "ffn", 4),
      ("ffn_block_diag", None, "ffn", 5)]
+GATED = dict(ffn="swiglu", intermediate_size=56, qk_norm=True, post_norms=True)  # Gemma 3's extras on a SwiGLU
 
 
+@pytest.mark.parametrize("extra", [{}, GATED], ids=["gelu", "swiglu"])
 @pytest.mark.parametrize("pattern, m, scope, layers", SHARING_CASES)
-def test_unique_params_equal_the_models_unique_tensors(pattern, m, scope, layers):
-    arch = tiny(n_layers=layers, sharing=pattern, unique_layers=m, sharing_scope=scope)
+def test_unique_params_equal_the_models_unique_tensors(pattern, m, scope, layers, extra):
+    arch = tiny(n_layers=layers, sharing=pattern, unique_layers=m, sharing_scope=scope, **extra)
     model = TransformerLM(arch)
     counts = param_counts(arch)
     assert counts["unique"] == sum(p.numel() for p in model.parameters())  # shared tensors counted once
@@ -133,7 +142,8 @@ def test_unique_params_equal_the_models_unique_tensors(pattern, m, scope, layers
 
 @pytest.mark.parametrize("changes", [dict(gate="dynamic", attention="local_global", kv_heads=2),
                                      dict(kv_heads=1, group_share="qkv", tie_embeddings=False),
-                                     dict(head_dim=12, ffn_mult=1.5)])
+                                     dict(head_dim=12, ffn_mult=1.5),
+                                     dict(head_dim=12, ffn="geglu", qk_norm=True, kv_heads=1, group_share="qkv")])
 def test_unique_params_with_gate_grouping_and_untied_head(changes):
     arch = tiny(sharing="cycle", unique_layers=1, **changes)
     assert param_counts(arch)["unique"] == sum(p.numel() for p in TransformerLM(arch).parameters())
