@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from nas.checks import check_int
+from nas.checks import check_bool, check_int
 from nas.profiles import reject_unknown
 
 # The choice fields' types; each tuple of valid values is read from its Literal (validate() checks them at run time)
@@ -192,8 +192,7 @@ class ArchConfig:
         if self.intermediate_size is not None:
             _check_positive_int("intermediate_size", self.intermediate_size)
         for key in ("qk_norm", "post_norms"):
-            if not isinstance(getattr(self, key), bool):
-                _fail(key, getattr(self, key), "expected true or false")
+            check_bool(f"ArchConfig.{key}", getattr(self, key))
         if isinstance(self.rope_theta, bool) or not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
             _fail("rope_theta", self.rope_theta, "expected a number > 0")
         if self.sharing == "ffn_block_diag" and (self.d_model % self.ffn_blocks or self.ffn_hidden % self.ffn_blocks):
