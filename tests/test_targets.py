@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas.cost import load_target, param_counts, published_arch
+from nas.cost import estimate, load_target, param_counts, published_arch
 from nas.model import ArchConfig, TransformerLM
 from nas.profiles import profile_names, read_profile
 
@@ -92,6 +92,19 @@ def test_target_fields_are_the_published_config(target):
     window = getattr(cfg, "sliding_window", None)
     if pub.attention == "local_global":  # every layer windowed (Mistral); mixed layouts are not expressible yet
         assert (pub.window, pub.global_tokens) == (window, 0)
+
+
+def test_published_knobs_cost_less_than_the_dense_baseline():
+    """GQA / MQA saves parameters and FLOPs; Mistral's 4096-token window (of 32768) saves most attention FLOPs."""
+    for target in TARGETS:
+        report = estimate(published_arch(target), target=target)
+        assert report.unique_params_ratio < 1 and report.flops_ratio < 1 and report.memory_ratio < 1, target
+    mistral = estimate(published_arch("mistral_7b_32k"), target="mistral_7b_32k")
+    gqa_only = estimate({"kv_heads": 8}, target="mistral_7b_32k")
+    window = 4096
+    pairs = window * (window + 1) // 2 + (32768 - window) * window  # causal pairs a 4096 window keeps, per head
+    scores = mistral.flops.forward["attn_scores"] / gqa_only.flops.forward["attn_scores"]
+    assert scores == pytest.approx(pairs / (32768 * 32769 // 2), rel=1e-12)
 
 
 def _ours_to_hf(ours: TransformerLM) -> dict[str, torch.Tensor]:
