@@ -26,7 +26,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nas.cost import estimate, load_target, param_counts, published_arch  # noqa: E402
+from nas.cost import Coster, estimate, load_target, param_counts, published_arch  # noqa: E402
+from nas.proxy import load_proxy, proxy_arch  # noqa: E402
 from tests.test_targets import TARGETS, hf_config, hf_param_count  # noqa: E402  (the published configs)
 
 RESULTS = REPO / "benchmarks" / "results" / "targets_cpu.txt"
@@ -85,6 +86,16 @@ def main() -> None:
         emit(f"| {target} | {arch.seq_len:,} | {ours['unique']:,} | {hf} | {eq} | {embed / ours['unique']:.3f} | "
              f"{r['published_params']:.3f} / {r['published_flops']:.3f} | {r['sharing_params']:.3f} | "
              f"{r['window_flops']:.3f} / {r['window_time']:.3f} |")
+    emit("\n## The sparse_attn space's range (windows 4..16 of the tiny_2m proxy's 64 positions, as a share of the "
+         "context) on each 32k target: FLOPs ratio to dense")
+    emit("| target | window 4 of 64 | window 16 of 64 + 4 global tokens, gated |\n|---|---:|---:|")
+    proxy = load_proxy("tiny_2m")
+    ends = [{"attention": "local_global", "window": 4, "global_tokens": 0},
+            {"attention": "local_global", "window": 16, "global_tokens": 4, "gate": "dynamic"}]
+    for target in [t for t in [*TARGETS, *BYTE_LEVEL] if load_target(t)[0].seq_len == 32768]:
+        coster = Coster(target)
+        emit(f"| {target} | " + " | ".join(f"{coster.estimate(proxy_arch(k, proxy)).flops_ratio:.3f}" for k in ends)
+             + " |")
     d = ratios[DEFAULT]
     emit(f"\ntargets params_match={matched}/{len(TARGETS)} sharing_params_ratio={d['sharing_params']:.3f} "
          f"window512_flops_ratio={d['window_flops']:.3f} gqa_params_ratio={d['published_params']:.3f}")
