@@ -36,7 +36,7 @@ DEFAULT = "llama3.2_1b_32k"
 
 
 def knob_ratios(target: str) -> dict[str, float]:
-    """Ratios to the dense baseline of the published GQA, sharing half the layers, and a 512-token window + 16 globals."""
+    """Ratios to dense of the published knobs, of sharing half the layers, and of a 512-token window + 16 globals."""
     arch, _ = load_target(target)
     published = estimate(published_arch(target), target=target)
     sharing = estimate({"sharing": "cycle", "unique_layers": arch.n_layers // 2}, target=target)
@@ -62,8 +62,9 @@ def main() -> None:
 
     emit(f"# benchmarks/targets.py on {platform.node()} ({os.cpu_count()} cores, shared), torch {torch.__version__}, "
          f"transformers {transformers.__version__}, {now}")
-    emit("published: the target with the knobs of its `published:` mapping (GQA / MQA; Mistral: window 4096 in every "
-         "layer); transformers: sum(p.numel()) of AutoModelForCausalLM.from_config(published config) on the meta device")
+    emit("published: the target with the knobs of its `published:` mapping (GQA / MQA; Mistral: window 4096 in "
+         "every layer); transformers: sum(p.numel()) of AutoModelForCausalLM.from_config(published config) on the "
+         "meta device")
     emit("ratios to the dense baseline (MHA, dense attention, no sharing, fp32): params = unique parameters; "
          "sharing = cycle over half the layers; window = 512-token window + 16 global tokens (FLOPs, and modelled "
          "H100 SXM step time)\n")

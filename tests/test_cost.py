@@ -185,9 +185,9 @@ def test_apply_knobs_scales_fractions_to_the_target():
 
 
 def test_grouping_and_sharing_reduce_params_and_memory():
-    gqa, shared = estimate(dict(kv_heads=4)), estimate(dict(sharing="cycle", unique_layers=8))  # Llama 3.2 1B: 16 layers
+    gqa, shared = estimate(dict(kv_heads=4)), estimate(dict(sharing="cycle", unique_layers=8))  # of Llama's 16 layers
     assert gqa.unique_params_ratio < 1 and gqa.flops_ratio < 1 and gqa.memory_ratio < 1
-    # half the layers: half of what is not the 128256 x 2048 (tied) embedding and the final norm (20% of the dense total)
+    # half the layers: half of what is not the 128256 x 2048 (tied) embedding and the final norm (20% of dense)
     dense = shared.baseline_params["unique"]
     layers = dense - 128256 * 2048 - 2048
     assert shared.params["unique"] == dense - layers // 2 and shared.flops_ratio == 1.0

@@ -118,11 +118,13 @@ def _ours_to_hf(ours: TransformerLM) -> dict[str, torch.Tensor]:
         q, k, v = attn.wqkv.weight.split([H * hd, KV * hd, KV * hd])
         sd.update({p + "input_layernorm.weight": attn.norm.weight, p + "self_attn.q_proj.weight": q,
                    p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v,
-                   p + "self_attn.o_proj.weight": attn.wo.weight, p + "post_attention_layernorm.weight": ffn.norm.weight,
+                   p + "self_attn.o_proj.weight": attn.wo.weight,
+                   p + "post_attention_layernorm.weight": ffn.norm.weight,
                    p + "mlp.gate_proj.weight": ffn.fc1_weight, p + "mlp.up_proj.weight": ffn.fc3_weight,
                    p + "mlp.down_proj.weight": ffn.fc2_weight})
         if attn.q_norm is not None:
-            sd.update({p + "self_attn.q_norm.weight": attn.q_norm.weight, p + "self_attn.k_norm.weight": attn.k_norm.weight})
+            sd.update({p + "self_attn.q_norm.weight": attn.q_norm.weight,
+                       p + "self_attn.k_norm.weight": attn.k_norm.weight})
     return sd
 
 

@@ -82,8 +82,8 @@ class Coster:
     Target and hardware are profile names or composed mappings (a search's `target` / `hardware` with overrides).
     """
 
-    def __init__(self, target: str | Mapping[str, Any] = "llama3.2_1b_32k", hardware: str | Mapping[str, Any] = "h100_sxm",
-                 optimizer: str = "adamw") -> None:
+    def __init__(self, target: str | Mapping[str, Any] = "llama3.2_1b_32k",
+                 hardware: str | Mapping[str, Any] = "h100_sxm", optimizer: str = "adamw") -> None:
         self.target, self.hardware, self.optimizer = _name(target), _name(hardware), optimizer
         self.dense, self.workload = load_target(target)
         self.hw = load_hardware(hardware)

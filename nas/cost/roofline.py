@@ -175,8 +175,8 @@ def _ffn_activation_kernel(arch: ArchConfig, T: int, hidden: int, o_f: float, s_
     n = arch.n_layers * T * hidden
     if arch.ffn == "gelu":
         return Kernel("ffn", 0, n * (o_f + s_f + 3 * o_f), tanhs=2 * n)
-    special = {"exps": 2 * n} if arch.ffn == "swiglu" else {"tanhs": 2 * n}
-    return Kernel("ffn", 0, n * (2 * o_f + s_f + 5 * o_f), **special)
+    swiglu = arch.ffn == "swiglu"
+    return Kernel("ffn", 0, n * (2 * o_f + s_f + 5 * o_f), exps=2 * n if swiglu else 0, tanhs=0 if swiglu else 2 * n)
 
 
 def _optimizer_kernel(arch: ArchConfig, hw: Hardware, optimizer: str) -> Kernel:

@@ -53,7 +53,8 @@ def published_arch(profile: str | Mapping[str, Any]) -> ArchConfig:
     dense, _ = load_target(profile)
     knobs = data.get("published") or {}
     if not isinstance(knobs, Mapping):
-        raise ValueError(f"{path}: published={knobs!r} is invalid: expected a mapping of knobs ({', '.join(KNOB_FIELDS)})")
+        raise ValueError(f"{path}: published={knobs!r} is invalid: expected a mapping of knobs "
+                         f"({', '.join(KNOB_FIELDS)})")
     try:
         return apply_knobs(dense, dict(knobs))
     except ValueError as err:
