@@ -10,7 +10,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas.cost import (Workload, apply_knobs, estimate, flops, load_hardware, load_target, memory, param_counts,
-                      step_time)
+                      published_arch, step_time)
 from nas.profiles import profile_names
 from nas.model import ArchConfig, TransformerLM
 from nas.model.attention import local_global_mask_mod
@@ -293,3 +293,21 @@ def test_a_broken_hardware_profile_names_its_file_and_key(tmp_path, monkeypatch)
     monkeypatch.setattr("nas.profiles.conf_dir", lambda: tmp_path)
     with pytest.raises(ValueError, match=r"toy.yaml: peak_tflops.fp8='missing'"):
         load_hardware("toy")
+
+
+def test_a_broken_published_mapping_names_its_file_and_knob(tmp_path, monkeypatch):
+    (tmp_path / "target").mkdir()
+    arch = "arch: {vocab_size: 64, seq_len: 32, n_layers: 2, d_model: 32, n_heads: 4}\n"
+    work = "workload: {batch: 1, seq_len: 32, train_tokens: 32}\n"
+    (tmp_path / "target" / "toy.yaml").write_text(arch + work + "published: {colour: 1}\n")
+    (tmp_path / "target" / "toy_kv.yaml").write_text(arch + work + "published: {kv_heads: 3}\n")
+    (tmp_path / "target" / "toy_knob.yaml").write_text(arch.replace("}", ", kv_heads: 2}") + work)
+    monkeypatch.setattr("nas.profiles.conf_dir", lambda: tmp_path)
+    with pytest.raises(ValueError, match=r"toy.yaml: published: knob 'colour' is not a knob: valid are attention"):
+        published_arch("toy")
+    with pytest.raises(ValueError, match=r"toy_kv.yaml: published: .*kv_heads=3 is invalid: must divide n_heads=4"):
+        published_arch("toy_kv")
+    with pytest.raises(ValueError, match=r"toy_knob.yaml: arch.kv_heads is not a size field"):
+        load_target("toy_knob")  # a published knob belongs under `published:`, the dense sizes under `arch:`
+    assert published_arch({"name": "t", "arch": {"seq_len": 32}, "workload": {"batch": 1, "seq_len": 32,
+                                                                             "train_tokens": 32}}) == ArchConfig(seq_len=32)
