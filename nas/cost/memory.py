@@ -8,8 +8,9 @@ weights, never activations), assuming a fused attention kernel that keeps q, k, 
 log-sum-exp per query and head (FlashAttention and flex_attention do; the block kernel keeps all but the
 log-sum-exp, which its backward recomputes); the residual stream and the norm inputs stay fp32 as in the
 model; a matmul keeps its input in its own format; other saved tensors of a reduced-precision layer (q/k/v,
-GELU input; SwiGLU/GeGLU: the gate and up outputs) are 2 bytes. A norm keeps its input (q/k norms: the raw q and
-k; post norms: the sublayer's output) in the layer's saved width.
+GELU input; SwiGLU/GeGLU: the gate and up outputs, the activation recomputed in the backward as fused SwiGLU
+kernels do, where eager PyTorch also keeps act(gate)) are 2 bytes. A norm keeps its input (q/k norms: the raw
+q and k; post norms: the sublayer's output) in the layer's saved width.
 """
 
 from __future__ import annotations
