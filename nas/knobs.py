@@ -11,7 +11,7 @@ of a size keeps its share, rounded to the nearest valid value (ties go to the la
 - kv_heads: a fraction of n_heads, as the nearest divisor of n_heads'.
 - unique_layers (sequence, cycle, cycle_rev): a fraction of n_layers (a divisor of n_layers' where the
   pattern needs one).
-- ffn_blocks: an absolute count, as the nearest divisor of d_model'.
+- ffn_blocks: an absolute count, as the nearest common divisor of d_model' and the FFN width.
 - everything else (attention kind, gate, group_share, sharing pattern and scope, precision): as is.
 
 Each knob names its rule on its ArchConfig field (nas/model/config.py, `Knob.scale`); RULES below is the rule
@@ -20,6 +20,7 @@ book. A knob that does not apply to a configuration (a dense model's window) is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
@@ -49,8 +50,14 @@ RULES: dict[ScaleRule, Callable[[Any, Mapping[str, Any], Mapping[str, Any], Mapp
     "context_share": lambda v, src, dst, knobs: max(1, min(dst["seq_len"], round(v * dst["seq_len"] / src["seq_len"]))),
     "head_share": lambda v, src, dst, knobs: nearest_divisor(dst["n_heads"], v * dst["n_heads"] / src["n_heads"]),
     "layer_share": _unique_layers,
-    "width_divisor": lambda v, src, dst, knobs: nearest_divisor(dst["d_model"], v),
+    "width_divisor": lambda v, src, dst, knobs: nearest_divisor(_ffn_block_room(dst), v),
 }
+
+
+def _ffn_block_room(sizes: Mapping[str, Any]) -> int:
+    """What ffn_blocks must divide at `sizes`: d_model, and a stated FFN width (the ffn_mult rule rounds to fit)."""
+    width = sizes.get("intermediate_size")
+    return sizes["d_model"] if width is None else math.gcd(sizes["d_model"], width)
 
 
 def knobs_of(source: ArchConfig | Mapping[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas.cost import (Workload, apply_knobs, estimate, flops, load_hardware, load_target, memory, param_counts,
-                      step_time)
+                      published_arch, step_time)
 from nas.profiles import profile_names
 from nas.model import ArchConfig, TransformerLM
 from nas.model.attention import local_global_mask_mod
@@ -39,6 +39,9 @@ def counted_flops(model: TransformerLM, idx: torch.Tensor, train: bool = False) 
     (dict(seq_len=64, n_layers=3, d_model=48, n_heads=6, kv_heads=2), 2, 64),
     (dict(seq_len=48, n_layers=2, d_model=64, n_heads=4, kv_heads=1, group_share="qkv"), 1, 40),
     (dict(seq_len=32, n_layers=1, d_model=96, n_heads=3, tie_embeddings=False, ffn_mult=3.0, vocab_size=500), 3, 32),
+    (dict(seq_len=32, n_layers=2, d_model=32, n_heads=4, ffn="swiglu", intermediate_size=88, kv_heads=2), 2, 32),
+    (dict(seq_len=48, n_layers=2, d_model=48, n_heads=4, head_dim=16, ffn="geglu", intermediate_size=72,
+          qk_norm=True, post_norms=True, kv_heads=1, tie_embeddings=False, vocab_size=300), 2, 40),
 ])
 def test_dense_forward_flops_match_flop_counter_with_full_attention(fields, batch, seq):
     # FlopCounterMode counts SDPA as all S^2 pairs (no causal saving): compare with the `full` count
@@ -51,6 +54,7 @@ def test_dense_forward_flops_match_flop_counter_with_full_attention(fields, batc
     dict(attention="local_global", window=8, global_tokens=3),
     dict(attention="local_global", window=8, global_tokens=3, block_size=4, kv_heads=2),
     dict(attention="local_global", window=5, global_tokens=2, gate="dynamic"),
+    dict(attention="local_global", window=8, global_tokens=2, ffn="swiglu", intermediate_size=40, qk_norm=True),
 ])
 def test_local_global_forward_flops_match_flop_counter_on_the_block_kernel(changes):
     arch = tiny(**changes)
@@ -58,8 +62,10 @@ def test_local_global_forward_flops_match_flop_counter_on_the_block_kernel(chang
     assert flops(arch, Workload(2, 32, 1), attention="kernel").forward_total == pytest.approx(measured, rel=0.01)
 
 
-def test_dense_training_flops_are_three_forwards_like_flop_counter():
-    arch = tiny(kv_heads=2)
+@pytest.mark.parametrize("changes", [dict(kv_heads=2), dict(kv_heads=2, ffn="swiglu", intermediate_size=88),
+                                     dict(ffn="geglu", qk_norm=True, post_norms=True)])
+def test_dense_training_flops_are_three_forwards_like_flop_counter(changes):
+    arch = tiny(**changes)
     measured = counted_flops(TransformerLM(arch), torch.randint(0, 256, (2, 32)), train=True)
     assert flops(arch, Workload(2, 32, 1), attention="full").step == measured
 
@@ -67,6 +73,7 @@ def test_dense_training_flops_are_three_forwards_like_flop_counter():
 @pytest.mark.parametrize("changes", [
     dict(attention="local_global", window=8, global_tokens=3),
     dict(attention="local_global", window=5, global_tokens=2, gate="dynamic", block_size=4),
+    dict(attention="local_global", window=8, global_tokens=3, ffn="swiglu", intermediate_size=40, post_norms=True),
 ])
 def test_roofline_kernel_flops_match_a_counted_training_step(changes):
     # the block kernel's backward recomputes the scores (5 matmuls); the gate's global branch does not
@@ -99,7 +106,7 @@ def test_local_global_causal_pairs_equal_the_mask(window, global_tokens):
 
 
 def test_local_global_flops_below_dense_and_monotone_in_window():
-    ratios = [estimate(dict(attention="local_global", window=w, global_tokens=16)).flops_ratio
+    ratios = [estimate(dict(attention="local_global", window=w, global_tokens=16), target="gpt_1b").flops_ratio
               for w in (64, 128, 256, 512, 1024, 2048)]
     assert all(r < 1 for r in ratios[:-1]) and ratios == sorted(ratios)
     assert ratios[-1] == pytest.approx(1.0, rel=1e-3)  # a window of the whole sequence is dense (+ globals)
@@ -120,11 +127,13 @@ SHARING_CASES = [("none", None, "both", 4)] + [
     for scope in ("attention", "ffn", "both")
 ] + [("adjacent", None, "both", 5), ("cycle", 2, "ffn", 5), ("ffn_block_diag", None, "ffn", 4),
      ("ffn_block_diag", None, "ffn", 5)]
+GATED = dict(ffn="swiglu", intermediate_size=56, qk_norm=True, post_norms=True)  # Gemma 3's extras on a SwiGLU
 
 
+@pytest.mark.parametrize("extra", [{}, GATED], ids=["gelu", "swiglu"])
 @pytest.mark.parametrize("pattern, m, scope, layers", SHARING_CASES)
-def test_unique_params_equal_the_models_unique_tensors(pattern, m, scope, layers):
-    arch = tiny(n_layers=layers, sharing=pattern, unique_layers=m, sharing_scope=scope)
+def test_unique_params_equal_the_models_unique_tensors(pattern, m, scope, layers, extra):
+    arch = tiny(n_layers=layers, sharing=pattern, unique_layers=m, sharing_scope=scope, **extra)
     model = TransformerLM(arch)
     counts = param_counts(arch)
     assert counts["unique"] == sum(p.numel() for p in model.parameters())  # shared tensors counted once
@@ -133,7 +142,8 @@ def test_unique_params_equal_the_models_unique_tensors(pattern, m, scope, layers
 
 @pytest.mark.parametrize("changes", [dict(gate="dynamic", attention="local_global", window=8, kv_heads=2),
                                      dict(kv_heads=1, group_share="qkv", tie_embeddings=False),
-                                     dict(head_dim=12, ffn_mult=1.5)])
+                                     dict(head_dim=12, ffn_mult=1.5),
+                                     dict(head_dim=12, ffn="geglu", qk_norm=True, kv_heads=1, group_share="qkv")])
 def test_unique_params_with_gate_grouping_and_untied_head(changes):
     arch = tiny(sharing="cycle", unique_layers=1, **changes)
     assert param_counts(arch)["unique"] == sum(p.numel() for p in TransformerLM(arch).parameters())
@@ -142,7 +152,8 @@ def test_unique_params_with_gate_grouping_and_untied_head(changes):
 # ---- targets, knobs and ratios -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", ["gpt_125m", "gpt_1b", "gpt_7b"])
+@pytest.mark.parametrize("target", ["gpt_125m", "gpt_1b", "gpt_7b", "llama3.2_1b_32k", "llama3.1_8b_128k",
+                                    "mistral_7b_32k", "qwen3_1.7b_128k", "gemma3_1b_32k"])
 def test_dense_baseline_ratios_are_one_and_report_is_json(target):
     report = estimate({}, target=target, hardware="h100_sxm")
     d = report.to_dict()
@@ -174,9 +185,13 @@ def test_apply_knobs_scales_fractions_to_the_target():
 
 
 def test_grouping_and_sharing_reduce_params_and_memory():
-    gqa, shared = estimate(dict(kv_heads=4)), estimate(dict(sharing="cycle", unique_layers=12))
+    gqa, shared = estimate(dict(kv_heads=4)), estimate(dict(sharing="cycle", unique_layers=8))  # of Llama's 16 layers
     assert gqa.unique_params_ratio < 1 and gqa.flops_ratio < 1 and gqa.memory_ratio < 1
-    assert shared.unique_params_ratio == pytest.approx(0.5, abs=0.01) and shared.flops_ratio == 1.0
+    # half the layers: half of what is not the 128256 x 2048 (tied) embedding and the final norm (20% of dense)
+    dense = shared.baseline_params["unique"]
+    layers = dense - 128256 * 2048 - 2048
+    assert shared.params["unique"] == dense - layers // 2 and shared.flops_ratio == 1.0
+    assert shared.unique_params_ratio == pytest.approx(0.598, abs=0.001)
     assert shared.memory_ratio < 1
 
 
@@ -278,3 +293,21 @@ def test_a_broken_hardware_profile_names_its_file_and_key(tmp_path, monkeypatch)
     monkeypatch.setattr("nas.profiles.conf_dir", lambda: tmp_path)
     with pytest.raises(ValueError, match=r"toy.yaml: peak_tflops.fp8='missing'"):
         load_hardware("toy")
+
+
+def test_a_broken_published_mapping_names_its_file_and_knob(tmp_path, monkeypatch):
+    (tmp_path / "target").mkdir()
+    arch = "arch: {vocab_size: 64, seq_len: 32, n_layers: 2, d_model: 32, n_heads: 4}\n"
+    work = "workload: {batch: 1, seq_len: 32, train_tokens: 32}\n"
+    (tmp_path / "target" / "toy.yaml").write_text(arch + work + "published: {colour: 1}\n")
+    (tmp_path / "target" / "toy_kv.yaml").write_text(arch + work + "published: {kv_heads: 3}\n")
+    (tmp_path / "target" / "toy_knob.yaml").write_text(arch.replace("}", ", kv_heads: 2}") + work)
+    monkeypatch.setattr("nas.profiles.conf_dir", lambda: tmp_path)
+    with pytest.raises(ValueError, match=r"toy.yaml: published: knob 'colour' is not a knob: valid are attention"):
+        published_arch("toy")
+    with pytest.raises(ValueError, match=r"toy_kv.yaml: published: .*kv_heads=3 is invalid: must divide n_heads=4"):
+        published_arch("toy_kv")
+    with pytest.raises(ValueError, match=r"toy_knob.yaml: arch.kv_heads is not a size field"):
+        load_target("toy_knob")  # a published knob belongs under `published:`, the dense sizes under `arch:`
+    assert published_arch({"name": "t", "arch": {"seq_len": 32}, "workload": {"batch": 1, "seq_len": 32,
+                                                                             "train_tokens": 32}}) == ArchConfig(seq_len=32)

@@ -13,10 +13,10 @@ from nas.cost.hardware import Hardware, load_hardware
 from nas.cost.memory import MemoryBreakdown, memory
 from nas.cost.report import CostReport, Coster, estimate
 from nas.cost.roofline import StepTime, step_time
-from nas.cost.target import apply_knobs, load_target
+from nas.cost.target import apply_knobs, load_target, published_arch
 from nas.cost.workload import Workload
 
 __all__ = [
     "CostReport", "Coster", "FlopBreakdown", "Hardware", "MemoryBreakdown", "StepTime", "Workload", "apply_knobs",
-    "estimate", "flops", "load_hardware", "load_target", "memory", "param_counts", "step_time",
+    "estimate", "flops", "load_hardware", "load_target", "memory", "param_counts", "published_arch", "step_time",
 ]

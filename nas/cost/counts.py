@@ -62,6 +62,11 @@ def ffn_format(arch: ArchConfig) -> str:
     return p.adaptive_format if p.ffn == "adaptive" else p.ffn
 
 
+def ffn_in_matrices(arch: ArchConfig) -> int:
+    """FFN matrices that read the d_model input: 1 (GELU: up) or 2 (SwiGLU / GeGLU: gate and up)."""
+    return 1 if arch.ffn == "gelu" else 2
+
+
 def core_format(arch: ArchConfig) -> str:
     """Numeric format of the attention core (scores, softmax, values): fp8 projections keep it in bf16."""
     fmt = arch.precision.attention
@@ -78,7 +83,7 @@ def matmuls(arch: ArchConfig, workload: Workload) -> list[Matmul]:
     out = [
         Matmul("qkv", T, d, (n_q + 2 * KV) * hd, L, attn),
         Matmul("attn_out", T, H * hd, d, L, attn),
-        Matmul("ffn", T, d, arch.ffn_hidden, L, ffn),
+        Matmul("ffn", T, d, arch.ffn_hidden, ffn_in_matrices(arch) * L, ffn),  # up (and gate, for SwiGLU/GeGLU)
         Matmul("ffn", T, arch.ffn_hidden, d, L, ffn),
         Matmul("unembedding", T, d, arch.vocab_size, 1, arch.precision.embed),
     ]
@@ -161,16 +166,21 @@ def param_counts(arch: ArchConfig) -> dict[str, Any]:
     n_attn, n_ffn = max(attn_map) + 1, max(ffn_map) + 1
     attn_layer = {"qkv": d * (n_q + 2 * KV) * hd, "attn_out": H * hd * d,
                   "gate": d * 2 * H + 2 * H if arch.gate == "dynamic" else 0}
-    ffn_layer = 2 * d * arch.ffn_hidden
+    n_mat = ffn_in_matrices(arch) + 1
+    ffn_layer = n_mat * d * arch.ffn_hidden
+    # per sublayer: its input norm, an output norm with post_norms (Gemma), q and k norms of head_dim (Qwen3, Gemma 3)
+    attn_norms = d * (2 if arch.post_norms else 1) + (2 * hd if arch.qk_norm else 0)
+    ffn_norms = d * (2 if arch.post_norms else 1)
     head = 0 if arch.tie_embeddings else V * d
     positions = arch.seq_len * d if arch.positions == "learned" else 0  # rotary positions have no table
-    total = {"embedding": (V * d + positions), "unembedding": head, "norm": (2 * L + 1) * d,
+    total = {"embedding": (V * d + positions), "unembedding": head, "norm": L * (attn_norms + ffn_norms) + d,
              **{k: L * v for k, v in attn_layer.items()}, "ffn": L * ffn_layer}
-    unique = {"embedding": total["embedding"], "unembedding": head, "norm": (n_attn + n_ffn + 1) * d,
+    unique = {"embedding": total["embedding"], "unembedding": head,
+              "norm": n_attn * attn_norms + n_ffn * ffn_norms + d,
               **{k: n_attn * v for k, v in attn_layer.items()}, "ffn": n_ffn * ffn_layer}
     if arch.sharing == "ffn_block_diag":  # adjacent layers (2p, 2p+1) share the k diagonal sub-blocks
         k = arch.ffn_blocks
         block = (arch.ffn_hidden // k) * (d // k)
-        unique["ffn"] = 2 * (L * k * (k - 1) * block + (L + 1) // 2 * k * block)
+        unique["ffn"] = n_mat * (L * k * (k - 1) * block + (L + 1) // 2 * k * block)
     return {"total": sum(total.values()), "unique": sum(unique.values()),
             "components": {c: {"total": total[c], "unique": unique[c]} for c in total}}

@@ -8,7 +8,9 @@ weights, never activations), assuming a fused attention kernel that keeps q, k, 
 log-sum-exp per query and head (FlashAttention and flex_attention do; the block kernel keeps all but the
 log-sum-exp, which its backward recomputes); the residual stream and the norm inputs stay fp32 as in the
 model; a matmul keeps its input in its own format; other saved tensors of a reduced-precision layer (q/k/v,
-GELU input) are 2 bytes.
+GELU input; SwiGLU/GeGLU: the gate and up outputs, the activation recomputed in the backward as fused SwiGLU
+kernels do, where eager PyTorch also keeps act(gate)) are 2 bytes. A norm keeps its input (q/k norms: the raw
+q and k; post norms: the sublayer's output) in the layer's saved width.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nas.cost.counts import check_workload, core_format, ffn_format, param_counts
+from nas.cost.counts import check_workload, core_format, ffn_format, ffn_in_matrices, param_counts
 from nas.cost.workload import Workload
 from nas.model.config import ArchConfig
 from nas.model.precision import format_dtype
@@ -79,7 +81,13 @@ def activation_bytes(arch: ArchConfig, workload: Workload) -> dict[str, int]:
     attn = 4 * d + width(a) * d + c * (2 * H * hd + 2 * KV * hd) + 4 * H + width(a) * H * hd
     if arch.gate == "dynamic":  # g_proj input, both gates, both branch outputs, a second log-sum-exp
         attn += 4 * d + 4 * 2 * H + c * 2 * H * hd + 4 * H
-    ffn = 4 * d + width(f) * d + (saved_width(f) + width(f)) * arch.ffn_hidden
+    ffn = 4 * d + width(f) * d + (ffn_in_matrices(arch) * saved_width(f) + width(f)) * arch.ffn_hidden
+    if arch.qk_norm:  # the q and k each norm reads
+        n_q = H if arch.group_share == "kv" else KV
+        attn += c * (n_q + KV) * hd
+    if arch.post_norms:  # the output projection's / down projection's output, before its norm
+        attn += saved_width(a) * d
+        ffn += saved_width(f) * d
     head = 4 * d + width(e) * d + 4 * arch.vocab_size
     T = workload.tokens_per_step
     return {"attention": T * L * attn, "ffn": T * L * ffn, "unembedding": T * head}

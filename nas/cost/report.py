@@ -82,8 +82,8 @@ class Coster:
     Target and hardware are profile names or composed mappings (a search's `target` / `hardware` with overrides).
     """
 
-    def __init__(self, target: str | Mapping[str, Any] = "gpt_1b", hardware: str | Mapping[str, Any] = "h100_sxm",
-                 optimizer: str = "adamw") -> None:
+    def __init__(self, target: str | Mapping[str, Any] = "llama3.2_1b_32k",
+                 hardware: str | Mapping[str, Any] = "h100_sxm", optimizer: str = "adamw") -> None:
         self.target, self.hardware, self.optimizer = _name(target), _name(hardware), optimizer
         self.dense, self.workload = load_target(target)
         self.hw = load_hardware(hardware)
@@ -107,7 +107,7 @@ class Coster:
                           baseline_memory=bm, baseline_time=bt)
 
 
-def estimate(arch: ArchConfig | dict[str, Any], target: str | Mapping[str, Any] = "gpt_1b",
+def estimate(arch: ArchConfig | dict[str, Any], target: str | Mapping[str, Any] = "llama3.2_1b_32k",
              hardware: str | Mapping[str, Any] = "h100_sxm", optimizer: str = "adamw") -> CostReport:
     """Costs of a target with a trial's knobs (a proxy ArchConfig or a knob dict) on a hardware profile."""
     return Coster(target, hardware, optimizer).estimate(arch)

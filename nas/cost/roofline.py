@@ -11,8 +11,8 @@ Kernels of one step:
   always) computes in fp32, chunk by cache-sized chunk. Fused kernels recompute the scores
   in the backward (5 matmuls, 2.5x the forward); the gate's global branch is plain autograd matmuls (2x)
   whose probabilities go through memory;
-- memory-bound elementwise kernels (embedding lookup, norms, residual adds, GELU, the gate's mixing,
-  softmax cross-entropy) and the optimizer update.
+- memory-bound elementwise kernels (embedding lookup, norms, residual adds, GELU or the gated SwiGLU/GeGLU
+  product, the gate's mixing, softmax cross-entropy) and the optimizer update.
 Bytes are each kernel's reads and writes of its operands in their storage format; on a profile that emulates
 reduced precisions (the CPU) every tensor is stored as fp32 and each rounding costs the profile's
 emulation_bytes_per_element. An attention kernel reaches the profile's attention_efficiency of the matmul peak
@@ -150,14 +150,33 @@ def _elementwise_kernels(arch: ArchConfig, workload: Workload, hw: Hardware) -> 
         Kernel("embedding", 0, T * d * (12 + hw.rounding_bytes(e) + 20)),
         Kernel("norm", 0, L * (norm(a) + norm(f)) + norm(e)),
         Kernel("residual", 0, L * 2 * T * d * (12 + 12)),
-        Kernel("ffn", 0, L * T * hidden * (o_f + s_f + 3 * o_f), tanhs=2 * L * T * hidden),  # GELU, its backward
+        _ffn_activation_kernel(arch, T, hidden, o_f, s_f),
         Kernel("unembedding", 0, T * V * 2 * (o_e + 8), exps=2 * T * V),  # log-softmax and its backward
     ]
+    if arch.post_norms:  # a norm on each sublayer's output, in the sublayer's format (fp32 unless reduced)
+        kernels.append(Kernel("norm", 0, L * (norm(a) + norm(f))))
+    if arch.qk_norm:  # q and k normed per head: (n_q + KV) * hd values per token instead of d
+        n_q = arch.n_heads if arch.group_share == "kv" else arch.n_kv
+        kernels.append(Kernel("norm", 0, L * norm(core_format(arch)) * (n_q + arch.n_kv) * arch.hd / d))
     if arch.gate == "dynamic":  # mix the two branch outputs with the gates, and back
         c = hw.storage_bytes(core_format(arch))
         kernels.append(Kernel("gate", 0, L * T * 3 * (3 * arch.n_heads * arch.hd * c + 8 * arch.n_heads),
                               exps=L * T * 2 * arch.n_heads))
     return kernels
+
+
+def _ffn_activation_kernel(arch: ArchConfig, T: int, hidden: int, o_f: float, s_f: float) -> Kernel:
+    """The FFN's elementwise activation over L * T * hidden values, forward and backward.
+
+    GELU: read a, write gelu(a); backward read the grad and a, write a grad (tanh twice). Gated (SwiGLU / GeGLU):
+    read gate and up, write the product; backward read the grad, gate and up, write two grads (the sigmoid's
+    exponential, or GeGLU's tanh, twice).
+    """
+    n = arch.n_layers * T * hidden
+    if arch.ffn == "gelu":
+        return Kernel("ffn", 0, n * (o_f + s_f + 3 * o_f), tanhs=2 * n)
+    swiglu = arch.ffn == "swiglu"
+    return Kernel("ffn", 0, n * (2 * o_f + s_f + 5 * o_f), exps=2 * n if swiglu else 0, tanhs=0 if swiglu else 2 * n)
 
 
 def _optimizer_kernel(arch: ArchConfig, hw: Hardware, optimizer: str) -> Kernel:

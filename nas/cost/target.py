@@ -11,15 +11,18 @@ from nas.model.config import ArchConfig
 from nas.profiles import read_profile
 
 
+def _read(profile: str | Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    if isinstance(profile, str):
+        return read_profile("target", profile)
+    return f"target {profile.get('name', '?')!r}", dict(profile)
+
+
 def load_target(profile: str | Mapping[str, Any]) -> tuple[ArchConfig, Workload]:
     """The target's dense architecture (every knob at its default) and its training workload.
 
     `profile` is a name (conf/target/<name>.yaml) or the composed mapping (with any overrides, and `name`).
     """
-    if isinstance(profile, str):
-        path, data = read_profile("target", profile)
-    else:
-        path, data = f"target {profile.get('name', '?')!r}", dict(profile)
+    path, data = _read(profile)
     arch, work = data.get("arch"), data.get("workload")
     if not isinstance(arch, dict) or not isinstance(work, dict):
         raise ValueError(f"{path}: expected mappings `arch` (ArchConfig sizes) and `workload` (batch, seq_len, "
@@ -41,3 +44,18 @@ def apply_knobs(target: ArchConfig, trial: ArchConfig | Mapping[str, Any]) -> Ar
         if unknown:
             raise ValueError(f"knob {unknown[0]!r} is not a knob: valid are {', '.join(KNOB_FIELDS)}")
     return carry(trial, sizes_of(target), what="the target")
+
+
+def published_arch(profile: str | Mapping[str, Any]) -> ArchConfig:
+    """The released model a target stands for: its dense sizes with the knobs of its `published:` mapping
+    (target units; e.g. a published model's GQA and sliding window). Without the mapping, the dense architecture."""
+    path, data = _read(profile)
+    dense, _ = load_target(profile)
+    knobs = data.get("published") or {}
+    if not isinstance(knobs, Mapping):
+        raise ValueError(f"{path}: published={knobs!r} is invalid: expected a mapping of knobs "
+                         f"({', '.join(KNOB_FIELDS)})")
+    try:
+        return apply_knobs(dense, dict(knobs))
+    except ValueError as err:
+        raise ValueError(f"{path}: published: {err}") from err

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from nas.checks import check_int
+from nas.checks import check_bool, check_int
 from nas.profiles import reject_unknown
 
 # The choice fields' types; each tuple of valid values is read from its Literal (validate() checks them at run time)
@@ -21,6 +21,7 @@ SharingScope = Literal["attention", "ffn", "both"]
 Fp8Format = Literal["fp8_e4m3", "fp8_e5m2"]
 Format = Literal["fp32", "bf16", "fp16", Fp8Format]
 FfnFormat = Literal[Format, "adaptive"]
+FfnKind = Literal["gelu", "swiglu", "geglu"]
 
 ATTENTION_KINDS: tuple[str, ...] = get_args(AttentionKind)
 POSITIONS: tuple[str, ...] = get_args(Positions)
@@ -32,6 +33,7 @@ SHARING_SCOPES: tuple[str, ...] = get_args(SharingScope)
 FORMATS: tuple[str, ...] = get_args(Format)
 FFN_FORMATS: tuple[str, ...] = get_args(FfnFormat)
 FP8_FORMATS: tuple[str, ...] = get_args(Fp8Format)
+FFN_KINDS: tuple[str, ...] = get_args(FfnKind)
 
 
 class ConfigError(ValueError):
@@ -142,6 +144,12 @@ class ArchConfig:
     ffn_mult: float = size(4.0)
     tie_embeddings: bool = size(True)
     positions: Positions = size("rope")  # rotary (RoFormer; relative, no table) or a learned table of seq_len rows
+    # published-model features (Hugging Face config names where they differ): FFN kind and width, extra norms
+    ffn: FfnKind = size("gelu")  # gelu: fc2(gelu(fc1 x)); swiglu / geglu: fc2(act(fc1 x) * fc3 x), act silu / gelu-tanh
+    intermediate_size: int | None = size(None)  # FFN hidden width (HF intermediate_size); None = ffn_mult * d_model
+    qk_norm: bool = size(False)  # RMSNorm over head_dim on each head's q and k before rotary (Qwen3, Gemma 3)
+    post_norms: bool = size(False)  # RMSNorm on each sublayer's output before the residual add (Gemma 2/3)
+    rope_theta: float = size(10000.0)  # rotary base (HF rope_theta); rope scaling (Llama 3, YaRN) is not modelled
     # attention: dense (SDPA) or causal sliding window + global tokens
     attention: AttentionKind = knob("dense", group="attention")
     backend: AttentionBackend = knob("block", group="kernel")
@@ -190,7 +198,9 @@ class ArchConfig:
 
     @property
     def ffn_hidden(self) -> int:
-        """FFN hidden width (with ffn_block_diag: rounded up to a multiple of ffn_blocks)."""
+        """FFN hidden width: intermediate_size, else ffn_mult * d_model rounded up to a multiple of ffn_blocks."""
+        if self.intermediate_size is not None:
+            return self.intermediate_size
         hidden = int(round(self.ffn_mult * self.d_model))
         k = self.ffn_blocks or 1
         return ((hidden + k - 1) // k) * k
@@ -237,8 +247,16 @@ class ArchConfig:
         if self.sharing == "ffn_block_diag" and self.sharing_scope != "ffn":
             _fail("sharing_scope", self.sharing_scope, "ffn_block_diag shares FFN sub-blocks: use sharing_scope=ffn "
                   "(or leave it unset)")
+        _check_choice("ffn", self.ffn, FFN_KINDS)
+        if self.intermediate_size is not None:
+            _check_positive_int("intermediate_size", self.intermediate_size)
+        for key in ("qk_norm", "post_norms"):
+            check_bool(f"ArchConfig.{key}", getattr(self, key))
+        if isinstance(self.rope_theta, bool) or not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
+            _fail("rope_theta", self.rope_theta, "expected a number > 0")
         if self.ffn_blocks is not None and self.ffn_hidden % self.ffn_blocks:
-            _fail("ffn_blocks", self.ffn_blocks, f"must divide the FFN width {self.ffn_hidden}")
+            _fail("ffn_blocks", self.ffn_blocks, f"must divide d_model={self.d_model} and the FFN width "
+                  f"{self.ffn_hidden}")
         self.precision.validate()
 
     def _check_bounds(self, name: str, decl: Knob) -> None:

@@ -64,6 +64,9 @@ class Attention(nn.Module):
         self.wqkv = FormatLinear(d, (self.n_q + 2 * KV) * hd, cfg.precision.attention)
         self.wo = FormatLinear(H * hd, d, cfg.precision.attention)
         self.g_proj = nn.Linear(d, 2 * H) if cfg.gate == "dynamic" else None
+        self.q_norm = nn.RMSNorm(hd) if cfg.qk_norm else None  # per head, shared by the heads (Qwen3, Gemma 3)
+        self.k_norm = nn.RMSNorm(hd) if cfg.qk_norm else None
+        self.post_norm = nn.RMSNorm(d) if cfg.post_norms else None
         self.last_gates: torch.Tensor | None = None  # (B, H, S, 2): local, global
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -75,6 +78,8 @@ class Attention(nn.Module):
         q = q.view(B, S, self.n_q, hd).transpose(1, 2)  # (B, n_q, S, hd)
         k = k.view(B, S, KV, hd).transpose(1, 2)  # (B, KV, S, hd)
         v = v.view(B, S, KV, hd).transpose(1, 2)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if self.n_q != H:  # qkv sharing: the heads of a group share Q too
@@ -83,7 +88,8 @@ class Attention(nn.Module):
         if core_dtype is not None:
             q, k, v = q.to(core_dtype), k.to(core_dtype), v.to(core_dtype)
         y = self._core(h, q, k, v).to(x.dtype)  # (B, H, S, hd)
-        return self.wo(y.transpose(1, 2).reshape(B, S, H * hd))
+        out = self.wo(y.transpose(1, 2).reshape(B, S, H * hd))
+        return out if self.post_norm is None else self.post_norm(out)
 
     def _core(self, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -106,32 +112,51 @@ class Attention(nn.Module):
         )
 
 
+def ffn_weight_names(cfg: ArchConfig) -> tuple[str, ...]:
+    """The FFN's weight matrices: fc1 (up; gated: gate), fc3 (gated: up), fc2 (down), as Meta's w1, w3, w2."""
+    return ("fc1", "fc2") if cfg.ffn == "gelu" else ("fc1", "fc3", "fc2")
+
+
+def ffn_weight_shape(cfg: ArchConfig, name: str) -> tuple[int, int]:
+    """(out, in) of an FFN weight matrix."""
+    return (cfg.d_model, cfg.ffn_hidden) if name == "fc2" else (cfg.ffn_hidden, cfg.d_model)
+
+
 class FeedForward(nn.Module):
-    """Pre-norm GELU MLP; with `diagonals`, its weights take their diagonal sub-blocks from shared tensors."""
+    """Pre-norm MLP, GELU (fc2 gelu(fc1 x)) or gated (fc2 (act(fc1 x) * fc3 x): SwiGLU, GeGLU); with `diagonals`,
+    its weights take their diagonal sub-blocks from shared tensors."""
 
-    def __init__(self, cfg: ArchConfig, diagonals: tuple[nn.Parameter, nn.Parameter] | None = None) -> None:
+    def __init__(self, cfg: ArchConfig, diagonals: tuple[nn.Parameter, ...] | None = None) -> None:
         super().__init__()
-        d, hidden, k = cfg.d_model, cfg.ffn_hidden, cfg.ffn_blocks
+        self.kind, self.names = cfg.ffn, ffn_weight_names(cfg)
         self.fmt = "fp32" if cfg.precision.ffn == "adaptive" else cfg.precision.ffn
-        self.norm = nn.RMSNorm(d)
-        if diagonals is None:
-            self.fc1_weight = nn.Parameter(torch.empty(hidden, d))
-            self.fc2_weight = nn.Parameter(torch.empty(d, hidden))
-            self.fc1_blocks = self.fc2_blocks = None
-        else:
-            self.fc1_blocks = BlockDiagSharedWeight(diagonals[0], hidden, d, k)
-            self.fc2_blocks = BlockDiagSharedWeight(diagonals[1], d, hidden, k)
+        self.norm = nn.RMSNorm(cfg.d_model)
+        self.post_norm = nn.RMSNorm(cfg.d_model) if cfg.post_norms else None
+        self.shared = diagonals is not None
+        for i, name in enumerate(self.names):
+            shape = ffn_weight_shape(cfg, name)
+            if diagonals is None:
+                setattr(self, f"{name}_weight", nn.Parameter(torch.empty(shape)))
+            else:
+                setattr(self, f"{name}_blocks", BlockDiagSharedWeight(diagonals[i], *shape, cfg.ffn_blocks))
 
-    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fc1, fc2) weights, assembled from sub-blocks when they are shared."""
-        if self.fc1_blocks is None:
-            return self.fc1_weight, self.fc2_weight
-        return self.fc1_blocks(), self.fc2_blocks()
+    def weights(self) -> tuple[torch.Tensor, ...]:
+        """The weights in ffn_weight_names order, assembled from sub-blocks when they are shared."""
+        if not self.shared:
+            return tuple(getattr(self, f"{name}_weight") for name in self.names)
+        return tuple(getattr(self, f"{name}_blocks")() for name in self.names)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w1, w2 = self.weights()
-        h = F.gelu(precision_linear(self.norm(x), w1, None, self.fmt), approximate="tanh")
-        return precision_linear(h, w2, None, self.fmt)
+        w = dict(zip(self.names, self.weights()))
+        h = self.norm(x)
+        a = precision_linear(h, w["fc1"], None, self.fmt)
+        if self.kind == "gelu":
+            a = F.gelu(a, approximate="tanh")
+        else:
+            act = F.silu(a) if self.kind == "swiglu" else F.gelu(a, approximate="tanh")
+            a = act * precision_linear(h, w["fc3"], None, self.fmt)
+        out = precision_linear(a, w["fc2"], None, self.fmt)
+        return out if self.post_norm is None else self.post_norm(out)
 
 
 class TransformerLM(nn.Module):
@@ -154,12 +179,12 @@ class TransformerLM(nn.Module):
     def _build_ffns(cfg: ArchConfig) -> list[FeedForward]:
         if cfg.sharing != "ffn_block_diag":
             return [FeedForward(cfg) for _ in range(max(sublayer_maps(cfg)[1]) + 1)]
-        k, d, hidden = cfg.ffn_blocks, cfg.d_model, cfg.ffn_hidden
+        k = cfg.ffn_blocks
         ffns = []
         for i in range(cfg.n_layers):
             if i % 2 == 0:  # a new pair (2p, 2p+1) gets its own diagonal blocks; an odd last layer keeps them
-                diagonals = (nn.Parameter(torch.empty(k, hidden // k, d // k)),
-                             nn.Parameter(torch.empty(k, d // k, hidden // k)))
+                diagonals = tuple(nn.Parameter(torch.empty(k, out // k, in_ // k))
+                                  for out, in_ in (ffn_weight_shape(cfg, n) for n in ffn_weight_names(cfg)))
             ffns.append(FeedForward(cfg, diagonals))
         return ffns
 
@@ -192,7 +217,7 @@ class TransformerLM(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(torch.arange(S, device=idx.device))
         else:
-            rope = rope_tables(S, self.cfg.hd, idx.device)
+            rope = rope_tables(S, self.cfg.hd, idx.device, self.cfg.rope_theta)
         x = quantize_activation(x, fmt)
         self._gates = []
         for a, f in zip(self.attn_map, self.ffn_map):

@@ -30,6 +30,11 @@ def test_round_trip_dict_and_yaml(tmp_path):
         ({"precision": {"speed": 1}}, "precision.speed", "valid fields are"),
         ({"gate": "dynamic"}, "gate='dynamic'", "local_global"),
         ({"sharing": "sequence", "n_layers": 4, "unique_layers": 3}, "unique_layers=3", "divide n_layers=4"),
+        ({"intermediate_size": 0}, "intermediate_size=0", ">= 1"),
+        ({"qk_norm": "yes"}, "qk_norm='yes'", "true or false"),
+        ({"rope_theta": "5e5"}, "rope_theta='5e5'", "a number > 0"),  # YAML 1.1 reads 5e5 as a string
+        ({"sharing": "ffn_block_diag", "ffn": "swiglu", "intermediate_size": 90}, "ffn_blocks=4",
+         "the FFN width 90"),
     ],
 )
 def test_bad_config_names_field_value_and_valid(changes, field, valid):

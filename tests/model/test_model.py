@@ -88,12 +88,15 @@ def _closed_form_unique(cfg: ArchConfig) -> int:
     d, V, S, H, kv, hd, hid, L, k = (cfg.d_model, cfg.vocab_size, cfg.seq_len, cfg.n_heads, cfg.n_kv, cfg.hd,
                                      cfg.ffn_hidden, cfg.n_layers, cfg.ffn_blocks)
     n_q = H if cfg.group_share == "kv" else kv
+    m = 2 if cfg.ffn == "gelu" else 3  # weight matrices: up, down (+ gate)
+    post = d if cfg.post_norms else 0
     attn = d + d * (n_q + 2 * kv) * hd + H * hd * d + (d * 2 * H + 2 * H if cfg.gate == "dynamic" else 0)
-    ffn = d + 2 * d * hid
+    attn += post + (2 * hd if cfg.qk_norm else 0)
+    ffn = d + post + m * d * hid
     embed = V * d + (S * d if cfg.positions == "learned" else 0) + d
     if cfg.sharing == "ffn_block_diag":
         pairs = (L + 1) // 2
-        ffns = L * (d + 2 * d * hid * (k - 1) // k) + pairs * 2 * d * hid // k
+        ffns = L * (d + post + m * d * hid * (k - 1) // k) + pairs * m * d * hid // k
         return embed + L * attn + ffns
     n_attn = cfg.n_unique if cfg.sharing_scope in ("attention", "both") else L
     n_ffn = cfg.n_unique if cfg.sharing_scope in ("ffn", "both") else L
@@ -113,6 +116,8 @@ SHARING_CASES = [
     dict(sharing="ffn_block_diag", sharing_scope="ffn", n_layers=3),
     dict(sharing="cycle_rev", unique_layers=2, n_layers=4, kv_heads=2, group_share="qkv",
          attention="local_global", window=4, global_tokens=2, gate="dynamic"),
+    dict(sharing="ffn_block_diag", n_layers=3, ffn="swiglu", intermediate_size=40),
+    dict(sharing="cycle", unique_layers=2, n_layers=4, ffn="geglu", qk_norm=True, post_norms=True, head_dim=12),
 ]
 
 
@@ -135,10 +140,11 @@ def _unshared_copy(shared: TransformerLM) -> TransformerLM:
     with torch.no_grad():
         for i, (a, f) in enumerate(zip(shared.attn_map, shared.ffn_map)):
             ref.attns[i].load_state_dict(shared.attns[a].state_dict())
-            w1, w2 = shared.ffns[f].weights()
-            ref.ffns[i].fc1_weight.copy_(w1)
-            ref.ffns[i].fc2_weight.copy_(w2)
+            for name, w in zip(shared.ffns[f].names, shared.ffns[f].weights()):
+                getattr(ref.ffns[i], f"{name}_weight").copy_(w)
             ref.ffns[i].norm.load_state_dict(shared.ffns[f].norm.state_dict())
+            if shared.ffns[f].post_norm is not None:
+                ref.ffns[i].post_norm.load_state_dict(shared.ffns[f].post_norm.state_dict())
     return ref
 
 
@@ -190,6 +196,8 @@ KNOBS = [
     dict(sharing="cycle_rev", n_layers=4, unique_layers=2),
     dict(sharing="ffn_block_diag", sharing_scope="ffn"),
     dict(sharing="adjacent", n_layers=4, sharing_scope="attention"),
+    dict(ffn="swiglu", intermediate_size=40, qk_norm=True, kv_heads=2),
+    dict(ffn="geglu", post_norms=True, sharing="ffn_block_diag", attention="local_global", window=5, global_tokens=2),
 ]
 
 
@@ -210,6 +218,7 @@ TRAIN_KNOBS = [k for k in KNOBS if k.get("backend") != "flex"] + [
     dict(precision={"attention": "bf16", "ffn": "fp8_e4m3", "embed": "fp16"}),
     dict(precision={"ffn": "adaptive"}),
     dict(precision={"attention": "fp8_e5m2"}),
+    dict(ffn="swiglu", precision={"ffn": "fp8_e4m3", "attention": "bf16"}),
 ]
 
 
