@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from nas.cost import apply_knobs, load_target
 from nas.knobs import carry, nearest_divisor, sizes_of
 from nas.model.config import ArchConfig
-from nas.proxy import ProxySpec, load_proxy, proxy_arch
+from nas.proxy import load_proxy, proxy_arch
 
 
 def test_nearest_divisor_breaks_ties_upwards() -> None:
@@ -55,7 +57,7 @@ def test_sharing_patterns_that_fix_m_drop_a_stale_unique_layers_when_carried() -
 def test_ffn_blocks_carry_to_a_common_divisor_of_width_and_ffn_width() -> None:
     # Gemma 3 1B: d_model 1152, intermediate_size 6912; 5 blocks -> 4 or 6 (divisors of gcd 1152), ties go up
     gemma = load_target("gemma3_1b_32k")[0]
-    proxy = proxy_arch({"sharing": "ffn_block_diag", "ffn_blocks": 5}, ProxySpec(d_model=80))
+    proxy = proxy_arch({"sharing": "ffn_block_diag", "ffn_blocks": 5}, replace(load_proxy("tiny"), d_model=80))
     target = apply_knobs(gemma, proxy)
     assert (target.ffn_blocks, target.ffn, target.ffn_hidden) == (6, "geglu", 6912)
     assert proxy.ffn == "gelu" and proxy.intermediate_size is None  # the proxy keeps its own FFN family
