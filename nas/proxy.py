@@ -235,9 +235,22 @@ def run_from_config(plain: dict[str, Any]) -> None:
     print(f"quality ({', '.join(f'{w:g}*{t}' for t, w in task.objective.items())}) = {quality(report, task):.4f}")
 
 
+def register_arch_knobs() -> None:
+    """The `arch` node of conf/proxy_run.yaml: every knob of ArchConfig's registry, null (= its default)."""
+    from dataclasses import fields
+
+    from hydra.core.config_store import ConfigStore
+
+    from nas.model.config import KNOB_FIELDS, PrecisionConfig
+
+    node: dict[str, Any] = {k: None for k in KNOB_FIELDS if k != "precision"}
+    node["precision"] = {f.name: None for f in fields(PrecisionConfig)}
+    ConfigStore.instance().store(name="arch_knobs", node=node)
+
+
 def main() -> None:
     """`python -m nas.proxy`: one proxy run from conf/proxy_run.yaml; bad input ends as one line, exit 2."""
-    hydra_entry("proxy_run", run_from_config)
+    hydra_entry("proxy_run", run_from_config, prepare=register_arch_knobs)
 
 
 if __name__ == "__main__":
