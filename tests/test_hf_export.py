@@ -18,7 +18,14 @@ import torch
 
 from nas.cost import load_target, param_counts, published_arch
 from nas.export.cli import run_from_config
-from nas.export.hf import ExportRefused, choose_family, hf_config, refusal, require_hf, write_hf
+from nas.export.hf import (
+    ExportRefused,
+    choose_family,
+    hf_config,
+    refusal,
+    require_hf,
+    write_hf,
+)
 from nas.model import ArchConfig, TransformerLM
 from nas.store import Store
 from tests.test_export import seed_study
@@ -227,9 +234,10 @@ def test_format_options_are_checked_first(store, tmp_path, options, message):
     assert store.exports("s1") == []
 
 
-def test_trained_checkpoint_loads_in_transformers_with_its_logits(tmp_path, monkeypatch):
-    """nas.train -> checkpoint -> nas.export checkpoint=... format=hf -> from_pretrained: the same logits."""
-    from nas.train import TrainSpec, train
+def test_trained_model_loads_in_transformers_with_its_logits(tmp_path, monkeypatch):
+    """nas.train export=hf -> <out_dir>/hf, and nas.export checkpoint=... format=hf: from_pretrained gives the
+    trained model's logits; an architecture no family expresses is refused before training."""
+    from nas.train import run_from_config as train_from_config
     from nas.trainer.checkpoint import load_checkpoint
 
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
@@ -237,21 +245,25 @@ def test_trained_checkpoint_loads_in_transformers_with_its_logits(tmp_path, monk
     corpus.write_bytes(Path(torch.__file__).read_bytes()[:20000])
     arch = ArchConfig(seq_len=32, n_layers=2, d_model=32, n_heads=4, kv_heads=2, ffn="swiglu", intermediate_size=64,
                       attention="local_global", window=8)
-    spec = TrainSpec.from_dict(dict(steps=2, batch_size=2, micro_batch=2, lr=3e-3, warmup=1, corpus=str(corpus),
-                                    log_every=1, eval_every=2, eval_batches=1, ckpt_every=2, out_dir=str(tmp_path / "r"),
-                                    device="cpu", seed=0, threads=1, progress=False))
-    result = train(arch, spec)
+    conf = dict(model=arch.to_dict(), target=None, size=None, export="hf", steps=2, batch_size=2, micro_batch=2,
+                lr=3e-3, warmup=1, corpus=str(corpus), log_every=1, eval_every=2, eval_batches=1, ckpt_every=2,
+                out_dir=str(tmp_path / "run"), device="cpu", seed=0, threads=1, progress=False)
+    with pytest.raises(ValueError, match=r"^export=hf cannot write this model: global_tokens=2: "):
+        train_from_config({**conf, "model": arch.replace(global_tokens=2).to_dict()})
+    assert not (tmp_path / "run").exists()
+    result = train_from_config(conf)
     out = tmp_path / "hf"
     with open(tmp_path / "log.txt", "w") as log:
         assert run_from_config({"checkpoint": str(result.checkpoint), "format": "hf", "out": str(out)}, out=log) == out
     assert "family: MistralForCausalLM" in (tmp_path / "log.txt").read_text()
     model = TransformerLM(arch).eval()
     model.load_state_dict(load_checkpoint(result.checkpoint)["model"])
-    hf = load(out)
-    assert hf.config.vocab_size == 256  # nas's byte-level vocabulary, carried as is
     idx = torch.tensor([list(b"def forward(self, x):\n    return x + self.weight")[:32]])
-    with torch.no_grad():
-        torch.testing.assert_close(hf(idx).logits, model(idx), atol=1e-4, rtol=1e-4)
+    for folder in (result.out_dir / "hf", out):
+        hf = load(folder)
+        assert hf.config.vocab_size == 256  # nas's byte-level vocabulary, carried as is
+        with torch.no_grad():
+            torch.testing.assert_close(hf(idx).logits, model(idx), atol=1e-4, rtol=1e-4)
 
 
 # ---- import: target=hf:PATH ---------------------------------------------------------------------------------------

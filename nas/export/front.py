@@ -218,10 +218,11 @@ def select_expressible(sp: StudyPoints, policy: Policy, refuse: Callable[[Point]
         front = {p.number for p in pareto_front(sp.points)}
         passed = [p for p in refused if p.number in front]
     elif policy.name == "max_quality":
-        passed = [p for p in refused if p.primary <= policy.max_compute and p.quality < chosen.quality]
+        bound = policy.max_compute if policy.max_compute is not None else math.inf
+        passed = [p for p in refused if p.primary <= bound and p.quality < chosen.quality]
     else:
-        dense = policy.dense_quality
-        passed = [p for p in refused if dense is not None and p.quality > 0 and dense / p.quality >=
-                  policy.min_quality_ratio and p.primary < chosen.primary]
+        dense, least = policy.dense_quality, policy.min_quality_ratio or 0.0
+        passed = [p for p in refused if dense is not None and p.quality > 0 and dense / p.quality >= least
+                  and p.primary < chosen.primary]
     passed.sort(key=lambda p: (p.primary, p.quality, p.number))
     return chosen, [(p, reasons[p.number] or "") for p in passed]

@@ -102,7 +102,7 @@ def refusal(arch: ArchConfig) -> str | None:
         return (f"{off[0]}: config.json has one storage dtype for every weight (`dtype`), no per-layer compute "
                 "format or fp8 scaling; nearest: fp32 weights everywhere (cast the loaded model as a whole)")
     if arch.group_share == "qkv" and arch.n_kv < arch.n_heads:
-        return (f"group_share=qkv: transformers' families share K and V across a group (num_key_value_heads), not Q; "
+        return ("group_share=qkv: transformers' families share K and V across a group (num_key_value_heads), not Q; "
                 "nearest: group_share=kv (GQA)")
     if arch.positions != "rope":
         return (f"positions={arch.positions}: the Llama-style families encode positions by rotary only; nearest: "
@@ -165,7 +165,7 @@ def hf_config(arch: ArchConfig, family: Family) -> Any:
     return getattr(transformers, family.config_class)(**fields)
 
 
-def hf_state_dict(model: "TransformerLM", family: Family) -> dict[str, "torch.Tensor"]:
+def hf_state_dict(model: TransformerLM, family: Family) -> dict[str, torch.Tensor]:
     """The state dict of the transformers model of `family` holding `model`'s weights (tied head left out).
 
     Gemma 3 scales the embedding by sqrt(d_model) (its table gets ours / sqrt(d_model); the head is untied) and
@@ -175,15 +175,17 @@ def hf_state_dict(model: "TransformerLM", family: Family) -> dict[str, "torch.Te
     H, KV, hd = cfg.n_heads, cfg.n_kv, cfg.hd
     gemma = family.model_type == "gemma3_text"
 
-    def norm(w: "torch.Tensor") -> "torch.Tensor":
+    def norm(w: torch.Tensor) -> torch.Tensor:
         return w - 1 if gemma else w
 
-    sd = {"model.embed_tokens.weight": model.tok_emb.weight / (math.sqrt(cfg.d_model) if gemma else 1.0),
+    sd: dict[str, torch.Tensor] = {"model.embed_tokens.weight": model.tok_emb.weight / (math.sqrt(cfg.d_model) if gemma else 1.0),
           "model.norm.weight": norm(model.norm.weight)}
     if model.lm_head is not None:
         sd["lm_head.weight"] = model.lm_head
     for i, (a, f) in enumerate(zip(model.attn_map, model.ffn_map)):
-        attn, ffn, p = model.attns[a], model.ffns[f], f"model.layers.{i}."
+        attn: Any = model.attns[a]  # Attention, FeedForward (ModuleList items are typed as Module)
+        ffn: Any = model.ffns[f]
+        p = f"model.layers.{i}."
         q, k, v = attn.wqkv.weight.split([H * hd, KV * hd, KV * hd])
         sd.update({p + "input_layernorm.weight": norm(attn.norm.weight), p + "self_attn.q_proj.weight": q,
                    p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v,
@@ -220,7 +222,7 @@ def check_out(out: str | Path, force: bool) -> Path:
     return path
 
 
-def write_hf(arch: ArchConfig, out: str | Path, model: "TransformerLM | None" = None, force: bool = False) -> Written:
+def write_hf(arch: ArchConfig, out: str | Path, model: TransformerLM | None = None, force: bool = False) -> Written:
     """Write config.json and generation_config.json (and model.safetensors from `model`) into `out`, whole or not
     at all: ExportRefused before anything is written when no family expresses `arch`."""
     family, reason = choose_family(arch)
