@@ -358,3 +358,16 @@ def test_search_config_takes_target_hf_path(tmp_path):
     report = coster.estimate({"kv_heads": fields["num_key_value_heads"]})  # the dense baseline is MHA
     assert report.params["unique"] == hf_param_count(getattr(transformers, name)(**fields))
     assert report.workload.seq_len == fields["max_position_embeddings"]
+
+
+def test_a_sparse_attn_point_at_the_readme_target_exports_its_costed_size(tmp_path):
+    """The sparse_attn space's target (Llama 3.2 1B at 32k, 128256-token vocabulary) with a 4096-token window:
+    a Mistral config whose transformers model has the parameter count nas.cost charges."""
+    from nas.cost import Coster
+
+    arch = Coster("llama3.2_1b_32k").target_arch({"attention": "local_global", "window": 4096, "global_tokens": 0})
+    written = write_hf(arch, tmp_path / "hf")
+    config = transformers.AutoConfig.from_pretrained(written.out)
+    assert (config.model_type, config.vocab_size, config.sliding_window, config.num_key_value_heads,
+            config.tie_word_embeddings) == ("mistral", 128256, 4096, 32, True)
+    assert hf_param_count(config) == param_counts(arch)["unique"]
