@@ -214,9 +214,9 @@ def export_hf(store: Store, study: str, policy: Policy, out: str, *, force: bool
     point, passed = select_expressible(sp, policy, lambda p: refusal(point_arch(p)), "hf")
     for p, why in passed:
         print(f"passed over {p.describe(sp.compute_keys)}: {why}", file=report, flush=True)
-    written = write_hf(point_arch(point), out, force=force)
-    store.record_export(study, point.number, written.out.name, str(written.out), {**policy.to_dict(), "format": "hf"},
-                        dict(point.trial.objectives or {}))
+    written = write_hf(point_arch(point), out, force=force, record=lambda path: store.record_export(
+        study, point.number, path.name, str(path), {**policy.to_dict(), "format": "hf"},
+        dict(point.trial.objectives or {})))
     print(f"family: {written.family.architecture} (model_type {written.family.model_type}): {written.reason}",
           file=report, flush=True)
     return Exported(point, sp.compute_keys, written.out.name, written.out)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -222,9 +223,11 @@ def check_out(out: str | Path, force: bool) -> Path:
     return path
 
 
-def write_hf(arch: ArchConfig, out: str | Path, model: TransformerLM | None = None, force: bool = False) -> Written:
+def write_hf(arch: ArchConfig, out: str | Path, model: TransformerLM | None = None, force: bool = False,
+             record: Callable[[Path], None] | None = None) -> Written:
     """Write config.json and generation_config.json (and model.safetensors from `model`) into `out`, whole or not
-    at all: ExportRefused before anything is written when no family expresses `arch`."""
+    at all: ExportRefused before anything is written when no family expresses `arch`; `record(out)` runs once the
+    files are complete, before the folder appears (the store's record of the export)."""
     family, reason = choose_family(arch)
     transformers = require_hf()
     from safetensors.torch import save_file
@@ -240,6 +243,8 @@ def write_hf(arch: ArchConfig, out: str | Path, model: TransformerLM | None = No
                                       do_sample=False).save_pretrained(partial)
         if model is not None:
             save_file(hf_state_dict(model, family), str(partial / "model.safetensors"), metadata={"format": "pt"})
+        if record is not None:
+            record(path)
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         partial.replace(path)
