@@ -65,15 +65,14 @@ class Family:
     architecture: str
     qk_norm: bool  # its attention always norms q and k per head
     post_norms: bool  # its blocks always norm each sublayer's output
-    window: bool  # it carries a sliding window (in every layer, or per layer with layer_types)
     layer_types: bool  # its config carries per-layer `layer_types`
 
 
 FAMILIES = {f.model_type: f for f in (
-    Family("llama", "LlamaConfig", "LlamaForCausalLM", False, False, False, False),
-    Family("mistral", "MistralConfig", "MistralForCausalLM", False, False, True, False),
-    Family("qwen3", "Qwen3Config", "Qwen3ForCausalLM", True, False, True, True),
-    Family("gemma3_text", "Gemma3TextConfig", "Gemma3ForCausalLM", True, True, True, True),
+    Family("llama", "LlamaConfig", "LlamaForCausalLM", False, False, False),
+    Family("mistral", "MistralConfig", "MistralForCausalLM", False, False, False),
+    Family("qwen3", "Qwen3Config", "Qwen3ForCausalLM", True, False, True),
+    Family("gemma3_text", "Gemma3TextConfig", "Gemma3ForCausalLM", True, True, True),
 )}
 
 
@@ -139,7 +138,6 @@ def choose_family(arch: ArchConfig) -> tuple[Family, str]:
 def hf_config(arch: ArchConfig, family: Family) -> Any:
     """The transformers config (a PretrainedConfig) of `arch` in `family`."""
     transformers = require_hf()
-    types = layer_types(arch)
     fields: dict[str, Any] = dict(
         vocab_size=arch.vocab_size, hidden_size=arch.d_model, num_hidden_layers=arch.n_layers,
         num_attention_heads=arch.n_heads, num_key_value_heads=arch.n_kv, head_dim=arch.hd,
@@ -149,7 +147,7 @@ def hf_config(arch: ArchConfig, family: Family) -> Any:
         dtype="float32")
     rope = {"rope_type": "default", "rope_theta": float(arch.rope_theta)}
     if family.model_type == "gemma3_text":
-        fields.update(hidden_activation=ACT[arch.ffn], query_pre_attn_scalar=arch.hd, layer_types=types,
+        fields.update(hidden_activation=ACT[arch.ffn], query_pre_attn_scalar=arch.hd,
                       sliding_window=arch.window or arch.seq_len, final_logit_softcapping=None,
                       attn_logit_softcapping=None,
                       rope_parameters={"full_attention": dict(rope), "sliding_attention": dict(rope)})
@@ -161,8 +159,9 @@ def hf_config(arch: ArchConfig, family: Family) -> Any:
         fields["sliding_window"] = arch.window
     if family.model_type == "qwen3":
         windowed = arch.attention == "local_global"
-        fields.update(use_sliding_window=windowed, sliding_window=arch.window, max_window_layers=0,
-                      layer_types=types)
+        fields.update(use_sliding_window=windowed, sliding_window=arch.window, max_window_layers=0)
+    if family.layer_types:
+        fields["layer_types"] = layer_types(arch)
     return getattr(transformers, family.config_class)(**fields)
 
 
