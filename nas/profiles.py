@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import fields
@@ -52,6 +53,19 @@ def strict_from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**data)
 
 
+def expand_hf_target(overrides: list[str]) -> list[str]:
+    """`target=hf:PATH` (a local transformers config) as the overrides Hydra composes: target=hf target.hf_path=PATH."""
+    out = []
+    for arg in overrides:
+        if arg.startswith("target=hf:"):
+            path = arg[len("target=hf:"):]
+            quoted = path if re.fullmatch(r"[A-Za-z0-9_./+-]+", path) else "'" + re.sub(r"(['\\])", r"\\\1", path) + "'"
+            out += ["target=hf", f"target.hf_path={quoted}"]
+        else:
+            out.append(arg)
+    return out
+
+
 def check_overrides(config_name: str, overrides: list[str]) -> None:
     """Compose conf/<config_name>.yaml with `overrides` (Hydra's compose API): a bad override ends as one line, exit 2.
 
@@ -83,6 +97,7 @@ def hydra_entry(config_name: str, body: Callable[[dict[str, Any]], Any],
             prepare()
         except ValueError as err:
             fail(str(err))
+    sys.argv[1:] = expand_hf_target(sys.argv[1:])
     if not any(arg.startswith("-") for arg in sys.argv[1:]):  # Hydra's own flags (--help, --cfg job) go to Hydra
         check_overrides(config_name, sys.argv[1:])
 

@@ -180,7 +180,7 @@ def test_cli_exports_and_refuses_in_one_line(store, tmp_path):
     ({"threads": 0}, "threads=0 is invalid: expected an integer >= 1"),
     ({"device": "tpu"}, "device='tpu' is invalid here: expected auto, cpu"),
     ({"policy": "trial", "trial": "one"}, "trial='one' is invalid: expected an integer >= 0"),
-    ({"verify_factor": 1.0}, "verify_factor is not a known key: valid keys are dense_quality, device, force, "),
+    ({"verify_factor": 1.0}, "verify_factor is not a known key: valid keys are checkpoint, dense_quality, device, force, "),
     ({"store": {"url": None, "echo": True}}, "store.echo is not a known key: the valid key is url"),
     ({"model_dir": "corpus.txt/models"}, "model_dir='{tmp}/corpus.txt/models' is invalid: {tmp}/corpus.txt is a "
                                          "file, expected a folder"),

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from nas.cost import estimate, load_target, param_counts, published_arch
+from nas.export.hf import FAMILIES, hf_state_dict
 from nas.model import ArchConfig, TransformerLM
 from nas.profiles import profile_names, read_profile
 
@@ -108,37 +109,6 @@ def test_published_knobs_cost_less_than_the_dense_baseline():
     assert scores == pytest.approx(pairs / (32768 * 32769 // 2), rel=1e-12)
 
 
-def _ours_to_hf(ours: TransformerLM, gemma: bool = False) -> dict[str, torch.Tensor]:
-    """The state dict of a transformers Llama / Qwen3 / Gemma 3 model holding TransformerLM's weights.
-
-    Gemma 3 scales the embedding by sqrt(d_model) (its table gets ours / sqrt(d_model); the head is untied) and
-    weights its norms by 1 + w (they get ours - 1); its post_attention_layernorm is our attention's post norm.
-    """
-    cfg = ours.cfg
-    H, KV, hd = cfg.n_heads, cfg.n_kv, cfg.hd
-    norm = (lambda w: w - 1) if gemma else (lambda w: w)  # noqa: E731
-    sd = {"model.embed_tokens.weight": ours.tok_emb.weight / (cfg.d_model ** 0.5 if gemma else 1),
-          "model.norm.weight": norm(ours.norm.weight),
-          "lm_head.weight": ours.tok_emb.weight if ours.lm_head is None else ours.lm_head}
-    for i, (attn, ffn) in enumerate(zip(ours.attns, ours.ffns)):
-        p = f"model.layers.{i}."
-        q, k, v = attn.wqkv.weight.split([H * hd, KV * hd, KV * hd])
-        sd.update({p + "input_layernorm.weight": norm(attn.norm.weight), p + "self_attn.q_proj.weight": q,
-                   p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v,
-                   p + "self_attn.o_proj.weight": attn.wo.weight, p + "mlp.gate_proj.weight": ffn.fc1_weight,
-                   p + "mlp.up_proj.weight": ffn.fc3_weight, p + "mlp.down_proj.weight": ffn.fc2_weight})
-        if attn.q_norm is not None:
-            sd.update({p + "self_attn.q_norm.weight": norm(attn.q_norm.weight),
-                       p + "self_attn.k_norm.weight": norm(attn.k_norm.weight)})
-        if gemma:
-            sd.update({p + "post_attention_layernorm.weight": norm(attn.post_norm.weight),
-                       p + "pre_feedforward_layernorm.weight": norm(ffn.norm.weight),
-                       p + "post_feedforward_layernorm.weight": norm(ffn.post_norm.weight)})
-        else:
-            sd[p + "post_attention_layernorm.weight"] = ffn.norm.weight
-    return sd
-
-
 EPS = torch.finfo(torch.float32).eps  # nn.RMSNorm's default eps
 SHARED = dict(vocab_size=97, seq_len=32, n_layers=2, d_model=48, n_heads=4, head_dim=16)
 TINY_FAMILIES = [
@@ -170,8 +140,9 @@ def test_logits_equal_transformers_with_the_same_weights(family, arch, extra):
     if not extra:
         fields.update(hidden_act="silu", rope_theta=arch.rope_theta)
     hf = transformers.AutoModelForCausalLM.from_config(getattr(transformers, family)(**fields, **extra)).eval()
-    state = _ours_to_hf(ours, gemma=family.startswith("Gemma"))
-    hf.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)
+    state = hf_state_dict(ours, FAMILIES[hf.config.model_type])  # nas.export.hf's weight mapping
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    assert unexpected == [] and missing == ([] if not arch.tie_embeddings else ["lm_head.weight"])
     idx = torch.randint(0, arch.vocab_size, (2, arch.seq_len))
     with torch.no_grad():
         torch.testing.assert_close(ours(idx), hf(idx).logits, atol=2e-5, rtol=1e-4)

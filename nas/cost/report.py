@@ -73,7 +73,9 @@ class CostReport:
 
 
 def _name(profile: str | Mapping[str, Any]) -> str:
-    return profile if isinstance(profile, str) else str(profile.get("name", "?"))
+    if isinstance(profile, str):
+        return profile
+    return f"hf:{profile['hf_path']}" if profile.get("hf_path") else str(profile.get("name", "?"))
 
 
 class Coster:

@@ -6,6 +6,11 @@ max_compute and min_compute read the primary one (the first of the study's list)
 target-size ArchConfig (what its compute objective describes), with provenance in a header comment;
 `python -m nas.train model=<name>` trains it. `verify=true` also measures the proxy's fidelity against a
 reference proxy (nas.reference).
+
+`format=hf out=DIR` writes the chosen point as a Hugging Face transformers config.json + generation_config.json
+instead (nas.export.hf picks the family and refuses, by name, a knob none can express; the policies then choose
+among the points the format can express). `checkpoint=PATH format=hf out=DIR` writes a nas.train checkpoint's
+architecture and trained weights (model.safetensors), for `AutoModelForCausalLM.from_pretrained(DIR)`.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from nas.checks import check_bool, check_int
-from nas.export.front import Point, Policy, StudyPoints, load_points, select
+from nas.export.front import Point, Policy, StudyPoints, load_points, select, select_expressible
 from nas.model.config import ArchConfig
 from nas.profiles import conf_dir, hydra_entry, strict_from_dict
 from nas.reference import describe
 from nas.store import DEFAULT_URL, Fidelity, Store, StoreError, code_version, shown_url, sqlite_file
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+FORMATS = ("nas", "hf")
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,9 @@ class Options:
     device: str = "auto"
     threads: int = 1
     progress: bool = False
+    format: str = "nas"
+    out: str | None = None
+    checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("study", "name"):  # Hydra reads study=2024 as a number
@@ -94,11 +103,33 @@ class Options:
             from nas.device import resolve_device
 
             resolve_device(str(self.device))
+        self._check_format()
         if not isinstance(self.store, dict):
             raise ValueError(f"store={self.store!r} is invalid: expected a mapping such as store.url=<SQLAlchemy URL>")
         unknown = sorted(set(self.store) - {"url"})
         if unknown:
             raise ValueError(f"store.{unknown[0]} is not a known key: the valid key is url")
+
+    def _check_format(self) -> None:
+        """format, out and checkpoint agree: hf needs out (and the hf extra); a checkpoint is exported as hf."""
+        if self.format not in FORMATS:
+            raise ValueError(f"format={self.format!r} is unknown: expected one of {', '.join(FORMATS)}")
+        if self.format == "nas":
+            for key in ("out", "checkpoint"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}={getattr(self, key)!r} needs format=hf (format=nas writes "
+                                     "conf/model/<name>.yaml)")
+            return
+        from nas.export.hf import check_out, require_hf
+
+        require_hf()
+        if self.out is None:
+            raise ValueError("format=hf needs out=DIR: the folder that gets config.json (and model.safetensors)")
+        check_folder("out", Path(self.out).parent)
+        check_out(self.out, self.force)
+        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
+            raise ValueError(f"checkpoint={self.checkpoint!r}: no such file (a nas.train checkpoint: "
+                             "<out_dir>/checkpoints/step_*.pt)")
 
     @classmethod
     def from_conf(cls, conf: dict[str, Any]) -> "Options":
@@ -118,7 +149,7 @@ class Options:
 
 def model_text(point: Point, sp: StudyPoints, policy: Policy, name: str) -> str:
     """The config file: a provenance header comment, then the trial's target-size ArchConfig as YAML."""
-    arch = ArchConfig.from_dict(point.trial.target_arch or point.trial.arch)
+    arch = point_arch(point)
     study, config = sp.study, sp.study.config
     objectives = " ".join(f"{k}={v:.6g}" for k, v in (point.trial.objectives or {}).items())
     dense = sp.dense_quality()
@@ -168,6 +199,46 @@ def export(store: Store, study: str, policy: Policy, *, name: str | None = None,
     return Exported(point, sp.compute_keys, name, path)
 
 
+def point_arch(point: Point) -> ArchConfig:
+    """The architecture an export writes: the trial's target-size ArchConfig (its proxy one when it has none)."""
+    return ArchConfig.from_dict(point.trial.target_arch or point.trial.arch)
+
+
+def export_hf(store: Store, study: str, policy: Policy, out: str, *, force: bool = False,
+              report: Any = sys.stdout) -> Exported:
+    """Choose, among the points a transformers family expresses, a point of the study by `policy`, write its
+    config.json + generation_config.json to `out` and record the export; `report` gets the points passed over."""
+    from nas.export.hf import refusal, write_hf
+
+    sp = load_points(store, study)
+    point, passed = select_expressible(sp, policy, lambda p: refusal(point_arch(p)), "hf")
+    for p, why in passed:
+        print(f"passed over {p.describe(sp.compute_keys)}: {why}", file=report, flush=True)
+    written = write_hf(point_arch(point), out, force=force, record=lambda path: store.record_export(
+        study, point.number, path.name, str(path), {**policy.to_dict(), "format": "hf"},
+        dict(point.trial.objectives or {})))
+    print(f"family: {written.family.architecture} (model_type {written.family.model_type}): {written.reason}",
+          file=report, flush=True)
+    return Exported(point, sp.compute_keys, written.out.name, written.out)
+
+
+def export_checkpoint(checkpoint: str, out: str, force: bool = False, report: Any = sys.stdout) -> Path:
+    """Write a nas.train checkpoint's architecture and weights as a transformers model folder `out`."""
+    from nas.export.hf import write_hf
+    from nas.model.transformer import TransformerLM
+    from nas.trainer.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    arch = ArchConfig.from_dict(state["arch"])
+    model = TransformerLM(arch)
+    model.load_state_dict(state["model"])
+    written = write_hf(arch, out, model=model, force=force)
+    print(f"exported {checkpoint} (step {state['step']}) -> {written.out}\nfamily: {written.family.architecture} "
+          f"(model_type {written.family.model_type}): {written.reason}\nload it: "
+          f"transformers.AutoModelForCausalLM.from_pretrained({str(written.out)!r})", file=report, flush=True)
+    return written.out
+
+
 def open_existing(url: str) -> Store:
     """The store at `url`, which must exist already (exporting from a mistyped path creates nothing)."""
     path = sqlite_file(url) if url.startswith("sqlite") else None
@@ -177,12 +248,16 @@ def open_existing(url: str) -> Store:
     return Store(url)
 
 
-def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported:
-    """Export (and verify) from a composed conf/export.yaml as a plain dict; prints what it did.
+def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported | Path:
+    """Export (and verify) from a composed conf/export.yaml as a plain dict; prints what it did (a checkpoint's
+    export returns the folder written).
 
     Every option, and with verify=true the study's fitness for it, is checked before the file is written.
     """
     opts = Options.from_conf(conf)
+    if opts.checkpoint is not None:
+        assert opts.out is not None  # Options checked it
+        return export_checkpoint(opts.checkpoint, opts.out, opts.force, report=out)
     store = open_existing(opts.url)
     try:
         if not opts.study:
@@ -194,9 +269,19 @@ def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported:
 
             plan_verify(load_points(store, opts.study), opts.verify_top_k)
         policy = opts.chosen_policy()
-        done = export(store, opts.study, policy, name=opts.name, model_dir=opts.model_dir, force=opts.force)
-        print(f"exported {done.point.describe(done.compute_keys)} of study {opts.study!r} by policy={policy.name} "
-              f"-> {done.path}\ntrain it: python -m nas.train model={done.name}", file=out, flush=True)
+        if opts.format == "hf":
+            assert opts.out is not None  # Options checked it
+            done = export_hf(store, opts.study, policy, opts.out, force=opts.force, report=out)
+            print(f"exported {done.point.describe(done.compute_keys)} of study {opts.study!r} by policy={policy.name} "
+                  f"format=hf -> {done.path} (config only: the study trained proxies, not this model)\n"
+                  "build it: transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained("
+                  f"{str(done.path)!r})); trained weights: nas.train, then nas.export checkpoint=PATH format=hf",
+                  file=out, flush=True)
+        else:
+            done = export(store, opts.study, policy, name=opts.name, model_dir=opts.model_dir, force=opts.force)
+            print(f"exported {done.point.describe(done.compute_keys)} of study {opts.study!r} by "
+                  f"policy={policy.name} -> {done.path}\ntrain it: python -m nas.train model={done.name}", file=out,
+                  flush=True)
         if opts.verify:
             from nas.export.fidelity import verify
 

@@ -10,8 +10,10 @@ baseline, 0.97 means a 3% worse objective (for lower-is-better quality).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,3 +191,38 @@ def select(sp: StudyPoints, policy: Policy) -> Point:
                          f"min_quality_ratio={policy.min_quality_ratio:g}: the closest is {closest.describe(keys)}, "
                          f"ratio {ratio(closest):.4f}")
     return min(ok, key=lambda p: (p.primary, p.quality, p.compute, p.number))
+
+
+def select_expressible(sp: StudyPoints, policy: Policy, refuse: Callable[[Point], str | None],
+                       fmt: str) -> tuple[Point, list[tuple[Point, str]]]:
+    """The point the policy picks among those a format can express (`refuse`: why not, or None), and the refused
+    points it passed over with their reasons: for knee the refused points of the whole front, for max_quality the
+    refused points within the bound of better quality, for min_compute those above the ratio of less compute.
+    ValueError when the policy's own pick (policy=trial) or every point is refused."""
+    reasons = {p.number: refuse(p) for p in sp.points}
+    if policy.name == "trial":
+        point = select(sp, policy)
+        if reasons[point.number] is not None:
+            raise ValueError(f"trial={point.number} cannot be exported as format={fmt}: {reasons[point.number]}")
+        return point, []
+    ok = [p for p in sp.points if reasons[p.number] is None]
+    if sp.points and not ok:
+        first = sp.points[0]
+        raise ValueError(f"no COMPLETE trial of study {sp.study.name!r} can be exported as format={fmt} (e.g. trial "
+                         f"{first.number}: {reasons[first.number]})")
+    if policy.name == "min_compute" and policy.dense_quality is None:  # the dense baseline may itself be refused
+        policy = dataclasses.replace(policy, dense_quality=sp.dense_quality())
+    chosen = select(dataclasses.replace(sp, points=ok) if sp.points else sp, policy)
+    refused = [p for p in sp.points if reasons[p.number] is not None]
+    if policy.name == "knee":
+        front = {p.number for p in pareto_front(sp.points)}
+        passed = [p for p in refused if p.number in front]
+    elif policy.name == "max_quality":
+        bound = policy.max_compute if policy.max_compute is not None else math.inf
+        passed = [p for p in refused if p.primary <= bound and p.quality < chosen.quality]
+    else:
+        dense, least = policy.dense_quality, policy.min_quality_ratio or 0.0
+        passed = [p for p in refused if dense is not None and p.quality > 0 and dense / p.quality >= least
+                  and p.primary < chosen.primary]
+    passed.sort(key=lambda p: (p.primary, p.quality, p.number))
+    return chosen, [(p, reasons[p.number] or "") for p in passed]

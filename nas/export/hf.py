@@ -1,0 +1,323 @@
+"""Hugging Face transformers as an export format and an import source: ArchConfig <-> config.json (+ safetensors).
+
+Export picks the transformers family that expresses an ArchConfig's knobs with Llama-style blocks (RMSNorm,
+rotary, bias-free projections, gated MLP) and no custom code:
+
+| needs                                   | family (model_type)          | why                                        |
+| --------------------------------------- | ---------------------------- | ------------------------------------------ |
+| post_norms (with qk_norm)               | Gemma 3 text (gemma3_text)   | the only one with norms on sublayer outputs |
+| qk_norm                                 | Qwen3 (qwen3)                | per-head q/k RMSNorm, per-layer layer_types |
+| one window in every layer               | Mistral (mistral)            | `sliding_window` in every layer            |
+| dense attention, GQA/MQA, SwiGLU/GeGLU  | Llama (llama)                | the plain block                            |
+
+Qwen3 and Gemma 3 carry per-layer `layer_types` (so does Ministral, Mistral's blocks with layer_types): a per-layer
+local:global layout maps there (`layer_types` below is the one place that writes the list). A knob no family can
+express is refused by name with the nearest thing that exists (`refusal`); nothing is dropped.
+
+Window convention: nas's query i sees keys i - W < j <= i; transformers' sliding window (masking_utils
+sliding_window_overlay, `kv_idx > q_idx - sliding_window`, installed 5.x) is the same, so `sliding_window = W`.
+tests/test_hf_export.py checks the boundary (and that W + 1 would differ) by logits and by cached generation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nas.model.config import ArchConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from nas.model.transformer import TransformerLM
+
+INSTALL = 'pip install -e ".[hf]"'
+RMS_EPS = 1.1920928955078125e-07  # nn.RMSNorm's default eps in fp32: torch.finfo(torch.float32).eps
+ACT = {"swiglu": "silu", "geglu": "gelu_pytorch_tanh"}  # gated FFN kind -> hidden_act
+
+
+class ExportRefused(ValueError):
+    """A knob the target format cannot express: names the knob and the nearest thing that exists."""
+
+
+def require_hf() -> Any:
+    """The transformers module; ValueError naming the install command when the `hf` extra is missing."""
+    try:
+        import safetensors  # noqa: F401
+        import transformers
+    except ImportError as err:
+        raise ValueError(f"Hugging Face export and import need the `hf` extra ({err.name} is missing): "
+                         f"{INSTALL}") from err
+    return transformers
+
+
+@dataclass(frozen=True)
+class Family:
+    """A transformers architecture nas exports to."""
+
+    model_type: str
+    config_class: str
+    architecture: str
+    qk_norm: bool  # its attention always norms q and k per head
+    post_norms: bool  # its blocks always norm each sublayer's output
+    layer_types: bool  # its config carries per-layer `layer_types`
+
+
+FAMILIES = {f.model_type: f for f in (
+    Family("llama", "LlamaConfig", "LlamaForCausalLM", False, False, False),
+    Family("mistral", "MistralConfig", "MistralForCausalLM", False, False, False),
+    Family("qwen3", "Qwen3Config", "Qwen3ForCausalLM", True, False, True),
+    Family("gemma3_text", "Gemma3TextConfig", "Gemma3ForCausalLM", True, True, True),
+)}
+
+
+def layer_types(arch: ArchConfig) -> list[str]:
+    """transformers' per-layer attention kinds: sliding_attention where a layer has a window, else full_attention."""
+    kind = "sliding_attention" if arch.attention == "local_global" else "full_attention"
+    return [kind] * arch.n_layers
+
+
+def refusal(arch: ArchConfig) -> str | None:
+    """Why no transformers family can hold `arch` (one line: the knob, its value, the nearest that exists), or None."""
+    if arch.gate != "none":
+        return (f"gate={arch.gate}: no transformers family gates its attention branches per head by input; nearest: "
+                "gate=none (a plain sliding window, Mistral)")
+    if arch.global_tokens:
+        return (f"global_tokens={arch.global_tokens}: no transformers family lets every query see the first "
+                f"{arch.global_tokens} positions beside its window; nearest: global_tokens=0 (Mistral's window), or "
+                "gpt-oss's learned per-head `sinks`, which are one extra softmax logit per head, not key positions")
+    if arch.sharing != "none":
+        what = ("FFN sub-blocks shared by adjacent layers" if arch.sharing == "ffn_block_diag"
+                else "layers that reuse another layer's weights")
+        return (f"sharing={arch.sharing}: transformers' families hold one full weight set per layer, no {what}; "
+                "nearest: sharing=none")
+    formats = {k: getattr(arch.precision, k) for k in ("attention", "ffn", "embed")}
+    off = [f"precision.{k}={v}" for k, v in formats.items() if v != "fp32"]
+    if off:
+        return (f"{off[0]}: config.json has one storage dtype for every weight (`dtype`), no per-layer compute "
+                "format or fp8 scaling; nearest: fp32 weights everywhere (cast the loaded model as a whole)")
+    if arch.group_share == "qkv" and arch.n_kv < arch.n_heads:
+        return ("group_share=qkv: transformers' families share K and V across a group (num_key_value_heads), not Q; "
+                "nearest: group_share=kv (GQA)")
+    if arch.positions != "rope":
+        return (f"positions={arch.positions}: the Llama-style families encode positions by rotary only; nearest: "
+                "positions=rope")
+    if arch.ffn == "gelu":
+        return ("ffn=gelu: no transformers family pairs RMSNorm and rotary with an ungated MLP; nearest: ffn=geglu "
+                f"(hidden_act {ACT['geglu']}) or ffn=swiglu (hidden_act silu)")
+    if arch.post_norms and not arch.qk_norm:
+        return ("post_norms=true with qk_norm=false: the one family with post norms (Gemma 3) always norms q and k; "
+                "nearest: qk_norm=true")
+    if arch.post_norms and arch.tie_embeddings:
+        return ("tie_embeddings=true with post_norms (Gemma 3): Gemma multiplies its input embedding by "
+                "sqrt(hidden_size) and reads the tied table unscaled as the head, nas scales neither; nearest: "
+                "tie_embeddings=false")
+    return None
+
+
+def choose_family(arch: ArchConfig) -> tuple[Family, str]:
+    """The family that expresses `arch` and why; ExportRefused (the refusal line) when none does."""
+    refused = refusal(arch)
+    if refused is not None:
+        raise ExportRefused(refused)
+    window = f" and a {arch.window}-token window in every layer" if arch.attention == "local_global" else ""
+    if arch.post_norms:
+        return FAMILIES["gemma3_text"], f"post norms and q/k norms need Gemma 3 (layer_types carry the window){window}"
+    if arch.qk_norm:
+        return FAMILIES["qwen3"], f"q/k norms without post norms: Qwen3 (layer_types carry the window){window}"
+    if arch.attention == "local_global":
+        return FAMILIES["mistral"], f"one window in every layer: Mistral (sliding_window={arch.window})"
+    return FAMILIES["llama"], "dense attention with Llama blocks (GQA, gated MLP): Llama"
+
+
+def hf_config(arch: ArchConfig, family: Family) -> Any:
+    """The transformers config (a PretrainedConfig) of `arch` in `family`."""
+    transformers = require_hf()
+    fields: dict[str, Any] = dict(
+        vocab_size=arch.vocab_size, hidden_size=arch.d_model, num_hidden_layers=arch.n_layers,
+        num_attention_heads=arch.n_heads, num_key_value_heads=arch.n_kv, head_dim=arch.hd,
+        intermediate_size=arch.ffn_hidden, tie_word_embeddings=arch.tie_embeddings,
+        max_position_embeddings=arch.seq_len, rms_norm_eps=RMS_EPS, attention_bias=False,
+        bos_token_id=None, eos_token_id=None, pad_token_id=None, architectures=[family.architecture],
+        dtype="float32")
+    rope = {"rope_type": "default", "rope_theta": float(arch.rope_theta)}
+    if family.model_type == "gemma3_text":
+        fields.update(hidden_activation=ACT[arch.ffn], query_pre_attn_scalar=arch.hd,
+                      sliding_window=arch.window or arch.seq_len, final_logit_softcapping=None,
+                      attn_logit_softcapping=None,
+                      rope_parameters={"full_attention": dict(rope), "sliding_attention": dict(rope)})
+    else:
+        fields.update(hidden_act=ACT[arch.ffn], rope_parameters=rope)
+    if family.model_type == "llama":
+        fields["mlp_bias"] = False
+    if family.model_type == "mistral":
+        fields["sliding_window"] = arch.window
+    if family.model_type == "qwen3":
+        windowed = arch.attention == "local_global"
+        fields.update(use_sliding_window=windowed, sliding_window=arch.window, max_window_layers=0)
+    if family.layer_types:
+        fields["layer_types"] = layer_types(arch)
+    return getattr(transformers, family.config_class)(**fields)
+
+
+def hf_state_dict(model: TransformerLM, family: Family) -> dict[str, torch.Tensor]:
+    """The state dict of the transformers model of `family` holding `model`'s weights (tied head left out).
+
+    Gemma 3 scales the embedding by sqrt(d_model) (its table gets ours / sqrt(d_model); the head is untied) and
+    weights its norms by 1 + w (they get ours - 1); its post_attention_layernorm is our attention's post norm.
+    """
+    cfg = model.cfg
+    H, KV, hd = cfg.n_heads, cfg.n_kv, cfg.hd
+    gemma = family.model_type == "gemma3_text"
+
+    def norm(w: torch.Tensor) -> torch.Tensor:
+        return w - 1 if gemma else w
+
+    sd: dict[str, torch.Tensor] = {"model.embed_tokens.weight": model.tok_emb.weight / (math.sqrt(cfg.d_model) if gemma else 1.0),
+          "model.norm.weight": norm(model.norm.weight)}
+    if model.lm_head is not None:
+        sd["lm_head.weight"] = model.lm_head
+    for i, (a, f) in enumerate(zip(model.attn_map, model.ffn_map)):
+        attn: Any = model.attns[a]  # Attention, FeedForward (ModuleList items are typed as Module)
+        ffn: Any = model.ffns[f]
+        p = f"model.layers.{i}."
+        q, k, v = attn.wqkv.weight.split([H * hd, KV * hd, KV * hd])
+        sd.update({p + "input_layernorm.weight": norm(attn.norm.weight), p + "self_attn.q_proj.weight": q,
+                   p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v,
+                   p + "self_attn.o_proj.weight": attn.wo.weight, p + "mlp.gate_proj.weight": ffn.fc1_weight,
+                   p + "mlp.up_proj.weight": ffn.fc3_weight, p + "mlp.down_proj.weight": ffn.fc2_weight})
+        if attn.q_norm is not None and attn.k_norm is not None:
+            sd.update({p + "self_attn.q_norm.weight": norm(attn.q_norm.weight),
+                       p + "self_attn.k_norm.weight": norm(attn.k_norm.weight)})
+        if gemma:
+            sd.update({p + "post_attention_layernorm.weight": norm(attn.post_norm.weight),
+                       p + "pre_feedforward_layernorm.weight": norm(ffn.norm.weight),
+                       p + "post_feedforward_layernorm.weight": norm(ffn.post_norm.weight)})
+        else:
+            sd[p + "post_attention_layernorm.weight"] = ffn.norm.weight
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in sd.items()}
+
+
+@dataclass(frozen=True)
+class Written:
+    """What write_hf wrote: the folder, the family and why it was chosen, and whether weights came with it."""
+
+    out: Path
+    family: Family
+    reason: str
+    weights: bool
+
+
+def check_out(out: str | Path, force: bool) -> Path:
+    """The output folder: refused when it exists, is not empty and force is not set."""
+    path = Path(out)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not force:
+        raise ValueError(f"out={str(path)!r} exists and is not an empty folder: it is kept; pass force=true to "
+                         "replace it, or choose another out")
+    return path
+
+
+def write_hf(arch: ArchConfig, out: str | Path, model: TransformerLM | None = None, force: bool = False,
+             record: Callable[[Path], None] | None = None) -> Written:
+    """Write config.json and generation_config.json (and model.safetensors from `model`) into `out`, whole or not
+    at all: ExportRefused before anything is written when no family expresses `arch`; `record(out)` runs once the
+    files are complete, before the folder appears (the store's record of the export)."""
+    family, reason = choose_family(arch)
+    transformers = require_hf()
+    from safetensors.torch import save_file
+
+    path = check_out(out, force)
+    config = hf_config(arch, family)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        partial.mkdir(parents=True)
+        config.save_pretrained(partial)
+        transformers.GenerationConfig(bos_token_id=None, eos_token_id=None, pad_token_id=None,
+                                      do_sample=False).save_pretrained(partial)
+        if model is not None:
+            save_file(hf_state_dict(model, family), str(partial / "model.safetensors"), metadata={"format": "pt"})
+        if record is not None:
+            record(path)
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        partial.replace(path)
+    except OSError as err:
+        raise ValueError(f"out={str(path)!r}: cannot write it: {err.strerror or err}") from err
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return Written(path, family, reason, model is not None)
+
+
+# ---- import: a local config.json as a target ----------------------------------------------------------------------
+GATED = {v: k for k, v in ACT.items()}  # hidden_act -> gated FFN kind
+
+
+def read_hf_config(path: str | Path) -> Any:
+    """The transformers config of a local config.json or model folder; ValueError naming the path when unreadable."""
+    transformers = require_hf()
+    p = Path(path)
+    folder = p.parent if p.is_file() else p
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"target=hf:{path}: no config.json there (expected a local config.json or model folder)")
+    try:
+        return transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"target=hf:{path}: {folder / 'config.json'} is not a transformers config "
+                         f"({' '.join(str(err).split())})") from err
+
+
+def arch_from_hf(path: str | Path) -> tuple[ArchConfig, dict[str, Any]]:
+    """A local transformers config as the cost model's dense sizes and the knobs it ships (target units)."""
+    config = read_hf_config(path)
+    where = f"target=hf:{path}"
+    model_type = getattr(config, "model_type", None)
+    if model_type not in FAMILIES:
+        raise ValueError(f"{where}: model_type={model_type!r} is not supported: expected one of "
+                         f"{', '.join(FAMILIES)}")
+    act = getattr(config, "hidden_activation", None) or config.hidden_act
+    if act not in GATED:
+        raise ValueError(f"{where}: hidden_act={act!r} is not modelled: expected one of {', '.join(GATED)}")
+    for key in ("attention_bias", "mlp_bias"):
+        if getattr(config, key, False):
+            raise ValueError(f"{where}: {key}=true is not modelled (the cost model has bias-free projections)")
+    rope = config.rope_parameters or {}
+    rope = rope.get("full_attention", rope)
+    family = FAMILIES[model_type]
+    sizes = dict(vocab_size=config.vocab_size, seq_len=config.max_position_embeddings,
+                 n_layers=config.num_hidden_layers, d_model=config.hidden_size, n_heads=config.num_attention_heads,
+                 head_dim=getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
+                 ffn=GATED[act], intermediate_size=config.intermediate_size,
+                 tie_embeddings=bool(config.tie_word_embeddings), positions="rope", qk_norm=family.qk_norm,
+                 post_norms=family.post_norms, rope_theta=float(rope.get("rope_theta", 10000.0)))
+    knobs: dict[str, Any] = {}
+    if config.num_key_value_heads != config.num_attention_heads:
+        knobs["kv_heads"] = config.num_key_value_heads
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None) or ["sliding_attention" if window else "full_attention"] * \
+        config.num_hidden_layers
+    if window and all(t == "sliding_attention" for t in types):
+        knobs.update(attention="local_global", window=min(int(window), config.max_position_embeddings),
+                     global_tokens=0)
+    elif window and len(set(types)) > 1:
+        knobs["layer_types"] = types  # a per-layer layout: no ArchConfig field holds it yet (see published_knobs)
+    try:
+        return ArchConfig.from_dict(sizes), knobs
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from err
+
+
+def published_knobs(path: str | Path, knobs: dict[str, Any]) -> dict[str, Any]:
+    """The knobs a local config ships, as ArchConfig knobs; ValueError when its layout has no ArchConfig field."""
+    types = knobs.get("layer_types")
+    if types is not None:
+        local = sum(t == "sliding_attention" for t in types)
+        raise ValueError(f"target=hf:{path}: layer_types mixes {local} sliding_attention and {len(types) - local} "
+                         "full_attention layers, a per-layer layout ArchConfig cannot hold yet: its published knobs "
+                         "cannot be costed (its dense sizes can: the search's target=hf:PATH)")
+    return knobs
