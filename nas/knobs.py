@@ -11,6 +11,15 @@ of a size keeps its share, rounded to the nearest valid value (ties go to the la
 - kv_heads: a fraction of n_heads, as the nearest divisor of n_heads'.
 - unique_layers (sequence, cycle, cycle_rev): a fraction of n_layers (a divisor of n_layers' where the
   pattern needs one).
+- global_every (one global layer every k, the last of each group): a share of the layers, 1/k, whatever the
+  depth: k is kept (the count of global layers, L // k, scales with depth; each stays last in its group), clipped
+  to the destination's n_layers so a layout with a global layer keeps one (k=6 at 4 layers: 1 of 4).
+- global_layers (an explicit placement): by relative depth. Destination layer j takes the kind of the source
+  layer at its depth, floor((j + 0.5) * L / L'): going deeper every source layer becomes the band of L'/L layers
+  at its depth (the count scales with depth, the placement keeps its relative position; 4 -> 16 layers: [3] ->
+  [12, 13, 14, 15]). Going shallower this samples the layers; a placement that loses every global layer gets
+  back the one at the depth of its last, and one that becomes all global keeps the layer at the depth of its
+  first local layer local.
 - ffn_blocks: an absolute count, as the nearest common divisor of d_model' and the FFN width.
 - everything else (attention kind, gate, group_share, sharing pattern and scope, precision): as is.
 
@@ -42,6 +51,19 @@ def _unique_layers(m: int, src: Mapping[str, Any], dst: Mapping[str, Any], knobs
     return nearest_divisor(layers, share) if knobs.get("sharing") in DIVISOR_SHARING else min(layers, round(share))
 
 
+def _global_layers(layers: list[int], src: Mapping[str, Any], dst: Mapping[str, Any], knobs: Mapping[str, Any]
+                   ) -> list[int]:
+    n, m = src["n_layers"], dst["n_layers"]
+    at_depth = [math.floor((j + 0.5) * n / m) for j in range(m)]  # the source layer at each destination layer's depth
+    out = {j for j in range(m) if at_depth[j] in layers}
+    if not out:
+        out = {min(m - 1, math.floor((max(layers) + 0.5) * m / n))}
+    if len(out) == m and m > 1:
+        first_local = next(i for i in range(n) if i not in layers)
+        out.discard(min(m - 1, math.floor((first_local + 0.5) * m / n)))
+    return sorted(out)
+
+
 # The scaling rules by name (ArchConfig's fields declare which one each knob follows): value, source sizes,
 # destination sizes, the other knobs -> the value at the destination
 RULES: dict[ScaleRule, Callable[[Any, Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], Any]] = {
@@ -50,6 +72,8 @@ RULES: dict[ScaleRule, Callable[[Any, Mapping[str, Any], Mapping[str, Any], Mapp
     "context_share": lambda v, src, dst, knobs: max(1, min(dst["seq_len"], round(v * dst["seq_len"] / src["seq_len"]))),
     "head_share": lambda v, src, dst, knobs: nearest_divisor(dst["n_heads"], v * dst["n_heads"] / src["n_heads"]),
     "layer_share": _unique_layers,
+    "layer_period": lambda v, src, dst, knobs: min(v, dst["n_layers"]),
+    "layer_positions": _global_layers,
     "width_divisor": lambda v, src, dst, knobs: nearest_divisor(_ffn_block_room(dst), v),
 }
 
