@@ -6,6 +6,10 @@ of a size keeps its share, rounded to the nearest valid value (ties go to the la
 - window: a fraction of the context. A window of W at S positions becomes round(W * S' / S) at S'. The
   long-range probes (MQAR distances, late-position loss) spread over the whole context, so a window that
   sees the same share of the context sees the same share of the dependencies at any length.
+  The other rule on offer (`carry(..., rules={"window": "context_tokens"})`): the same count of tokens, clipped
+  to the destination's context (a published 512-token window is 512 positions of a 1024-position proxy, and
+  the whole context of a 64-position one). Which of the two tracks what a window costs in quality is the
+  question of issue #22's context ladder (not run here); the share stays the default until it is.
 - global_tokens: an absolute count. They are attention sinks / summary slots at the start of the sequence,
   whose use does not grow with the context; a count that does not fit below S' is refused.
 - kv_heads: a fraction of n_heads, as the nearest divisor of n_heads'.
@@ -70,6 +74,7 @@ RULES: dict[ScaleRule, Callable[[Any, Mapping[str, Any], Mapping[str, Any], Mapp
     "as_is": lambda v, src, dst, knobs: v,
     "count": lambda v, src, dst, knobs: v,
     "context_share": lambda v, src, dst, knobs: max(1, min(dst["seq_len"], round(v * dst["seq_len"] / src["seq_len"]))),
+    "context_tokens": lambda v, src, dst, knobs: min(v, dst["seq_len"]),
     "head_share": lambda v, src, dst, knobs: nearest_divisor(dst["n_heads"], v * dst["n_heads"] / src["n_heads"]),
     "layer_share": _unique_layers,
     "layer_period": lambda v, src, dst, knobs: min(v, dst["n_layers"]),
@@ -96,8 +101,10 @@ def knobs_of(source: ArchConfig | Mapping[str, Any]) -> dict[str, Any]:
     return knobs
 
 
-def carry(source: ArchConfig | Mapping[str, Any], sizes: Mapping[str, Any], *, what: str = "the proxy") -> ArchConfig:
-    """The knobs of `source` at `sizes` (a dict of SIZE_FIELDS), by the rule each knob declares.
+def carry(source: ArchConfig | Mapping[str, Any], sizes: Mapping[str, Any], *, what: str = "the proxy",
+          rules: Mapping[str, ScaleRule] | None = None) -> ArchConfig:
+    """The knobs of `source` at `sizes` (a dict of SIZE_FIELDS), by the rule each knob declares (or, for the knobs
+    `rules` names, the rule it names: e.g. {"window": "context_tokens"}).
 
     A source without sizes (a plain knob dict, as a search space samples it) is in the units of `sizes`
     already: nothing is rescaled, and a knob outside its declared bounds (a window longer than the context)
@@ -106,9 +113,14 @@ def carry(source: ArchConfig | Mapping[str, Any], sizes: Mapping[str, Any], *, w
     src = source.to_dict() if isinstance(source, ArchConfig) else dict(source)
     knobs = knobs_of(src)
     sizes = {k: sizes[k] for k in SIZE_FIELDS if k in sizes}
+    rules = dict(rules or {})
+    unknown = sorted(k for k, rule in rules.items() if k not in KNOBS or rule not in RULES)
+    if unknown:
+        raise ValueError(f"rules.{unknown[0]}={rules[unknown[0]]!r} is invalid: expected a knob "
+                         f"({', '.join(KNOB_FIELDS)}) and a rule ({', '.join(RULES)})")
     if "seq_len" in src:  # a sized source: rescale its shares (its knobs normalised: those that do not apply None)
         src_arch = source if isinstance(source, ArchConfig) else ArchConfig.from_dict(src)
-        knobs = {k: v if v is None else RULES[KNOBS[k].scale](v, src_arch.to_dict(), sizes, knobs)
+        knobs = {k: v if v is None else RULES[rules.get(k, KNOBS[k].scale)](v, src_arch.to_dict(), sizes, knobs)
                  for k, v in knobs_of(src_arch).items()}
     try:
         return ArchConfig.from_dict({**sizes, **knobs})

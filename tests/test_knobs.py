@@ -88,3 +88,16 @@ def test_a_layer_pattern_keeps_its_share_and_a_placement_its_relative_depth() ->
     # shallower: sampled by depth; never all global, never none
     assert carry(deep.replace(global_layers=[1, 3]), {**sizes_of(deep), "n_layers": 2}).global_layers == [1]
     assert carry(up.replace(global_layers=[5]), sizes_of(deep)).global_layers == [1]  # 5.5/16 of the depth
+
+
+def test_a_window_in_target_tokens_maps_to_the_proxy_by_share_or_by_count() -> None:
+    """Both rules nas/knobs.py offers: the same share of the context (the default), or the same tokens, clipped."""
+    gemma = ArchConfig(seq_len=32768, n_layers=26, d_model=64, n_heads=4, attention="local_global", window=512,
+                       global_every=6)
+    for positions, share, tokens in ((64, 1, 64), (1024, 16, 512), (256, 4, 256)):
+        sizes = {**sizes_of(gemma), "seq_len": positions}
+        assert carry(gemma, sizes).window == share  # 512 / 32768 of the context
+        assert carry(gemma, sizes, rules={"window": "context_tokens"}).window == tokens
+    with pytest.raises(ValueError, match=r"rules.window='tokens' is invalid: expected a knob .* and a rule "
+                                         r"\(as_is, count, context_share, context_tokens"):
+        carry(gemma, sizes_of(gemma), rules={"window": "tokens"})
