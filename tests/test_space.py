@@ -86,7 +86,8 @@ def test_the_layout_space_places_global_layers_explicitly_at_four_layers():
     kinds = {tuple(a.layer_attention(i).kind for i in range(4)) for a in archs}
     assert len(kinds) == len(placements)  # every choice is a different layout
     assert ("local", "local", "local", "global") in kinds and ("local",) * 4 in kinds
-    with pytest.raises(SpaceError, match=r"layout.yaml: params.global_layers='2' is invalid: expected a list of layer indices in 0..1"):
+    with pytest.raises(SpaceError, match=r"layout.yaml: params.global_layers='2' is invalid: expected a list of "
+                                         r"layer indices in 0..1"):
         load(path_of("layout"), BASE)  # layer 3 does not exist at 2 layers: refused when the space is read
 
 
@@ -197,7 +198,8 @@ def test_every_declared_compute_objective_moves_with_the_knobs(name):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     samples = [spec.knobs(spec.suggest(study.ask())) for _ in range(24)] + [spec.knobs(dict(spec.baseline))]
     for where in {"gpt_1b", target}:
-        costs = [estimate(proxy_arch(k, load_proxy("tiny_deep_2m" if name == "layout" else "tiny")), target=where).to_dict() for k in samples]
+        sizes = load_proxy("tiny_deep_2m" if name == "layout" else "tiny")
+        costs = [estimate(proxy_arch(k, sizes), target=where).to_dict() for k in samples]
         for key in keys:
             assert len({round(c[key], 9) for c in costs}) > 1, f"{name}: {key} does not vary at {where}"
 

@@ -80,7 +80,8 @@ def activation_bytes(arch: ArchConfig, workload: Workload) -> dict[str, int]:
     c = saved_width(core_format(arch))
     attn = 4 * d + width(a) * d + c * (2 * H * hd + 2 * KV * hd) + 4 * H + width(a) * H * hd
     # the gated local layers: g_proj input, both gates, both branch outputs, a second log-sum-exp
-    gated = sum(n for layer, n in layer_counts(arch).items() if layer.gated) * (4 * d + 4 * 2 * H + c * 2 * H * hd + 4 * H)
+    gate = 4 * d + 4 * 2 * H + c * 2 * H * hd + 4 * H
+    gated = sum(n for layer, n in layer_counts(arch).items() if layer.gated) * gate
     ffn = 4 * d + width(f) * d + (ffn_in_matrices(arch) * saved_width(f) + width(f)) * arch.ffn_hidden
     if arch.qk_norm:  # the q and k each norm reads
         n_q = H if arch.group_share == "kv" else KV

@@ -58,8 +58,8 @@ def _check_positive_int(key: str, value: Any) -> None:
 
 
 # ---- the knob registry: each field declares its role once; everything else reads it from here --------------------
-ScaleRule = Literal["as_is", "context_share", "context_tokens", "count", "head_share", "layer_share", "layer_period", "layer_positions",
-                    "width_divisor"]
+ScaleRule = Literal["as_is", "context_share", "context_tokens", "count", "head_share", "layer_share", "layer_period",
+                    "layer_positions", "width_divisor"]
 KnobGroup = Literal["attention", "kernel", "heads", "sharing", "precision"]
 
 
