@@ -103,13 +103,14 @@ class Attention(nn.Module):
         if layer.kind == "global":
             return attn_kernels.dense_attention(q, k, v)
         assert layer.window is not None
-        if not layer.gated or self.g_proj is None:
+        if not layer.gated:
             if cfg.backend == "flex":
                 if q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad:
                     raise ValueError("ArchConfig.backend='flex' cannot train on CPU (PyTorch's FlexAttention has no "
                                      "CPU backward): use backend=block, which computes the same attention")
                 return attn_kernels.flex_local_global_attention(q, k, v, layer.window, layer.global_tokens)
             return attn_kernels.local_global_attention(q, k, v, layer.window, layer.global_tokens, cfg.block_size)
+        assert self.g_proj is not None, "a gated local layer runs a module built with the gate (gated_modules)"
         B, S, _ = h.shape
         gates = torch.sigmoid(self.g_proj(h)).view(B, S, cfg.n_heads, 2).permute(0, 2, 1, 3)  # (B, H, S, 2)
         self.last_gates = gates.detach()
