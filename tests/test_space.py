@@ -86,6 +86,11 @@ def test_the_layout_space_places_global_layers_explicitly_at_four_layers():
     kinds = {tuple(a.layer_attention(i).kind for i in range(4)) for a in archs}
     assert len(kinds) == len(placements)  # every choice is a different layout
     assert ("local", "local", "local", "global") in kinds and ("local",) * 4 in kinds
+    from nas.cost import apply_knobs, load_target
+
+    target = load_target("llama3.2_1b_32k")[0]  # 16 layers: each proxy layer a band of 4, so none merge
+    at_target = {tuple(apply_knobs(target, a).layer_attention(i).kind for i in range(16)) for a in archs}
+    assert len(at_target) == len(placements)
     with pytest.raises(SpaceError, match=r"layout.yaml: params.global_layers='2' is invalid: expected a list of "
                                          r"layer indices in 0..1"):
         load(path_of("layout"), BASE)  # layer 3 does not exist at 2 layers: refused when the space is read
