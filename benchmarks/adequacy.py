@@ -1,6 +1,7 @@
 """Proxy adequacy of each space's default proxy, and what rotary positions buy it.
 
-    python benchmarks/adequacy.py            # recorded run (~5 min on one core)
+    python benchmarks/adequacy.py            # recorded run (~5 min on one core without the layout space;
+                                             # that one took 515 s alone, machine shared)
 
 Runs nas.adequacy.check_adequacy for every shipped space on its default proxy and task (as
 `python -m nas.search search_space=NAME` would before its first trial), plus sparse_attn on its proxy
@@ -21,7 +22,7 @@ from nas.data import load_task
 from nas.proxy import load_proxy, proxy_arch
 from nas.space import default_choice, load, path_of
 
-SPACES = ("sparse_attn", "head_grouping", "sharing", "precision")
+SPACES = ("sparse_attn", "head_grouping", "sharing", "precision", "layout")
 
 
 def main() -> None:

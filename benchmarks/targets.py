@@ -63,8 +63,8 @@ def main() -> None:
     emit(f"# benchmarks/targets.py on {platform.node()} ({os.cpu_count()} cores, shared), torch {torch.__version__}, "
          f"transformers {transformers.__version__}, {now}")
     emit("published: the target with the knobs of its `published:` mapping (GQA / MQA; Mistral: window 4096 in "
-         "every layer); transformers: sum(p.numel()) of AutoModelForCausalLM.from_config(published config) on the "
-         "meta device")
+         "every layer; Gemma 3: window 512 in 5 of every 6 layers); transformers: sum(p.numel()) of "
+         "AutoModelForCausalLM.from_config(published config) on the meta device")
     emit("ratios to the dense baseline (MHA, dense attention, no sharing, fp32): params = unique parameters; "
          "sharing = cycle over half the layers; window = 512-token window + 16 global tokens (FLOPs, and modelled "
          "H100 SXM step time)\n")

@@ -6,11 +6,24 @@ of a size keeps its share, rounded to the nearest valid value (ties go to the la
 - window: a fraction of the context. A window of W at S positions becomes round(W * S' / S) at S'. The
   long-range probes (MQAR distances, late-position loss) spread over the whole context, so a window that
   sees the same share of the context sees the same share of the dependencies at any length.
+  The other rule on offer (`carry(..., rules={"window": "context_tokens"})`): the same count of tokens, clipped
+  to the destination's context (a published 512-token window is 512 positions of a 1024-position proxy, and
+  the whole context of a 64-position one). Which of the two tracks what a window costs in quality is the
+  question of issue #22's context ladder (not run here); the share stays the default until it is.
 - global_tokens: an absolute count. They are attention sinks / summary slots at the start of the sequence,
   whose use does not grow with the context; a count that does not fit below S' is refused.
 - kv_heads: a fraction of n_heads, as the nearest divisor of n_heads'.
 - unique_layers (sequence, cycle, cycle_rev): a fraction of n_layers (a divisor of n_layers' where the
   pattern needs one).
+- global_every (one global layer every k, the last of each group): a share of the layers, 1/k, whatever the
+  depth: k is kept (the count of global layers, L // k, scales with depth; each stays last in its group), clipped
+  to the destination's n_layers so a layout with a global layer keeps one (k=6 at 4 layers: 1 of 4).
+- global_layers (an explicit placement): by relative depth. Destination layer j takes the kind of the source
+  layer at its depth, floor((j + 0.5) * L / L'): going deeper every source layer becomes the band of L'/L layers
+  at its depth (the count scales with depth, the placement keeps its relative position; 4 -> 16 layers: [3] ->
+  [12, 13, 14, 15]). Going shallower this samples the layers; a placement that loses every global layer gets
+  back the one at the depth of its last, and one that becomes all global keeps the layer at the depth of its
+  first local layer local.
 - ffn_blocks: an absolute count, as the nearest common divisor of d_model' and the FFN width.
 - everything else (attention kind, gate, group_share, sharing pattern and scope, precision): as is.
 
@@ -42,14 +55,30 @@ def _unique_layers(m: int, src: Mapping[str, Any], dst: Mapping[str, Any], knobs
     return nearest_divisor(layers, share) if knobs.get("sharing") in DIVISOR_SHARING else min(layers, round(share))
 
 
+def _global_layers(layers: list[int], src: Mapping[str, Any], dst: Mapping[str, Any], knobs: Mapping[str, Any]
+                   ) -> list[int]:
+    n, m = src["n_layers"], dst["n_layers"]
+    at_depth = [math.floor((j + 0.5) * n / m) for j in range(m)]  # the source layer at each destination layer's depth
+    out = {j for j in range(m) if at_depth[j] in layers}
+    if not out:
+        out = {min(m - 1, math.floor((max(layers) + 0.5) * m / n))}
+    if len(out) == m and m > 1:
+        first_local = next(i for i in range(n) if i not in layers)
+        out.discard(min(m - 1, math.floor((first_local + 0.5) * m / n)))
+    return sorted(out)
+
+
 # The scaling rules by name (ArchConfig's fields declare which one each knob follows): value, source sizes,
 # destination sizes, the other knobs -> the value at the destination
 RULES: dict[ScaleRule, Callable[[Any, Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], Any]] = {
     "as_is": lambda v, src, dst, knobs: v,
     "count": lambda v, src, dst, knobs: v,
     "context_share": lambda v, src, dst, knobs: max(1, min(dst["seq_len"], round(v * dst["seq_len"] / src["seq_len"]))),
+    "context_tokens": lambda v, src, dst, knobs: min(v, dst["seq_len"]),
     "head_share": lambda v, src, dst, knobs: nearest_divisor(dst["n_heads"], v * dst["n_heads"] / src["n_heads"]),
     "layer_share": _unique_layers,
+    "layer_period": lambda v, src, dst, knobs: min(v, dst["n_layers"]),
+    "layer_positions": _global_layers,
     "width_divisor": lambda v, src, dst, knobs: nearest_divisor(_ffn_block_room(dst), v),
 }
 
@@ -72,8 +101,10 @@ def knobs_of(source: ArchConfig | Mapping[str, Any]) -> dict[str, Any]:
     return knobs
 
 
-def carry(source: ArchConfig | Mapping[str, Any], sizes: Mapping[str, Any], *, what: str = "the proxy") -> ArchConfig:
-    """The knobs of `source` at `sizes` (a dict of SIZE_FIELDS), by the rule each knob declares.
+def carry(source: ArchConfig | Mapping[str, Any], sizes: Mapping[str, Any], *, what: str = "the proxy",
+          rules: Mapping[str, ScaleRule] | None = None) -> ArchConfig:
+    """The knobs of `source` at `sizes` (a dict of SIZE_FIELDS), by the rule each knob declares (or, for the knobs
+    `rules` names, the rule it names: e.g. {"window": "context_tokens"}).
 
     A source without sizes (a plain knob dict, as a search space samples it) is in the units of `sizes`
     already: nothing is rescaled, and a knob outside its declared bounds (a window longer than the context)
@@ -82,9 +113,14 @@ def carry(source: ArchConfig | Mapping[str, Any], sizes: Mapping[str, Any], *, w
     src = source.to_dict() if isinstance(source, ArchConfig) else dict(source)
     knobs = knobs_of(src)
     sizes = {k: sizes[k] for k in SIZE_FIELDS if k in sizes}
+    rules = dict(rules or {})
+    unknown = sorted(k for k, rule in rules.items() if k not in KNOBS or rule not in RULES)
+    if unknown:
+        raise ValueError(f"rules.{unknown[0]}={rules[unknown[0]]!r} is invalid: expected a knob "
+                         f"({', '.join(KNOB_FIELDS)}) and a rule ({', '.join(RULES)})")
     if "seq_len" in src:  # a sized source: rescale its shares (its knobs normalised: those that do not apply None)
         src_arch = source if isinstance(source, ArchConfig) else ArchConfig.from_dict(src)
-        knobs = {k: v if v is None else RULES[KNOBS[k].scale](v, src_arch.to_dict(), sizes, knobs)
+        knobs = {k: v if v is None else RULES[rules.get(k, KNOBS[k].scale)](v, src_arch.to_dict(), sizes, knobs)
                  for k, v in knobs_of(src_arch).items()}
     try:
         return ArchConfig.from_dict({**sizes, **knobs})

@@ -82,6 +82,46 @@ def test_roofline_kernel_flops_match_a_counted_training_step(changes):
     assert sum(step_time(arch, Workload(2, 32, 1), "cpu").flops.values()) == measured
 
 
+LAYOUTS = [  # mixed per-layer attention: global (dense SDPA) and local (block kernel) layers in one model
+    dict(n_layers=4, attention="local_global", window=8, global_tokens=3, global_every=2),
+    dict(n_layers=3, attention="local_global", window=5, global_tokens=2, gate="dynamic", global_layers=[1],
+         block_size=4),
+    dict(n_layers=4, attention="local_global", window=6, gate="dynamic", global_every=4, sharing="all", kv_heads=2),
+]
+
+
+@pytest.mark.parametrize("changes", LAYOUTS)
+def test_mixed_layout_flops_match_flop_counter_forward_and_training_step(changes):
+    arch = tiny(**changes)
+    idx = torch.randint(0, 256, (2, 32))
+    model = TransformerLM(arch)
+    assert flops(arch, Workload(2, 32, 1), attention="kernel").forward_total == counted_flops(model, idx)
+    # the roofline's global layers run a flash kernel whose backward recomputes the scores: one QK^T more per layer
+    n_global = sum(arch.layer_attention(i).kind == "global" for i in range(arch.n_layers))
+    recompute = n_global * 2 * 32 * 32 * arch.hd * arch.n_heads * 2
+    assert (sum(step_time(arch, Workload(2, 32, 1), "cpu").flops.values())
+            == counted_flops(model, idx, train=True) + recompute)
+
+
+@pytest.mark.parametrize("changes", LAYOUTS)
+def test_mixed_layout_params_equal_the_models(changes):
+    arch = tiny(**changes)
+    model = TransformerLM(arch)
+    assert param_counts(arch)["unique"] == sum(p.numel() for p in model.parameters())
+    assert param_counts(arch)["total"] == model.param_counts()["total"]
+
+
+def test_mixed_layout_attention_flops_are_the_sum_of_its_layers():
+    """Each layer counted by its own kind: 1 global + 3 local layers = a quarter dense + three quarters windowed."""
+    S, W, G = 512, 64, 4
+    mixed = tiny(seq_len=S, n_layers=4, attention="local_global", window=W, global_tokens=G, global_every=4)
+    work = Workload(1, S, 1)
+    dense = S * (S + 1) // 2
+    local = W * (W + 1) // 2 + (S - W) * W + G * (S - W) - G * (G - 1) // 2
+    per_pair = 2 * mixed.hd * mixed.n_heads
+    assert flops(mixed, work).forward["attn_scores"] == per_pair * (dense + 3 * local)
+
+
 def test_nanogpt_gpt2_golden_value():
     gpt2 = ArchConfig(vocab_size=50257, seq_len=1024, n_layers=12, d_model=768, n_heads=12)
     assert flops(gpt2, Workload(1, 1024, 1), attention="full").step == 874_944_921_600

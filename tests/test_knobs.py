@@ -61,3 +61,43 @@ def test_ffn_blocks_carry_to_a_common_divisor_of_width_and_ffn_width() -> None:
     target = apply_knobs(gemma, proxy)
     assert (target.ffn_blocks, target.ffn, target.ffn_hidden) == (6, "geglu", 6912)
     assert proxy.ffn == "gelu" and proxy.intermediate_size is None  # the proxy keeps its own FFN family
+
+
+def _global(arch: ArchConfig) -> list[int]:
+    return [i for i in range(arch.n_layers) if arch.layer_attention(i).kind == "global"]
+
+
+def test_a_layer_pattern_keeps_its_share_and_a_placement_its_relative_depth() -> None:
+    """global_every keeps one global layer in k (clipped to the depth); global_layers stretches by relative depth."""
+    proxy = ArchConfig(seq_len=64, n_layers=2, d_model=64, n_heads=4, attention="local_global", window=8,
+                       global_every=2)
+    target = apply_knobs(load_target("llama3.2_1b_32k")[0], proxy)  # 16 layers
+    assert target.global_every == 2 and _global(target) == list(range(1, 16, 2))  # 1 of 2 -> 8 of 16
+    gemma = ArchConfig(n_layers=26, attention="local_global", window=8, global_every=6)
+    assert _global(gemma) == [5, 11, 17, 23]
+    at4 = carry(gemma, {**sizes_of(gemma), "n_layers": 4})
+    assert at4.global_every == 4 and _global(at4) == [3]  # 1 in 6 cannot fit 4 layers: the one global layer kept
+
+    deep = ArchConfig(seq_len=64, n_layers=4, d_model=64, n_heads=4, attention="local_global", window=8,
+                      global_layers=[3])
+    up = carry(deep, {**sizes_of(deep), "n_layers": 16})
+    assert up.global_layers == [12, 13, 14, 15]  # the last quarter: count x4, position kept
+    assert carry(up, sizes_of(deep)).global_layers == [3]  # and back
+    assert carry(deep.replace(global_layers=[1, 3]), {**sizes_of(deep), "n_layers": 8}).global_layers == [2, 3, 6, 7]
+    assert carry(deep.replace(global_layers=[0]), {**sizes_of(deep), "n_layers": 6}).global_layers == [0]
+    # shallower: sampled by depth; never all global, never none
+    assert carry(deep.replace(global_layers=[1, 3]), {**sizes_of(deep), "n_layers": 2}).global_layers == [1]
+    assert carry(up.replace(global_layers=[5]), sizes_of(deep)).global_layers == [1]  # 5.5/16 of the depth
+
+
+def test_a_window_in_target_tokens_maps_to_the_proxy_by_share_or_by_count() -> None:
+    """Both rules nas/knobs.py offers: the same share of the context (the default), or the same tokens, clipped."""
+    gemma = ArchConfig(seq_len=32768, n_layers=26, d_model=64, n_heads=4, attention="local_global", window=512,
+                       global_every=6)
+    for positions, share, tokens in ((64, 1, 64), (1024, 16, 512), (256, 4, 256)):
+        sizes = {**sizes_of(gemma), "seq_len": positions}
+        assert carry(gemma, sizes).window == share  # 512 / 32768 of the context
+        assert carry(gemma, sizes, rules={"window": "context_tokens"}).window == tokens
+    with pytest.raises(ValueError, match=r"rules.window='tokens' is invalid: expected a knob .* and a rule "
+                                         r"\(as_is, count, context_share, context_tokens"):
+        carry(gemma, sizes_of(gemma), rules={"window": "tokens"})

@@ -10,22 +10,29 @@ from nas.model.config import ArchConfig
 from nas.space import SpaceError, load, parse, path_of
 
 BASE = ArchConfig(seq_len=64, n_layers=2, d_model=64, n_heads=4)  # the tiny proxy's dense architecture
-SHIPPED = ("sparse_attn", "head_grouping", "sharing", "precision", "full")
+SHIPPED = ("sparse_attn", "head_grouping", "sharing", "precision", "full", "layout")
+DEEP = ArchConfig(seq_len=64, n_layers=4, d_model=64, n_heads=4)  # the layout space's 4-layer proxy
+
+
+def base_of(name: str) -> ArchConfig:
+    return DEEP if name == "layout" else BASE
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_spaces_sample_valid_architectures(name):
-    spec = load(path_of(name), BASE)
+    base = base_of(name)
+    spec = load(path_of(name), base)
     assert spec.name == name
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(40):
         trial = study.ask()
         params = spec.suggest(trial)
-        arch = BASE.replace(**{k: v if k != "precision" else {**BASE.precision.__dict__, **v}
+        arch = base.replace(**{k: v if k != "precision" else {**base.precision.__dict__, **v}
                                for k, v in spec.knobs(params).items()})
         assert set(params) == set(trial.params)
         if "attention" in params:  # conditions: local_global knobs exist exactly when attention is local_global
-            assert ({"window", "global_tokens", "gate"} <= set(params)) == (params["attention"] == "local_global")
+            local = {"window", "global_tokens", "gate", "global_every", "global_layers"} & {p.name for p in spec.params}
+            assert (local <= set(params)) == (params["attention"] == "local_global")
             assert ("window" in params) == (params["attention"] == "local_global")
             if "window" in params:
                 assert 4 <= params["window"] <= 16 < BASE.seq_len
@@ -43,20 +50,20 @@ def test_baseline_is_dense_and_digest_identifies_the_space():
     assert sparse.digest() == load(path_of("sparse_attn"), BASE).digest() != grouping.digest()
 
 
-# the shipped sparse_attn space's digest: stable across releases unless the file changes (it last changed when the
-# spaces stopped restating knob bounds (`below: seq_len`), which ArchConfig's knob registry declares)
-SPARSE_DIGEST = "c1b288830bf6b7a45727f69c17d3c32a6a73e8bf060245686b9841be2ee533f7"
+# the shipped sparse_attn space's digest: stable across releases unless the file changes (it last changed when it
+# began to search the layer pattern, global_every)
+SPARSE_DIGEST = "fd6eb8a5b42d220cf0dc346d2d29b2930f5d1ebb1980d1efab99fd41dc9018a9"
 
 
 def test_the_stored_copy_of_a_space_parses_back_to_the_same_space():
     from nas.space import parse
 
-    for name in ("sparse_attn", "head_grouping", "sharing", "precision", "full"):
-        spec = load(path_of(name), BASE)
+    for name in SHIPPED:
+        spec = load(path_of(name), base_of(name))
         stored = spec.to_dict()
         if name == "sparse_attn":
             assert stored["params"]["global_tokens"]["low"] == 0  # a bound of 0 is part of the space
-        again = parse(stored, f"stored {name}", BASE)
+        again = parse(stored, f"stored {name}", base_of(name))
         assert again.to_dict() == stored and again.digest() == spec.digest()
     # bounds of 0 kept in to_dict do not change the digest
     assert load(path_of("sparse_attn"), BASE).digest() == SPARSE_DIGEST
@@ -68,6 +75,25 @@ def test_grid_values_follow_step_and_choices():
     assert grid["global_tokens"] == [0, 2, 4]
     assert grid["attention"] == ["dense", "local_global"]
     assert grid["window"] == list(range(4, 17))
+    assert grid["global_every"] == [None, 2]  # at the proxy's 2 layers: none, or every other layer global
+
+
+def test_the_layout_space_places_global_layers_explicitly_at_four_layers():
+    spec = load(path_of("layout"), DEEP)
+    placements = spec.grid()["global_layers"]
+    archs = [DEEP.replace(**spec.knobs({"attention": "local_global", "window": 8, "global_layers": p}))
+             for p in placements]
+    kinds = {tuple(a.layer_attention(i).kind for i in range(4)) for a in archs}
+    assert len(kinds) == len(placements)  # every choice is a different layout
+    assert ("local", "local", "local", "global") in kinds and ("local",) * 4 in kinds
+    from nas.cost import apply_knobs, load_target
+
+    target = load_target("llama3.2_1b_32k")[0]  # 16 layers: each proxy layer a band of 4, so none merge
+    at_target = {tuple(apply_knobs(target, a).layer_attention(i).kind for i in range(16)) for a in archs}
+    assert len(at_target) == len(placements)
+    with pytest.raises(SpaceError, match=r"layout.yaml: params.global_layers='2' is invalid: expected a list of "
+                                         r"layer indices in 0..1"):
+        load(path_of("layout"), BASE)  # layer 3 does not exist at 2 layers: refused when the space is read
 
 
 def _good() -> dict:
@@ -155,6 +181,7 @@ DECLARED = {
     "sharing": (("unique_params_ratio", "memory_ratio"), "capacity", "llama3.2_1b_32k"),
     "precision": (("time_ratio", "memory_ratio"), "numeric", "llama3.2_1b_32k"),
     "full": (("flops_ratio", "unique_params_ratio", "time_ratio"), "long_range", "llama3.2_1b_32k"),
+    "layout": (("flops_ratio",), "long_range", "llama3.2_1b_32k"),
 }
 
 
@@ -164,19 +191,20 @@ def test_every_declared_compute_objective_moves_with_the_knobs(name):
     from nas.cost import estimate
     from nas.proxy import load_proxy, proxy_arch
 
-    spec = load(path_of(name), BASE)
+    spec = load(path_of(name), base_of(name))
     keys, task, target = DECLARED[name]
     data = yaml.safe_load(path_of(name).read_text())
     assert spec.objectives == keys and spec.to_dict()["objectives"] == list(keys)
     # 2 layers merge sharing patterns; the attention spaces train twice as long (far recall at the adequacy check)
-    own = {"sharing": "tiny_deep", "sparse_attn": "tiny_2m", "full": "tiny_2m"}
+    own = {"sharing": "tiny_deep", "sparse_attn": "tiny_2m", "full": "tiny_2m", "layout": "tiny_deep_2m"}
     proxy = [{"override /proxy@_global_.proxy": own[name]}] if name in own else []
     assert data["defaults"] == proxy + [{"override /task@_global_.task": task},
                                         {"override /target@_global_.target": target}]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     samples = [spec.knobs(spec.suggest(study.ask())) for _ in range(24)] + [spec.knobs(dict(spec.baseline))]
     for where in {"gpt_1b", target}:
-        costs = [estimate(proxy_arch(k, load_proxy("tiny")), target=where).to_dict() for k in samples]
+        sizes = load_proxy("tiny_deep_2m" if name == "layout" else "tiny")
+        costs = [estimate(proxy_arch(k, sizes), target=where).to_dict() for k in samples]
         for key in keys:
             assert len({round(c[key], 9) for c in costs}) > 1, f"{name}: {key} does not vary at {where}"
 

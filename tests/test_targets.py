@@ -14,6 +14,7 @@ import torch
 from nas.cost import estimate, load_target, param_counts, published_arch
 from nas.export.hf import FAMILIES, hf_state_dict
 from nas.model import ArchConfig, TransformerLM
+from nas.model.config import LayerAttention
 from nas.profiles import profile_names, read_profile
 
 transformers = pytest.importorskip("transformers")
@@ -92,8 +93,11 @@ def test_target_fields_are_the_published_config(target):
     assert arch.rope_theta == rope["rope_theta"]
     assert arch.n_heads == pub.n_heads and work.seq_len == arch.seq_len
     window = getattr(cfg, "sliding_window", None)
-    if pub.attention == "local_global":  # every layer windowed (Mistral); mixed layouts are not expressible yet
+    if pub.attention == "local_global":  # every layer windowed (Mistral) or some (Gemma 3's layer_types)
         assert (pub.window, pub.global_tokens) == (window, 0)
+        types = getattr(cfg, "layer_types", None) or ["sliding_attention"] * cfg.num_hidden_layers
+        assert [pub.layer_attention(i).kind for i in range(arch.n_layers)] == [
+            "global" if t == "full_attention" else "local" for t in types]
 
 
 def test_published_knobs_cost_less_than_the_dense_baseline():
@@ -121,13 +125,25 @@ TINY_FAMILIES = [
      dict(hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=16, layer_types=["full_attention"] * 2,
           rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
                            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})),
+    # per-layer layouts: Gemma 3's local and global layers (one rotary base for both: ours has one), Mistral's window
+    ("Gemma3TextConfig", ArchConfig(**SHARED, kv_heads=1, ffn="geglu", intermediate_size=80, qk_norm=True,
+                                    post_norms=True, tie_embeddings=False, rope_theta=10000.0,
+                                    attention="local_global", window=5, global_tokens=0, global_every=2),
+     dict(hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=16, sliding_window=5,
+          layer_types=["sliding_attention", "full_attention"],
+          rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                           "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})),
+    ("MistralConfig", ArchConfig(**{**SHARED, "n_heads": 6, "head_dim": None}, kv_heads=2, ffn="swiglu",
+                                 intermediate_size=72, tie_embeddings=False, attention="local_global", window=7),
+     dict(hidden_act="silu", rope_theta=10000.0, sliding_window=7)),
 ]
 
 
-@pytest.mark.parametrize("family, arch, extra", TINY_FAMILIES, ids=[f[0] for f in TINY_FAMILIES])
+@pytest.mark.parametrize("family, arch, extra", TINY_FAMILIES,
+                         ids=[f[0] + ("_layout" if f[1].attention != "dense" else "") for f in TINY_FAMILIES])
 def test_logits_equal_transformers_with_the_same_weights(family, arch, extra):
     """SwiGLU, GQA, rotary base and untied head (Llama); q/k norms, head_dim != d/H (Qwen3); GeGLU, MQA, post norms
-    (Gemma 3, every layer global: the 5:1 layout is not expressible yet)."""
+    (Gemma 3); sliding-window layers among full ones (Gemma 3's layer_types) and in every layer (Mistral)."""
     torch.manual_seed(0)
     ours = TransformerLM(arch).eval()
     with torch.no_grad():
@@ -146,3 +162,74 @@ def test_logits_equal_transformers_with_the_same_weights(family, arch, extra):
     idx = torch.randint(0, arch.vocab_size, (2, arch.seq_len))
     with torch.no_grad():
         torch.testing.assert_close(ours(idx), hf(idx).logits, atol=2e-5, rtol=1e-4)
+
+
+# ---- named layouts: each one config, costed against a closed-form count ------------------------------------------
+
+
+def _dense(S: int) -> int:
+    return S * (S + 1) // 2
+
+
+def _window(S: int, W: int) -> int:
+    return W * (W + 1) // 2 + (S - W) * W
+
+
+def _globals(S: int, G: int) -> int:  # a causal branch over the first G keys only
+    return G * (G + 1) // 2 + (S - G) * G
+
+
+def _model_file(name: str) -> ArchConfig:
+    from nas.profiles import conf_dir
+
+    return ArchConfig.from_yaml(conf_dir() / "model" / f"{name}.yaml")
+
+
+def _kinds(arch: ArchConfig) -> list[str]:
+    return [arch.layer_attention(i).kind for i in range(arch.n_layers)]
+
+
+def _scores(arch: ArchConfig, seq_len: int) -> int:
+    """Forward QK^T FLOPs of one sequence (causal pairs), by nas.cost."""
+    from nas.cost import Workload, flops
+
+    return flops(arch, Workload(1, seq_len, 1)).forward["attn_scores"]
+
+
+def test_mistral_is_a_4096_window_in_every_layer():
+    arch = published_arch("mistral_7b_32k")
+    assert _kinds(arch) == ["local"] * 32 and arch.window == 4096 and arch.global_tokens == 0
+    assert _scores(arch, 32768) == 2 * arch.hd * arch.n_heads * 32 * _window(32768, 4096)
+
+
+def test_gemma3_is_five_local_to_one_global_with_a_512_window():
+    arch = published_arch("gemma3_1b_32k")
+    cfg = transformers.Gemma3TextConfig(num_hidden_layers=26, sliding_window=512)  # layer_types from its pattern, 6
+    assert _kinds(arch) == ["global" if t == "full_attention" else "local" for t in cfg.layer_types]
+    assert _kinds(arch).count("global") == 4 and arch.window == cfg.sliding_window
+    assert _scores(arch, 32768) == 2 * arch.hd * arch.n_heads * (4 * _dense(32768) + 22 * _window(32768, 512))
+    assert estimate(arch, target="gemma3_1b_32k").flops_ratio < 1
+
+
+def test_gpt_oss_attention_alternates_a_128_window_with_full_layers_and_has_no_global_tokens():
+    arch = _model_file("gpt_oss_20b_attention")
+    cfg = transformers.GptOssConfig(num_hidden_layers=24, num_local_experts=32, vocab_size=201088)  # gpt-oss-20b
+    assert _kinds(arch) == ["global" if t == "full_attention" else "local" for t in cfg.layer_types]
+    assert (arch.window, arch.d_model, arch.n_heads, arch.n_kv, arch.hd, arch.seq_len) == (
+        cfg.sliding_window, cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
+        cfg.max_position_embeddings)
+    assert arch.global_tokens == 0  # its learned per-head sinks are a softmax logit, not key positions
+    S = arch.seq_len
+    assert _scores(arch, S) == 2 * arch.hd * arch.n_heads * 12 * (_dense(S) + _window(S, 128))
+
+
+def test_seed_recipe_is_a_512_window_16_global_tokens_and_the_gate_on_every_layer():
+    arch = _model_file("seed_recipe_llama3.2_1b_32k")
+    assert {arch.layer_attention(i) for i in range(arch.n_layers)} == {
+        LayerAttention("local", 512, 16, True)}
+    target, _ = load_target("llama3.2_1b_32k")
+    assert {k: getattr(arch, k) for k in ("vocab_size", "n_layers", "d_model", "n_heads", "ffn_hidden")} == {
+        k: getattr(target, k) for k in ("vocab_size", "n_layers", "d_model", "n_heads", "ffn_hidden")}
+    S = 32768  # the gate's two branches each have their own softmax: the window's pairs and the global tokens'
+    assert _scores(arch, S) == 2 * arch.hd * arch.n_heads * 16 * (_window(S, 512) + _globals(S, 16))
+    assert estimate(arch, target="llama3.2_1b_32k").flops_ratio < 1

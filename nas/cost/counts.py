@@ -14,16 +14,18 @@ Attention pairs per (sequence, head), by `attention` mode:
           flex_attention's 128-wide blocks); gated global branch = S x G;
   full:   S^2 for every layer, as FlopCounterMode counts SDPA and nanoGPT counts attention.
 With group_share=qkv the H heads are still computed (the model repeats Q, K, V to H heads).
+Each layer is counted as ArchConfig.layer_attention says: a global layer as dense, a local one by its window.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from nas.cost.workload import Workload
 from nas.model.attention import attention_pairs, computed_pairs
-from nas.model.config import ArchConfig
+from nas.model.config import ArchConfig, LayerAttention
 from nas.model.sharing import sublayer_maps
 
 COMPONENTS = ("embedding", "qkv", "attn_out", "gate", "attn_scores", "attn_values", "ffn", "unembedding")
@@ -47,6 +49,18 @@ class Matmul:
     def flops(self) -> int:
         """Forward FLOPs of all `count` multiplications."""
         return 2 * self.tokens * self.d_in * self.d_out * self.count
+
+
+def layer_counts(arch: ArchConfig) -> Counter[LayerAttention]:
+    """How many layers run each kind of attention (ArchConfig.layer_attention)."""
+    return Counter(arch.layer_attention(i) for i in range(arch.n_layers))
+
+
+def gated_positions(arch: ArchConfig) -> tuple[int, int]:
+    """(layer positions, distinct modules) that hold the dynamic gate: the modules some gated local layer runs."""
+    attn_map = sublayer_maps(arch)[0]
+    modules = {a for i, a in enumerate(attn_map) if arch.layer_attention(i).gated}
+    return sum(a in modules for a in attn_map), len(modules)
 
 
 def check_workload(arch: ArchConfig, workload: Workload) -> None:
@@ -87,8 +101,9 @@ def matmuls(arch: ArchConfig, workload: Workload) -> list[Matmul]:
         Matmul("ffn", T, arch.ffn_hidden, d, L, ffn),
         Matmul("unembedding", T, d, arch.vocab_size, 1, arch.precision.embed),
     ]
-    if arch.gate == "dynamic":  # g_proj is a plain fp32 nn.Linear in the model
-        out.append(Matmul("gate", T, d, 2 * H, L, "fp32"))
+    gated = sum(n for layer, n in layer_counts(arch).items() if layer.gated)
+    if gated:  # g_proj is a plain fp32 nn.Linear in the model, run by the gated local layers
+        out.append(Matmul("gate", T, d, 2 * H, gated, "fp32"))
     return out
 
 
@@ -97,22 +112,26 @@ def _global_branch_pairs(seq_len: int, global_tokens: int, mode: str) -> int:
     return seq_len * g if mode == "kernel" else g * (g + 1) // 2 + (seq_len - g) * g
 
 
-def attention_pairs_per_head(arch: ArchConfig, seq_len: int, mode: str = "causal") -> int:
-    """(query, key) score entries per sequence and head in one layer (see the module docstring for modes)."""
+def attention_pairs_per_head(arch: ArchConfig, seq_len: int, mode: str = "causal",
+                             layer: LayerAttention | None = None) -> int:
+    """(query, key) score entries per sequence and head in one layer (default: layer 0; see the module docstring
+    for modes)."""
     if mode not in ATTENTION_MODES:
         raise ValueError(f"attention={mode!r} is not a pair-count mode: valid are {', '.join(ATTENTION_MODES)}")
+    layer = arch.layer_attention(0) if layer is None else layer
     S = seq_len
     if mode == "full":
         return S * S
-    if arch.attention == "dense":
+    if layer.kind == "global":
         if mode == "causal":
             return S * (S + 1) // 2
         tile = min(FLASH_TILE, S)
         n = -(-S // tile)
         return tile * tile * n * (n + 1) // 2
-    W, G = arch.window, arch.global_tokens
+    W, G = layer.window, layer.global_tokens
+    assert W is not None
     block = FLEX_BLOCK if arch.backend == "flex" else arch.block_size
-    if arch.gate == "dynamic":
+    if layer.gated:
         local = attention_pairs(S, W, 0) if mode == "causal" else computed_pairs(S, W, 0, block)
         return local + _global_branch_pairs(S, G, mode)
     return attention_pairs(S, W, G) if mode == "causal" else computed_pairs(S, W, G, block)
@@ -152,8 +171,9 @@ def flops(arch: ArchConfig, workload: Workload, attention: str = "causal") -> Fl
     forward = dict.fromkeys(COMPONENTS, 0)
     for mm in matmuls(arch, workload):
         forward[mm.component] += mm.flops
-    pairs = attention_pairs_per_head(arch, workload.seq_len, attention)
-    per_product = 2 * pairs * arch.hd * arch.n_heads * workload.batch * arch.n_layers
+    pairs = sum(n * attention_pairs_per_head(arch, workload.seq_len, attention, layer)
+                for layer, n in layer_counts(arch).items())  # summed over layers
+    per_product = 2 * pairs * arch.hd * arch.n_heads * workload.batch
     forward["attn_scores"] = forward["attn_values"] = per_product
     return FlopBreakdown(forward=forward, workload=workload, attention=attention)
 
@@ -164,8 +184,7 @@ def param_counts(arch: ArchConfig) -> dict[str, Any]:
     n_q = H if arch.group_share == "kv" else KV
     attn_map, ffn_map = sublayer_maps(arch)
     n_attn, n_ffn = max(attn_map) + 1, max(ffn_map) + 1
-    attn_layer = {"qkv": d * (n_q + 2 * KV) * hd, "attn_out": H * hd * d,
-                  "gate": d * 2 * H + 2 * H if arch.gate == "dynamic" else 0}
+    attn_layer = {"qkv": d * (n_q + 2 * KV) * hd, "attn_out": H * hd * d}
     n_mat = ffn_in_matrices(arch) + 1
     ffn_layer = n_mat * d * arch.ffn_hidden
     # per sublayer: its input norm, an output norm with post_norms (Gemma), q and k norms of head_dim (Qwen3, Gemma 3)
@@ -173,11 +192,13 @@ def param_counts(arch: ArchConfig) -> dict[str, Any]:
     ffn_norms = d * (2 if arch.post_norms else 1)
     head = 0 if arch.tie_embeddings else V * d
     positions = arch.seq_len * d if arch.positions == "learned" else 0  # rotary positions have no table
+    gate = d * 2 * H + 2 * H  # g_proj, in the modules some gated local layer runs
+    gated_total, gated_unique = gated_positions(arch)
     total = {"embedding": (V * d + positions), "unembedding": head, "norm": L * (attn_norms + ffn_norms) + d,
-             **{k: L * v for k, v in attn_layer.items()}, "ffn": L * ffn_layer}
+             **{k: L * v for k, v in attn_layer.items()}, "gate": gated_total * gate, "ffn": L * ffn_layer}
     unique = {"embedding": total["embedding"], "unembedding": head,
               "norm": n_attn * attn_norms + n_ffn * ffn_norms + d,
-              **{k: n_attn * v for k, v in attn_layer.items()}, "ffn": n_ffn * ffn_layer}
+              **{k: n_attn * v for k, v in attn_layer.items()}, "gate": gated_unique * gate, "ffn": n_ffn * ffn_layer}
     if arch.sharing == "ffn_block_diag":  # adjacent layers (2p, 2p+1) share the k diagonal sub-blocks
         k = arch.ffn_blocks
         block = (arch.ffn_hidden // k) * (d // k)

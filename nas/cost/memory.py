@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nas.cost.counts import check_workload, core_format, ffn_format, ffn_in_matrices, param_counts
+from nas.cost.counts import check_workload, core_format, ffn_format, ffn_in_matrices, layer_counts, param_counts
 from nas.cost.workload import Workload
 from nas.model.config import ArchConfig
 from nas.model.precision import format_dtype
@@ -79,8 +79,9 @@ def activation_bytes(arch: ArchConfig, workload: Workload) -> dict[str, int]:
     a, f, e = arch.precision.attention, ffn_format(arch), arch.precision.embed
     c = saved_width(core_format(arch))
     attn = 4 * d + width(a) * d + c * (2 * H * hd + 2 * KV * hd) + 4 * H + width(a) * H * hd
-    if arch.gate == "dynamic":  # g_proj input, both gates, both branch outputs, a second log-sum-exp
-        attn += 4 * d + 4 * 2 * H + c * 2 * H * hd + 4 * H
+    # the gated local layers: g_proj input, both gates, both branch outputs, a second log-sum-exp
+    gate = 4 * d + 4 * 2 * H + c * 2 * H * hd + 4 * H
+    gated = sum(n for layer, n in layer_counts(arch).items() if layer.gated) * gate
     ffn = 4 * d + width(f) * d + (ffn_in_matrices(arch) * saved_width(f) + width(f)) * arch.ffn_hidden
     if arch.qk_norm:  # the q and k each norm reads
         n_q = H if arch.group_share == "kv" else KV
@@ -90,7 +91,7 @@ def activation_bytes(arch: ArchConfig, workload: Workload) -> dict[str, int]:
         ffn += saved_width(f) * d
     head = 4 * d + width(e) * d + 4 * arch.vocab_size
     T = workload.tokens_per_step
-    return {"attention": T * L * attn, "ffn": T * L * ffn, "unembedding": T * head}
+    return {"attention": T * (L * attn + gated), "ffn": T * L * ffn, "unembedding": T * head}
 
 
 def memory(arch: ArchConfig, workload: Workload, optimizer: str = "adamw") -> MemoryBreakdown:

@@ -25,12 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from nas.cost.counts import attention_pairs_per_head, core_format, ffn_format, matmuls, param_counts
+from nas.cost.counts import attention_pairs_per_head, core_format, ffn_format, layer_counts, matmuls, param_counts
 from nas.cost.hardware import FP32_MATMUL, Hardware, load_hardware
 from nas.cost.memory import OPTIMIZER_STATE_BYTES, weight_bytes
 from nas.cost.workload import Workload
 from nas.model.attention import computed_pairs
-from nas.model.config import ArchConfig
+from nas.model.config import ArchConfig, LayerAttention
 
 MEMORY_BOUND = "memory"  # `fmt` of a kernel with no matmul work
 
@@ -87,29 +87,31 @@ class _CorePart(NamedTuple):
         return self.kernel != "matmul"
 
 
-def _core_parts(arch: ArchConfig, seq_len: int, hw: Hardware) -> list[_CorePart]:
-    """The attention kernels one layer runs on this hardware."""
+def _core_parts(arch: ArchConfig, layer: LayerAttention, seq_len: int, hw: Hardware) -> list[_CorePart]:
+    """The attention kernels one layer of this kind runs on this hardware."""
     S = seq_len
-    if arch.attention == "dense":  # SDPA: a fused flash kernel
-        return [_CorePart("flash", attention_pairs_per_head(arch, S, "kernel"), core_format(arch), S)]
-    if arch.gate == "none" and hw.local_global_kernel == "flex":  # compiled flex_attention: fused, block-sparse
+    if layer.kind == "global":  # SDPA: a fused flash kernel
+        return [_CorePart("flash", attention_pairs_per_head(arch, S, "kernel", layer), core_format(arch), S)]
+    assert layer.window is not None
+    if not layer.gated and hw.local_global_kernel == "flex":  # compiled flex_attention: fused, block-sparse
         flex = arch.replace(backend="flex")
-        return [_CorePart("flex", attention_pairs_per_head(flex, S, "kernel"), core_format(arch), S)]
+        return [_CorePart("flex", attention_pairs_per_head(flex, S, "kernel", layer), core_format(arch), S)]
     # the block kernel (the gate's local branch too): fp32 core, chunks of query blocks against key spans
-    gated = arch.gate == "dynamic"
-    pairs = computed_pairs(S, arch.window, 0 if gated else arch.global_tokens, arch.block_size)
+    gated = layer.gated
+    pairs = computed_pairs(S, layer.window, 0 if gated else layer.global_tokens, arch.block_size)
     parts = [_CorePart("block", pairs, "fp32", S)]
-    G = min(arch.global_tokens, S)
+    G = min(layer.global_tokens, S)
     if gated and G:  # the global branch: autograd matmuls against the first G keys, probabilities saved
         parts.append(_CorePart("matmul", S * G, core_format(arch), G))
     return parts
 
 
 def _attention_kernels(arch: ArchConfig, workload: Workload, hw: Hardware) -> list[Kernel]:
-    B, S, L = workload.batch, workload.seq_len, arch.n_layers
+    B, S = workload.batch, workload.seq_len
     H, KV, hd = arch.n_heads, arch.n_kv, arch.hd
     out = []
-    for part in _core_parts(arch, S, hw):
+    parts = [(part, n) for layer, n in layer_counts(arch).items() for part in _core_parts(arch, layer, S, hw)]
+    for part, L in parts:  # L: the layers that run this kernel
         c = hw.storage_bytes(part.fmt)
         product = 2 * part.pairs * hd * B * H * L  # one of QK^T, PV
         q, kv, lse = c * B * S * H * hd * L, c * B * part.keys * KV * hd * L, 4 * B * S * H * L
@@ -158,10 +160,11 @@ def _elementwise_kernels(arch: ArchConfig, workload: Workload, hw: Hardware) -> 
     if arch.qk_norm:  # q and k normed per head: (n_q + KV) * hd values per token instead of d
         n_q = arch.n_heads if arch.group_share == "kv" else arch.n_kv
         kernels.append(Kernel("norm", 0, L * norm(core_format(arch)) * (n_q + arch.n_kv) * arch.hd / d))
-    if arch.gate == "dynamic":  # mix the two branch outputs with the gates, and back
+    gated = sum(n for layer, n in layer_counts(arch).items() if layer.gated)
+    if gated:  # mix the two branch outputs with the gates, and back (the gated local layers)
         c = hw.storage_bytes(core_format(arch))
-        kernels.append(Kernel("gate", 0, L * T * 3 * (3 * arch.n_heads * arch.hd * c + 8 * arch.n_heads),
-                              exps=L * T * 2 * arch.n_heads))
+        kernels.append(Kernel("gate", 0, gated * T * 3 * (3 * arch.n_heads * arch.hd * c + 8 * arch.n_heads),
+                              exps=gated * T * 2 * arch.n_heads))
     return kernels
 
 

@@ -58,7 +58,8 @@ def _check_positive_int(key: str, value: Any) -> None:
 
 
 # ---- the knob registry: each field declares its role once; everything else reads it from here --------------------
-ScaleRule = Literal["as_is", "context_share", "count", "head_share", "layer_share", "width_divisor"]
+ScaleRule = Literal["as_is", "context_share", "context_tokens", "count", "head_share", "layer_share", "layer_period",
+                    "layer_positions", "width_divisor"]
 KnobGroup = Literal["attention", "kernel", "heads", "sharing", "precision"]
 
 
@@ -108,6 +109,30 @@ def knob(default: Any, **declaration: Any) -> Any:
 FRACTIONAL_SHARING = ("sequence", "cycle", "cycle_rev")  # patterns whose M is a free knob
 DIVISOR_SHARING = ("sequence", "cycle_rev")  # patterns that need M | L
 _LOCAL = ("attention", ("local_global",))
+LayerKind = Literal["local", "global"]
+
+
+@dataclass(frozen=True)
+class LayerAttention:
+    """What one layer's attention sees: `global` = full causal attention (no window, no global tokens); `local` =
+    the causal window plus the first `global_tokens` positions, mixed per head by the dynamic gate when `gated`."""
+
+    kind: LayerKind
+    window: int | None = None
+    global_tokens: int = 0
+    gated: bool = False
+
+
+def _placement(value: Any) -> Any:
+    """A global-layer placement as a sorted list of ints; a search space's categorical sample '1,3' is read too."""
+    if isinstance(value, str):
+        try:
+            value = [int(part) for part in value.split(",")]
+        except ValueError:
+            return value  # validate() names it
+    if isinstance(value, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        return sorted(value)
+    return value
 
 
 @dataclass
@@ -157,6 +182,12 @@ class ArchConfig:
                               at_most="seq_len")  # keys j visible to query i iff i - window < j <= i
     global_tokens: int | None = knob(None, group="attention", scale="count", applies=_LOCAL, unset=0, low=0,
                                      below="seq_len")  # the first G positions: every query sees them
+    # per-layer layout (HF layer_types): which layers are global (full causal attention) instead of local; None:
+    # every layer local (Mistral). A pattern: one global layer every k layers, the last of each group (HF
+    # sliding_window_pattern; Gemma 3: 6); or an explicit placement: the global layers' indices (0-based)
+    global_every: int | None = knob(None, group="attention", scale="layer_period", applies=_LOCAL, low=2,
+                                    at_most="n_layers")
+    global_layers: list[int] | None = knob(None, group="attention", scale="layer_positions", applies=_LOCAL)
     block_size: int = knob(0, group="kernel", low=0)  # query block of the block-local kernel; 0 picks one
     gate: GateKind = knob("none", group="attention")
     gate_threshold: float = knob(0.0, group="kernel")  # at inference, skip a branch whose gate is below this
@@ -178,6 +209,7 @@ class ArchConfig:
             self.sharing_scope = "ffn" if self.sharing == "ffn_block_diag" else "both"
         if isinstance(self.precision, dict):
             self.precision = _from_dict(PrecisionConfig, self.precision, "precision.")
+        self.global_layers = _placement(self.global_layers)
         for name, decl in KNOBS.items():  # a knob that does not apply is None; one that applies, unset, its default
             if not decl.applies_to(self):
                 setattr(self, name, None)
@@ -216,6 +248,18 @@ class ArchConfig:
             return (self.n_layers + 1) // 2
         return self.unique_layers if self.unique_layers is not None else max(1, self.n_layers // 2)
 
+    def layer_attention(self, layer: int) -> LayerAttention:
+        """The attention layer `layer` (0-based) runs: global (full causal) or local (window, global tokens, gate)."""
+        if not 0 <= layer < self.n_layers:
+            raise IndexError(f"layer {layer} is outside 0..{self.n_layers - 1}")
+        if self.attention == "dense":
+            return LayerAttention("global")
+        is_global = (self.global_every is not None and (layer + 1) % self.global_every == 0) or (
+            self.global_layers is not None and layer in self.global_layers)
+        if is_global:
+            return LayerAttention("global")
+        return LayerAttention("local", self.window, self.global_tokens or 0, self.gate == "dynamic")
+
     # ---- validation ------------------------------------------------------------------
     def validate(self) -> None:
         """Raise ValueError naming the field, the value and what is valid."""
@@ -236,6 +280,7 @@ class ArchConfig:
         _check_choice("sharing_scope", self.sharing_scope, SHARING_SCOPES)
         for name, decl in KNOBS.items():
             self._check_bounds(name, decl)
+        self._check_layout()
         if self.gate == "dynamic" and self.attention != "local_global":
             _fail("gate", self.gate, "dynamic gate needs attention=local_global")
         if self.backend == "flex" and self.gate != "none":
@@ -258,6 +303,21 @@ class ArchConfig:
             _fail("ffn_blocks", self.ffn_blocks, f"must divide d_model={self.d_model} and the FFN width "
                   f"{self.ffn_hidden}")
         self.precision.validate()
+
+    def _check_layout(self) -> None:
+        """global_layers: distinct layer indices, not every layer; one of global_every and global_layers."""
+        layers = self.global_layers
+        if layers is None:
+            return
+        if not isinstance(layers, list) or not all(isinstance(i, int) and 0 <= i < self.n_layers for i in layers):
+            _fail("global_layers", layers, f"expected a list of layer indices in 0..{self.n_layers - 1} "
+                  "(or the string '1,3')")
+        if len(set(layers)) != len(layers) or not layers:
+            _fail("global_layers", layers, "expected distinct layer indices, at least one (None: no global layer)")
+        if len(layers) == self.n_layers:
+            _fail("global_layers", layers, "makes every layer global: use attention=dense")
+        if self.global_every is not None:
+            _fail("global_layers", layers, f"is a second layout beside global_every={self.global_every}: set one")
 
     def _check_bounds(self, name: str, decl: Knob) -> None:
         """A knob's declared bounds: the one check, and the one message, for each."""

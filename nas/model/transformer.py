@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.model import attention as attn_kernels
-from nas.model.config import ArchConfig
+from nas.model.config import ArchConfig, LayerAttention
 from nas.model.precision import precision_linear, quantize_activation
 from nas.model.sharing import BlockDiagSharedWeight, sublayer_maps
 
@@ -53,9 +53,10 @@ class FormatLinear(nn.Module):
 
 
 class Attention(nn.Module):
-    """Causal self-attention: fused grouped QKV projection, dense or local+global kernel, optional gate."""
+    """Causal self-attention: fused grouped QKV projection, dense or local+global kernel (per layer), optional gate
+    (`gated`: some layer that runs this module is local and gated)."""
 
-    def __init__(self, cfg: ArchConfig) -> None:
+    def __init__(self, cfg: ArchConfig, gated: bool | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         H, KV, hd, d = cfg.n_heads, cfg.n_kv, cfg.hd, cfg.d_model
@@ -63,14 +64,18 @@ class Attention(nn.Module):
         self.norm = nn.RMSNorm(d)
         self.wqkv = FormatLinear(d, (self.n_q + 2 * KV) * hd, cfg.precision.attention)
         self.wo = FormatLinear(H * hd, d, cfg.precision.attention)
-        self.g_proj = nn.Linear(d, 2 * H) if cfg.gate == "dynamic" else None
+        gated = cfg.gate == "dynamic" if gated is None else gated
+        self.g_proj = nn.Linear(d, 2 * H) if gated else None
         self.q_norm = nn.RMSNorm(hd) if cfg.qk_norm else None  # per head, shared by the heads (Qwen3, Gemma 3)
         self.k_norm = nn.RMSNorm(hd) if cfg.qk_norm else None
         self.post_norm = nn.RMSNorm(d) if cfg.post_norms else None
         self.last_gates: torch.Tensor | None = None  # (B, H, S, 2): local, global
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                layer: LayerAttention | None = None) -> torch.Tensor:
+        """Attend as `layer` says (default: layer 0's attention)."""
         cfg = self.cfg
+        layer = cfg.layer_attention(0) if layer is None else layer
         B, S, _ = x.shape
         H, KV, hd = cfg.n_heads, cfg.n_kv, cfg.hd
         h = self.norm(x)
@@ -87,29 +92,41 @@ class Attention(nn.Module):
         core_dtype = attention_core_dtype(cfg.precision.attention, x.device)
         if core_dtype is not None:
             q, k, v = q.to(core_dtype), k.to(core_dtype), v.to(core_dtype)
-        y = self._core(h, q, k, v).to(x.dtype)  # (B, H, S, hd)
+        y = self._core(h, q, k, v, layer).to(x.dtype)  # (B, H, S, hd)
         out = self.wo(y.transpose(1, 2).reshape(B, S, H * hd))
         return out if self.post_norm is None else self.post_norm(out)
 
-    def _core(self, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _core(self, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              layer: LayerAttention) -> torch.Tensor:
         cfg = self.cfg
-        if cfg.attention == "dense":
+        self.last_gates = None
+        if layer.kind == "global":
             return attn_kernels.dense_attention(q, k, v)
-        if self.g_proj is None:
+        assert layer.window is not None
+        if not layer.gated:
             if cfg.backend == "flex":
                 if q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad:
                     raise ValueError("ArchConfig.backend='flex' cannot train on CPU (PyTorch's FlexAttention has no "
                                      "CPU backward): use backend=block, which computes the same attention")
-                return attn_kernels.flex_local_global_attention(q, k, v, cfg.window, cfg.global_tokens)
-            return attn_kernels.local_global_attention(q, k, v, cfg.window, cfg.global_tokens, cfg.block_size)
+                return attn_kernels.flex_local_global_attention(q, k, v, layer.window, layer.global_tokens)
+            return attn_kernels.local_global_attention(q, k, v, layer.window, layer.global_tokens, cfg.block_size)
+        assert self.g_proj is not None, "a gated local layer runs a module built with the gate (gated_modules)"
         B, S, _ = h.shape
         gates = torch.sigmoid(self.g_proj(h)).view(B, S, cfg.n_heads, 2).permute(0, 2, 1, 3)  # (B, H, S, 2)
         self.last_gates = gates.detach()
         threshold = 0.0 if self.training else cfg.gate_threshold
         return attn_kernels.gated_local_global_attention(
-            q, k, v, cfg.window, cfg.global_tokens, gates[..., 0].to(q.dtype), gates[..., 1].to(q.dtype),
+            q, k, v, layer.window, layer.global_tokens, gates[..., 0].to(q.dtype), gates[..., 1].to(q.dtype),
             threshold=threshold, block_size=cfg.block_size,
         )
+
+
+def gated_modules(cfg: ArchConfig, attn_map: list[int]) -> list[bool]:
+    """Per attention module: whether a layer that runs it is a gated local layer (only those have the gate)."""
+    gated = [False] * (max(attn_map) + 1)
+    for i, a in enumerate(attn_map):
+        gated[a] = gated[a] or cfg.layer_attention(i).gated
+    return gated
 
 
 def ffn_weight_names(cfg: ArchConfig) -> tuple[str, ...]:
@@ -169,7 +186,9 @@ class TransformerLM(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
         self.pos_emb = nn.Embedding(cfg.seq_len, d) if cfg.positions == "learned" else None
         self.attn_map, self.ffn_map = sublayer_maps(cfg)
-        self.attns = nn.ModuleList(Attention(cfg) for _ in range(max(self.attn_map) + 1))
+        self.layers = [cfg.layer_attention(i) for i in range(cfg.n_layers)]  # each layer's attention kind
+        gated = gated_modules(cfg, self.attn_map)
+        self.attns = nn.ModuleList(Attention(cfg, gated[a]) for a in range(max(self.attn_map) + 1))
         self.ffns = nn.ModuleList(self._build_ffns(cfg))
         self.norm = nn.RMSNorm(d)
         self.lm_head = None if cfg.tie_embeddings else nn.Parameter(torch.empty(cfg.vocab_size, d))
@@ -220,8 +239,8 @@ class TransformerLM(nn.Module):
             rope = rope_tables(S, self.cfg.hd, idx.device, self.cfg.rope_theta)
         x = quantize_activation(x, fmt)
         self._gates = []
-        for a, f in zip(self.attn_map, self.ffn_map):
-            x = x + self.attns[a](x, rope)
+        for a, f, layer in zip(self.attn_map, self.ffn_map, self.layers):
+            x = x + self.attns[a](x, rope, layer)
             if self.attns[a].last_gates is not None:
                 self._gates.append(self.attns[a].last_gates)  # per position: a shared module runs several times
             x = x + self.ffns[f](x)
