@@ -8,6 +8,7 @@ import torch
 from nas.cost import param_counts
 from nas.inherit import GATE_EPS, convert, global_mass, parent_arch
 from nas.model import ArchConfig, TransformerLM
+from nas.model.sharing import sublayer_maps
 
 SIZES = {"vocab_size": 64, "seq_len": 32, "n_layers": 4, "d_model": 32, "n_heads": 4, "ffn_mult": 2.0}
 
@@ -62,7 +63,7 @@ def test_grouping_a_parent_with_equal_heads_is_exact(kv_heads: int, share: str) 
 
 def _tie_layers(parent: TransformerLM, cfg: ArchConfig) -> None:
     """Copy, in the parent, the first layer of each sharing group over the others (per shared sub-layer)."""
-    attn_map, ffn_map = (list(m) for m in __import__("nas.model.sharing", fromlist=["x"]).sublayer_maps(cfg))
+    attn_map, ffn_map = sublayer_maps(cfg)
     with torch.no_grad():
         for modules, mapping in ((parent.attns, attn_map), (parent.ffns, ffn_map)):
             first: dict[int, int] = {}
@@ -138,7 +139,7 @@ def test_pass_through_gate_with_globals_follows_the_parents_attention_mass() -> 
         torch.testing.assert_close(gates[:, 1], mass[layer].clamp(GATE_EPS, 1 - GATE_EPS))
         torch.testing.assert_close(gates.sum(1), torch.ones(4))
     # closer to the parent's logits than the gates' default init (0.5 each, plus noise)
-    err = lambda m: (_logits(m, ids) - _logits(parent, ids)).abs().mean()  # noqa: E731
+    err = lambda m: (_logits(m, ids) - _logits(parent, ids)).abs().mean()
     assert err(child) < err(convert(parent, cfg, gate_init="default"))
 
 
