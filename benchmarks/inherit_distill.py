@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity import PANELS, RUNS, _non_default, load_runs  # noqa: E402
+from fidelity import PANELS, RUNS, _non_default, load_runs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 INHERIT_RUNS = RESULTS / "inherit_runs.jsonl"
@@ -111,6 +111,18 @@ def right(a: list[float], b: list[float], pairs: list[tuple[int, int]]) -> int:
     return sum((a[i] < a[j]) == (b[i] < b[j]) and a[i] != a[j] for i, j in pairs)
 
 
+def borrowed(variant: str, knobs: dict[str, Any], variants: dict[str, dict[str, dict[str, Any]]]
+             ) -> dict[str, Any] | None:
+    """For a configuration without a gate: the run of a variant that differs from `variant` only in gate_init."""
+    if knobs.get("gate") == "dynamic":
+        return None
+    strip = lambda v: {**json.loads(v), "proxy": {k: x for k, x in json.loads(v)["proxy"].items() if k != "gate_init"}}
+    for other, by_knobs in variants.items():
+        if other != variant and strip(other) == strip(variant) and json.dumps(knobs, sort_keys=True) in by_knobs:
+            return by_knobs[json.dumps(knobs, sort_keys=True)]
+    return None
+
+
 def report(runs: list[dict[str, Any]], out: list[str]) -> list[dict[str, Any]]:
     """One table per recorded variant with the whole panel; its summary figures."""
     from nas.export.fidelity import kendall_tau_b
@@ -130,7 +142,7 @@ def report(runs: list[dict[str, Any]], out: list[str]) -> list[dict[str, Any]]:
     for r in runs:
         variants.setdefault(r["variant"], {})[json.dumps(r["knobs"], sort_keys=True)] = r
     for variant, by_knobs in variants.items():
-        rows = [by_knobs.get(json.dumps(k, sort_keys=True)) for k in panel]
+        rows = [by_knobs.get(json.dumps(k, sort_keys=True)) or borrowed(variant, k, variants) for k in panel]
         if any(r is None for r in rows):
             out.append(f"\n{variant}: {sum(r is not None for r in rows)} of {len(panel)} configurations recorded")
             continue
@@ -143,9 +155,13 @@ def report(runs: list[dict[str, Any]], out: list[str]) -> list[dict[str, Any]]:
         out.append(f"parent {rows[0]['parent'][:12]}; mean trial wall {wall:.0f} s")
         out.append("| configuration | flops_ratio | proxy quality | rank | reference quality | rank |")
         out.append("|---|---:|---:|---:|---:|---:|")
-        rank = lambda xs: [sorted(xs).index(x) + 1 for x in xs]  # noqa: E731
-        for k, f, p, pr, q, qr in zip(panel, flops, pq, rank(pq), rq, rank(rq)):
-            out.append(f"| {json.dumps(k) if k else 'dense baseline'} | {f:.3f} | {p:.4f} | {pr} | {q:.4f} | {qr} |")
+        rank = lambda xs: [sorted(xs).index(x) + 1 for x in xs]
+        for k, r, f, p, pr, q, qr in zip(panel, rows, flops, pq, rank(pq), rq, rank(rq)):
+            mark = " (*)" if r["variant"] != variant else ""
+            out.append(f"| {json.dumps(k) if k else 'dense baseline'} | {f:.3f} | {p:.4f}{mark} | {pr} | {q:.4f} | {qr} |")
+        if any(r["variant"] != variant for r in rows):
+            out.append("(*) a configuration without a gate, which gate_init does not touch: the run of the variant that "
+                       "differs only in gate_init (bit-identical by construction)")
         per_rung = [kendall_tau_b([r["rungs"][i] for r in rows], rq) for i in range(len(rows[0]["rungs"]))]
         out.append(f"Kendall tau-b = {tau:.3f} (free ranking {free_tau:.3f}); per rung: "
                    f"{', '.join(f'{t:.3f}' for t in per_rung)}; equal-compute pairs right {iso}/{len(pairs)} "
