@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -38,11 +39,12 @@ SPACE, TASK, TARGET, UNITS = "sparse_attn", "long_range", "gpt_1b_32k", "tiny_2m
 ISO = 0.05  # configurations within 5% FLOPs of each other are of equal compute
 
 
-def variant_key(proxy: Any, carry: str) -> str:
-    """Identity of one proxy variant (its non-default fields and the carry rule)."""
+def variant_key(proxy: Any, carry: str, seed: int = 0) -> str:
+    """Identity of one proxy variant (its non-default fields, the carry rule and a seed other than 0)."""
     from nas.proxy import ProxySpec
 
-    return json.dumps({"proxy": _non_default(asdict(proxy), ProxySpec), "carry": carry}, sort_keys=True)
+    return json.dumps({"proxy": _non_default(asdict(proxy), ProxySpec), "carry": carry} | ({"seed": seed} if seed else {}),
+                      sort_keys=True)
 
 
 def trial_arch(knobs: dict[str, Any], proxy: Any, carry: str) -> Any:
@@ -63,7 +65,7 @@ def run_one(knobs: dict[str, Any], proxy: Any, carry: str, seed: int) -> dict[st
     arch = trial_arch(knobs, proxy, carry)
     start = time.perf_counter()
     reports = list(train_proxy(arch, proxy, task, seed=seed, threads=1, device="cpu"))
-    return {"variant": variant_key(proxy, carry), "tag": None, "knobs": knobs, "seed": seed, "arch": arch.to_dict(),
+    return {"variant": variant_key(proxy, carry, seed), "tag": None, "knobs": knobs, "seed": seed, "arch": arch.to_dict(),
             "quality": quality(reports[-1], task), "metrics": reports[-1].metrics,
             "rungs": [quality(r, task) for r in reports], "wall_s": time.perf_counter() - start,
             "parent": reports[-1].parent}
@@ -168,7 +170,22 @@ def report(runs: list[dict[str, Any]], out: list[str]) -> list[dict[str, Any]]:
                    f"(free {free_iso}/{len(pairs)}); late bpb dense {late['dense']:.3f}, window 16 {late['w16']:.3f}, "
                    f"window 4 {late['w4']:.3f}")
         summaries.append({"name": ", ".join(tags) or variant, "tau": tau, "free_tau": free_tau, "iso": iso,
-                          "free_iso": free_iso, "pairs": len(pairs), "trial_s": wall})
+                          "free_iso": free_iso, "pairs": len(pairs), "trial_s": wall, "variant": variant, "q": pq})
+    for s in summaries:  # a variant recorded at a second seed: its seed noise and the two seeds' mean
+        key = json.loads(s["variant"])
+        if key.pop("seed", 0) == 0:
+            continue
+        first = next((o for o in summaries if o["variant"] == json.dumps(key, sort_keys=True)), None)
+        if first is None:
+            continue
+        diffs = [a - b for a, b in zip(s["q"], first["q"])]
+        sd = math.sqrt(sum(d * d for d in diffs) / (2 * len(diffs)))  # pooled over configurations, 2 seeds each
+        mean = [(a + b) / 2 for a, b in zip(s["q"], first["q"])]
+        out.append(f"\nseed noise ({s['name']} against {first['name']}): pooled seed sd {sd:.4f} "
+                   f"(dof {len(diffs)}), dense {first['q'][0]:.4f} / {s['q'][0]:.4f}; the mean of the two seeds "
+                   f"ranks at tau-b {kendall_tau_b(mean, rq):.3f}, equal-compute pairs right {right(mean, rq, pairs)}/"
+                   f"{len(pairs)}; equal-compute differences {', '.join(f'{mean[i] - mean[j]:+.4f}' for i, j in pairs)} "
+                   f"(reference {', '.join(f'{rq[i] - rq[j]:+.4f}' for i, j in pairs)})")
     return summaries
 
 
@@ -203,7 +220,7 @@ def main() -> None:
             proxy = replace(proxy, **{key: yaml.safe_load(value)})
         if proxy.evaluation != "inherit":
             parser.error(f"--proxy {args.proxy} is invalid: its evaluation is {proxy.evaluation!r}, expected inherit")
-        variant = variant_key(proxy, args.carry)
+        variant = variant_key(proxy, args.carry, args.seed)
         done = {(r["variant"], json.dumps(r["knobs"], sort_keys=True)) for r in runs}
         only = None if args.only is None else {int(i) for i in args.only.split(",")}
         todo = [k for i, k in enumerate(PANELS[SPACE])

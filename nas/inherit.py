@@ -90,9 +90,9 @@ def _state(parent: TransformerLM, child: TransformerLM, cfg: ArchConfig) -> dict
             state[f"attns.{unique}.{name}"] = _mean([t[name] for t in tied])
     if cfg.sharing != "ffn_block_diag":
         for unique in range(max(ffn_map) + 1):
-            tied = [parent.ffns[i] for i, m in enumerate(ffn_map) if m == unique]
+            ffns = [parent.ffns[i].state_dict() for i, m in enumerate(ffn_map) if m == unique]
             for name in ("norm.weight", "fc1_weight", "fc2_weight"):
-                state[f"ffns.{unique}.{name}"] = _mean([f.state_dict()[name].detach() for f in tied])
+                state[f"ffns.{unique}.{name}"] = _mean([f[name].detach() for f in ffns])
         return state
     k = cfg.ffn_blocks
     off = [(r, c) for r in range(k) for c in range(k) if r != c]  # BlockDiagSharedWeight's off-diagonal order
