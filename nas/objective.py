@@ -49,6 +49,7 @@ class RungReport:
     gate_stats: dict[str, list[list[float]]]
     precision_switch_step: int | None
     final: bool
+    parent: str | None = None  # inherit evaluation: the digest of the dense parent the model was converted from
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 
-def seeded_start(arch: Any, seed: int, device: Any, lr: float, weight_decay: float
-                 ) -> tuple[Any, torch.optim.AdamW, torch.Generator]:
-    """A run's start from its seed: (model of `arch` on `device`, its optimizer, the data-order generator)."""
+def seeded_start(arch: Any, seed: int, device: Any, lr: float, weight_decay: float,
+                 build: Callable[[], torch.nn.Module] | None = None) -> tuple[Any, torch.optim.AdamW, torch.Generator]:
+    """A run's start from its seed: (model of `arch` on `device`, or what `build` returns (a model converted from a
+    parent), its optimizer, the data-order generator)."""
     from nas.model.transformer import TransformerLM
 
     torch.manual_seed(seed)
-    model = TransformerLM(arch).to(device)
+    model = TransformerLM(arch).to(device) if build is None else build()
     return model, make_optimizer(model, lr, weight_decay), torch.Generator().manual_seed(seed)
 
 

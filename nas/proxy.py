@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from tqdm import tqdm
@@ -28,6 +28,11 @@ from nas.model.precision import AdaptivePrecision
 from nas.objective import NonFiniteLoss, RungReport, batch_to, evaluate, quality, train_loss
 from nas.optim import lr_at, seeded_start, set_lr
 from nas.profiles import hydra_entry, read_profile, strict_from_dict
+
+Evaluation = Literal["scratch", "inherit"]
+EVALUATIONS: tuple[str, ...] = get_args(Evaluation)
+GateInit = Literal["pass_through", "default"]
+
 
 @dataclass
 class ProxySpec:
@@ -51,6 +56,16 @@ class ProxySpec:
     eval_batches: int
     positions: Positions = "rope"  # the model family's position encoding (ArchConfig.positions)
     min_context: int | None = None  # multi-fidelity along context: rung phases train at growing lengths from here
+    # evaluation: scratch (a model of the trial's knobs trained from its init) or inherit (the space's dense parent,
+    # trained once on parent_budget_tokens and cached, converted to the knobs by nas.inherit and trained for
+    # budget_tokens on the task loss + distill_kl_weight * KL(parent || trial) at distill_temperature)
+    evaluation: Evaluation = "scratch"
+    parent_budget_tokens: int = 4_194_304
+    parent_lr: float | None = None  # None = lr
+    parent_warmup_steps: int = 30
+    distill_kl_weight: float = 0.0
+    distill_temperature: float = 1.0
+    gate_init: GateInit = "pass_through"  # a converted gate: pass the parent's attention through, or the model's init
 
     def context_at(self, phase: int, phases: int) -> int:
         """Training length of rung phase `phase` of `phases`: seq_len halved per remaining rung, >= min_context."""
@@ -75,6 +90,19 @@ class ProxySpec:
             raise ValueError(f"proxy.positions={self.positions!r} is invalid: expected one of {', '.join(POSITIONS)}")
         if not self.rung_base > 1.0:
             raise ValueError(f"proxy.rung_base={self.rung_base!r} is invalid: expected a number > 1")
+        if self.evaluation not in EVALUATIONS:
+            raise ValueError(f"proxy.evaluation={self.evaluation!r} is invalid: expected one of {', '.join(EVALUATIONS)}")
+        if self.gate_init not in get_args(GateInit):
+            raise ValueError(f"proxy.gate_init={self.gate_init!r} is invalid: expected pass_through or default")
+        check_int("proxy.parent_budget_tokens", self.parent_budget_tokens)
+        if not isinstance(self.parent_warmup_steps, int) or self.parent_warmup_steps < 0:
+            raise ValueError(f"proxy.parent_warmup_steps={self.parent_warmup_steps!r} is invalid: expected an integer >= 0")
+        for key, low in (("parent_lr", 0.0), ("distill_temperature", 0.0)):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, (int, float)) and value > low):
+                raise ValueError(f"proxy.{key}={value!r} is invalid: expected a number > {low}")
+        if not (isinstance(self.distill_kl_weight, (int, float)) and self.distill_kl_weight >= 0):
+            raise ValueError(f"proxy.distill_kl_weight={self.distill_kl_weight!r} is invalid: expected a number >= 0")
 
     @property
     def tokens_per_step(self) -> int:
@@ -126,11 +154,14 @@ def train_proxy(
     progress: bool = False,
     cache_dir: str | Path | None = None,
     model_sink: Callable[[TransformerLM], None] | None = None,
+    parent_dir: str | Path | None = None,
 ) -> Iterator[RungReport]:
     """Train the arch's knobs at proxy size on the task; yield a RungReport at each rung (the last has final=True).
 
     Inputs are checked here, before the first report; NaN / inf training loss raises NonFiniteLoss.
     `model_sink`, when given, receives the model once it is built (to inspect it after training).
+    With proxy.evaluation=inherit the dense parent is trained first unless `parent_dir` (default
+    trials_db/parents) holds it already (nas.parent).
     """
     proxy = load_proxy(proxy) if isinstance(proxy, str) else proxy
     task = load_task(task) if isinstance(task, str) else task
@@ -145,17 +176,25 @@ def train_proxy(
     check_int("threads", threads)
     data = {c: TaskData(task, c, cache_dir=cache_dir)
             for c in {proxy.context_at(k, proxy.rungs) for k in range(proxy.rungs)} | {proxy.seq_len}}
+    if proxy.evaluation == "inherit":
+        from nas.parent import inherit_run
+
+        return inherit_run(cfg, proxy, task, data, total_steps, seed, threads, resolve_device(device), progress,
+                           model_sink, parent_dir)
     return _run(cfg, proxy, data, total_steps, seed, threads, resolve_device(device), progress, model_sink)
 
 
 def _run(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], total_steps: int, seed: int, threads: int,
-         device: torch.device, progress: bool, model_sink: Callable[[TransformerLM], None] | None
-         ) -> Iterator[RungReport]:
+         device: torch.device, progress: bool, model_sink: Callable[[TransformerLM], None] | None,
+         start: Callable[[], TransformerLM] | None = None, teacher: TransformerLM | None = None,
+         parent: str | None = None) -> Iterator[RungReport]:
+    """The training loop: from TransformerLM(cfg), or from `start()` (a converted parent) distilled from `teacher`
+    (KL weight and temperature from the proxy) when given; every report carries `parent` (the parent's digest)."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     bar = tqdm(total=total_steps, disable=not progress, desc=f"proxy {proxy.name} {cfg.attention}", leave=False)
     try:
-        model, optimizer, gen = seeded_start(cfg, seed, device, proxy.lr, proxy.weight_decay)
+        model, optimizer, gen = seeded_start(cfg, seed, device, proxy.lr, proxy.weight_decay, build=start)
         if model_sink is not None:
             model_sink(model)
         val_set = data[proxy.seq_len].val_set(proxy.eval_batches, proxy.batch_size)  # always the full context
@@ -163,7 +202,8 @@ def _run(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], total_ste
         contexts = [proxy.context_at(k + proxy.rungs - len(rungs), proxy.rungs) for k in range(len(rungs))]
         phase = 0  # rung phase of the current step: it trains at contexts[phase] positions
         adaptive = AdaptivePrecision.from_config(cfg.precision) if cfg.precision.ffn == "adaptive" else None
-        start, loss_sum, loss_count = time.perf_counter(), 0.0, 0
+        began, loss_sum, loss_count = time.perf_counter(), 0.0, 0
+        distill = teacher is not None and proxy.distill_kl_weight > 0
         for step in range(1, total_steps + 1):
             lr = lr_at(step, proxy.lr, proxy.warmup_steps, total_steps, proxy.min_lr_ratio)
             set_lr(optimizer, lr)
@@ -172,6 +212,8 @@ def _run(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], total_ste
             batch = batch_to(data[context].batch(proxy.batch_size * proxy.seq_len // context, gen), device)
             logits = model(batch.x)
             loss = train_loss(logits, batch)
+            if distill:
+                loss = loss + proxy.distill_kl_weight * distill_loss(logits, teacher, batch.x, proxy.distill_temperature)
             value = loss.item()
             if not math.isfinite(value):
                 raise NonFiniteLoss(step, value)
@@ -190,12 +232,12 @@ def _run(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], total_ste
                 primary = "byte_acc" if "byte_acc" in metrics else "mqar_acc"
                 report = RungReport(
                     rung=rungs.index(step), step=step, tokens=step * proxy.tokens_per_step,
-                    wall_s=time.perf_counter() - start, lr=lr, train_loss=loss_sum / loss_count,
+                    wall_s=time.perf_counter() - began, lr=lr, train_loss=loss_sum / loss_count,
                     val_loss=metrics.get("lm_loss", 0.0) + metrics.get("mqar_loss", 0.0),
                     val_bpb=metrics.get("bpb"), val_acc=metrics[primary], metrics=metrics,
                     gate_stats=model.gate_stats() if cfg.gate == "dynamic" else {},
                     precision_switch_step=adaptive.switch_step if adaptive is not None else None,
-                    final=step == total_steps,
+                    final=step == total_steps, parent=parent,
                 )
                 loss_sum, loss_count = 0.0, 0
                 bar.set_postfix(loss=f"{value:.3f}", val_loss=f"{report.val_loss:.3f}")
@@ -203,6 +245,15 @@ def _run(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], total_ste
     finally:
         bar.close()
         torch.set_num_threads(previous_threads)
+
+
+def distill_loss(logits: torch.Tensor, teacher: TransformerLM, x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher || student) of the next-byte distributions at temperature T, averaged over positions."""
+    with torch.no_grad():
+        target = torch.log_softmax(teacher(x).float() / temperature, -1)
+    student = torch.log_softmax(logits.float() / temperature, -1)
+    kl = torch.nn.functional.kl_div(student.flatten(0, 1), target.flatten(0, 1), log_target=True, reduction="batchmean")
+    return temperature**2 * kl
 
 
 def _format(report: RungReport) -> str:
