@@ -46,6 +46,9 @@ CASES = [
     ("gemma3_text", dict(kv_heads=1, ffn="geglu", qk_norm=True, post_norms=True, tie_embeddings=False,
                          rope_theta=1e6)),  # GeGLU, post norms, MQA
     ("gemma3_text", dict(kv_heads=2, qk_norm=True, post_norms=True, tie_embeddings=False, **WINDOW)),  # window
+    ("ministral", dict(kv_heads=2, global_every=2, **WINDOW)),  # per-layer local:global, Llama blocks
+    ("qwen3", dict(qk_norm=True, global_layers=[0], **WINDOW)),  # an explicit placement via layer_types
+    ("gemma3_text", dict(qk_norm=True, post_norms=True, tie_embeddings=False, global_every=2, **WINDOW)),
 ]
 
 
@@ -328,10 +331,10 @@ def test_import_refusals_are_one_line(tmp_path):
         load_target(f"hf:{tmp_path / 'bias'}")
     gemma = dict(IMPORTED["gemma3_text"][1], layer_types=["sliding_attention", "full_attention"])
     transformers.Gemma3TextConfig(**gemma).save_pretrained(tmp_path / "mixed")
-    dense, _ = load_target(f"hf:{tmp_path / 'mixed'}")  # the sizes cost; the layout has no ArchConfig field yet
+    dense, _ = load_target(f"hf:{tmp_path / 'mixed'}")
     assert param_counts(dense)["total"] > 0
-    with pytest.raises(ValueError, match=r"layer_types mixes 1 sliding_attention and 1 full_attention layers"):
-        published_arch(f"hf:{tmp_path / 'mixed'}")
+    released = published_arch(f"hf:{tmp_path / 'mixed'}")  # the per-layer layout as ArchConfig's layout knobs
+    assert released.global_every == 2 and [released.layer_attention(i).kind for i in range(2)] == ["local", "global"]
 
 
 def test_search_config_takes_target_hf_path(tmp_path):

@@ -80,12 +80,7 @@ def published_arch(profile: str | Mapping[str, Any]) -> ArchConfig:
     (target units; e.g. a published model's GQA and sliding window). Without the mapping, the dense architecture."""
     path, data = _read(profile)
     dense, _ = load_target(profile)
-    if data.get("hf_path") is not None:
-        from nas.export.hf import published_knobs
-
-        knobs: Any = published_knobs(data["hf_path"], _hf_target(data)[2])
-    else:
-        knobs = data.get("published") or {}
+    knobs: Any = _hf_target(data)[2] if data.get("hf_path") is not None else data.get("published") or {}
     if not isinstance(knobs, Mapping):
         raise ValueError(f"{path}: published={knobs!r} is invalid: expected a mapping of knobs "
                          f"({', '.join(KNOB_FIELDS)})")

@@ -8,10 +8,11 @@ rotary, bias-free projections, gated MLP) and no custom code:
 | post_norms (with qk_norm)               | Gemma 3 text (gemma3_text)   | the only one with norms on sublayer outputs |
 | qk_norm                                 | Qwen3 (qwen3)                | per-head q/k RMSNorm, per-layer layer_types |
 | one window in every layer               | Mistral (mistral)            | `sliding_window` in every layer            |
+| a per-layer local:global layout         | Ministral (ministral)        | Mistral's blocks with per-layer layer_types |
 | dense attention, GQA/MQA, SwiGLU/GeGLU  | Llama (llama)                | the plain block                            |
 
-Qwen3 and Gemma 3 carry per-layer `layer_types` (so does Ministral, Mistral's blocks with layer_types): a per-layer
-local:global layout maps there (`layer_types` below is the one place that writes the list). A knob no family can
+Ministral, Qwen3 and Gemma 3 carry per-layer `layer_types`: a per-layer local:global layout maps there (`layer_types`
+below is the one place that writes the list, from ArchConfig.layer_attention; `layout_of` reads one back). A knob no family can
 express is refused by name with the nearest thing that exists (`refusal`); nothing is dropped.
 
 Window convention: nas's query i sees keys i - W < j <= i; transformers' sliding window (masking_utils
@@ -71,6 +72,7 @@ class Family:
 FAMILIES = {f.model_type: f for f in (
     Family("llama", "LlamaConfig", "LlamaForCausalLM", False, False, False),
     Family("mistral", "MistralConfig", "MistralForCausalLM", False, False, False),
+    Family("ministral", "MinistralConfig", "MinistralForCausalLM", False, False, True),
     Family("qwen3", "Qwen3Config", "Qwen3ForCausalLM", True, False, True),
     Family("gemma3_text", "Gemma3TextConfig", "Gemma3ForCausalLM", True, True, True),
 )}
@@ -78,8 +80,24 @@ FAMILIES = {f.model_type: f for f in (
 
 def layer_types(arch: ArchConfig) -> list[str]:
     """transformers' per-layer attention kinds: sliding_attention where a layer has a window, else full_attention."""
-    kind = "sliding_attention" if arch.attention == "local_global" else "full_attention"
-    return [kind] * arch.n_layers
+    return ["sliding_attention" if arch.layer_attention(i).kind == "local" else "full_attention"
+            for i in range(arch.n_layers)]
+
+
+def layout_of(types: list[str]) -> dict[str, Any]:
+    """The ArchConfig layout knobs of a transformers `layer_types` list that mixes sliding and full layers: a
+    repeating pattern (global_every, the global layer last in each group) where it is one, else global_layers."""
+    full = [i for i, t in enumerate(types) if t != "sliding_attention"]
+    n = len(types)
+    for every in range(2, n + 1):
+        if full == [i for i in range(n) if (i + 1) % every == 0]:
+            return {"global_every": every}
+    return {"global_layers": full}
+
+
+def _mixed(arch: ArchConfig) -> bool:
+    """Whether some layers of `arch` are local and some global (a per-layer layout)."""
+    return len(set(layer_types(arch))) > 1
 
 
 def refusal(arch: ArchConfig) -> str | None:
@@ -126,10 +144,15 @@ def choose_family(arch: ArchConfig) -> tuple[Family, str]:
     if refused is not None:
         raise ExportRefused(refused)
     window = f" and a {arch.window}-token window in every layer" if arch.attention == "local_global" else ""
+    if _mixed(arch):
+        window = f" and a {arch.window}-token window in its local layers ({layer_types(arch).count('full_attention')} " \
+                 f"of {arch.n_layers} layers global, per-layer layer_types)"
     if arch.post_norms:
         return FAMILIES["gemma3_text"], f"post norms and q/k norms need Gemma 3 (layer_types carry the window){window}"
     if arch.qk_norm:
         return FAMILIES["qwen3"], f"q/k norms without post norms: Qwen3 (layer_types carry the window){window}"
+    if _mixed(arch):
+        return FAMILIES["ministral"], f"Llama blocks with per-layer local:global layer_types: Ministral{window}"
     if arch.attention == "local_global":
         return FAMILIES["mistral"], f"one window in every layer: Mistral (sliding_window={arch.window})"
     return FAMILIES["llama"], "dense attention with Llama blocks (GQA, gated MLP): Llama"
@@ -155,7 +178,7 @@ def hf_config(arch: ArchConfig, family: Family) -> Any:
         fields.update(hidden_act=ACT[arch.ffn], rope_parameters=rope)
     if family.model_type == "llama":
         fields["mlp_bias"] = False
-    if family.model_type == "mistral":
+    if family.model_type in ("mistral", "ministral"):
         fields["sliding_window"] = arch.window
     if family.model_type == "qwen3":
         windowed = arch.attention == "local_global"
@@ -304,20 +327,12 @@ def arch_from_hf(path: str | Path) -> tuple[ArchConfig, dict[str, Any]]:
     if window and all(t == "sliding_attention" for t in types):
         knobs.update(attention="local_global", window=min(int(window), config.max_position_embeddings),
                      global_tokens=0)
-    elif window and len(set(types)) > 1:
-        knobs["layer_types"] = types  # a per-layer layout: no ArchConfig field holds it yet (see published_knobs)
+    elif window and len(set(types)) > 1:  # a per-layer layout: local layers with the window, the rest global
+        knobs.update(attention="local_global", window=min(int(window), config.max_position_embeddings),
+                     global_tokens=0, **layout_of(list(types)))
     try:
         return ArchConfig.from_dict(sizes), knobs
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from err
 
 
-def published_knobs(path: str | Path, knobs: dict[str, Any]) -> dict[str, Any]:
-    """The knobs a local config ships, as ArchConfig knobs; ValueError when its layout has no ArchConfig field."""
-    types = knobs.get("layer_types")
-    if types is not None:
-        local = sum(t == "sliding_attention" for t in types)
-        raise ValueError(f"target=hf:{path}: layer_types mixes {local} sliding_attention and {len(types) - local} "
-                         "full_attention layers, a per-layer layout ArchConfig cannot hold yet: its published knobs "
-                         "cannot be costed (its dense sizes can: the search's target=hf:PATH)")
-    return knobs
