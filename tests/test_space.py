@@ -102,7 +102,8 @@ BAD = [
     (_with("name", _DELETE), "name", "None", "non-empty string"),
     ({**_good(), "extra": 1}, "extra", "1", "unknown key"),
     (_with("objectives", ["flops_ratio", "speed"]), "objectives", "'speed'",
-     "valid are flops_ratio, time_ratio, memory_ratio, unique_params_ratio"),
+     "valid are flops_ratio, time_ratio, memory_ratio, unique_params_ratio, kv_cache_ratio, prefill_time_ratio, "
+     "decode_time_ratio"),
     (_with("objectives", ["flops_ratio", "flops_ratio"]), "objectives", "'flops_ratio'", "distinct"),
     (_with("objectives", []), "objectives", "[]", "non-empty"),
     (_with("defaults", [{"override /sampler@_global_.sampler": "tpe"}]), "defaults", "tpe", "may only be"),

@@ -10,6 +10,7 @@ from torch import nn
 
 from nas.model import attention as attn_kernels
 from nas.model.config import ArchConfig
+from nas.model.kv_cache import KVCache, LayerKVCache
 from nas.model.precision import precision_linear, quantize_activation
 from nas.model.sharing import BlockDiagSharedWeight, sublayer_maps
 
@@ -66,7 +67,9 @@ class Attention(nn.Module):
         self.g_proj = nn.Linear(d, 2 * H) if cfg.gate == "dynamic" else None
         self.last_gates: torch.Tensor | None = None  # (B, H, S, 2): local, global
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def _qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) \
+            -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The normed input and q (B, H, S, hd), k, v (B, KV, S, hd): rotated, in the core's dtype."""
         cfg = self.cfg
         B, S, _ = x.shape
         H, KV, hd = cfg.n_heads, cfg.n_kv, cfg.hd
@@ -82,8 +85,29 @@ class Attention(nn.Module):
         core_dtype = attention_core_dtype(cfg.precision.attention, x.device)
         if core_dtype is not None:
             q, k, v = q.to(core_dtype), k.to(core_dtype), v.to(core_dtype)
+        return h, q, k, v
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: LayerKVCache | None = None) -> torch.Tensor:
+        """Attention over the sequence x (B, S, d); with `cache`, its K and V are written there too."""
+        B, S, _ = x.shape
+        h, q, k, v = self._qkv(x, rope)
+        if cache is not None:
+            cache.append(k, v)
         y = self._core(h, q, k, v).to(x.dtype)  # (B, H, S, hd)
-        return self.wo(y.transpose(1, 2).reshape(B, S, H * hd))
+        return self.wo(y.transpose(1, 2).reshape(B, S, self.cfg.n_heads * self.cfg.hd))
+
+    def step(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: LayerKVCache) \
+            -> torch.Tensor:
+        """Attention of one new position x (B, 1, d) over the keys its cache holds (they are exactly its visible ones)."""
+        if self.g_proj is not None:
+            raise ValueError("ArchConfig.gate='dynamic' has no KV-cache decode step: decode with gate=none")
+        B, H, KV, hd = x.shape[0], self.cfg.n_heads, self.cfg.n_kv, self.cfg.hd
+        _, q, k, v = self._qkv(x, rope)
+        keys, values = cache.append(k, v)  # (B, KV, slots, hd): every slot is visible to this query
+        # the H // KV query heads of a group as rows against their one kv head: no K/V copied per head (GQA)
+        y = F.scaled_dot_product_attention(q.view(B, KV, H // KV, hd), keys, values)  # (B, KV, H // KV, hd)
+        return self.wo(y.to(x.dtype).reshape(B, 1, H * hd))
 
     def _core(self, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -181,11 +205,15 @@ class TransformerLM(nn.Module):
                 resid = name.endswith(("wo.weight", "fc2_weight")) or ".fc2_blocks." in name
                 nn.init.normal_(p, mean=0.0, std=std_resid if resid else std)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits (B, S, vocab); the loss is the task's (nas.objective.train_loss)."""
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, S, vocab); the loss is the task's (nas.objective.train_loss). With an empty `cache`, the
+        prompt's keys and values are written there (a prefill; continue with decode_step)."""
         B, S = idx.shape
         if S > self.cfg.seq_len:
             raise ValueError(f"input length {S} exceeds ArchConfig.seq_len={self.cfg.seq_len}")
+        if cache is not None and cache.length:
+            raise ValueError(f"forward fills an empty KV cache; this one holds {cache.length} positions: "
+                             "continue with decode_step")
         fmt = self.cfg.precision.embed
         x = self.tok_emb(idx)
         rope = None
@@ -195,13 +223,37 @@ class TransformerLM(nn.Module):
             rope = rope_tables(S, self.cfg.hd, idx.device)
         x = quantize_activation(x, fmt)
         self._gates = []
-        for a, f in zip(self.attn_map, self.ffn_map):
-            x = x + self.attns[a](x, rope)
+        for i, (a, f) in enumerate(zip(self.attn_map, self.ffn_map)):
+            x = x + self.attns[a](x, rope, None if cache is None else cache.layers[i])
             if self.attns[a].last_gates is not None:
                 self._gates.append(self.attns[a].last_gates)  # per position: a shared module runs several times
             x = x + self.ffns[f](x)
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head
         return precision_linear(self.norm(x), head, None, fmt)
+
+    def decode_step(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, vocab) of the next token idx (B,) at position cache.length, reading and extending the cache.
+
+        Equals the full forward's logits at that position: each layer attends to the keys its cache keeps.
+        """
+        t = cache.length
+        if t >= cache.max_len:
+            raise ValueError(f"KV cache is full ({cache.max_len} positions): decode at most max_len tokens")
+        fmt = self.cfg.precision.embed
+        x = self.tok_emb(idx.view(-1, 1))  # (B, 1, d)
+        rope = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb.weight[t : t + 1]
+        else:
+            if cache.rope is None:  # the rotary tables of every position, built once per cache
+                cache.rope = rope_tables(cache.max_len, self.cfg.hd, idx.device)
+            rope = cache.rope[0][t : t + 1], cache.rope[1][t : t + 1]
+        x = quantize_activation(x, fmt)
+        for i, (a, f) in enumerate(zip(self.attn_map, self.ffn_map)):
+            x = x + self.attns[a].step(x, rope, cache.layers[i])
+            x = x + self.ffns[f](x)
+        head = self.tok_emb.weight if self.lm_head is None else self.lm_head
+        return precision_linear(self.norm(x), head, None, fmt)[:, 0]
 
     def param_counts(self) -> dict[str, int]:
         """Parameters counted per layer as if unshared (total) and once per tensor (unique)."""
