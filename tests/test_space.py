@@ -149,8 +149,8 @@ def test_unreadable_and_non_yaml_files(tmp_path):
 
 # compute objectives each shipped space declares, and the task / target it defaults to (search_spaces/*.yaml)
 DECLARED = {
-    "sparse_attn": (("flops_ratio",), "long_range", "gpt_1b_32k"),
-    "head_grouping": (("flops_ratio", "memory_ratio"), "capacity", "gpt_1b"),
+    "sparse_attn": (("flops_ratio", "kv_cache_ratio", "decode_time_ratio"), "long_range", "gpt_1b_32k"),
+    "head_grouping": (("flops_ratio", "memory_ratio", "kv_cache_ratio"), "capacity", "gpt_1b"),
     "sharing": (("unique_params_ratio", "memory_ratio"), "capacity", "gpt_1b"),
     "precision": (("time_ratio", "memory_ratio"), "numeric", "gpt_1b"),
     "full": (("flops_ratio", "unique_params_ratio", "time_ratio"), "long_range", "gpt_1b_32k"),
