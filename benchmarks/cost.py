@@ -82,6 +82,7 @@ TIMING_CONFIGS = {  # name -> (ArchConfig fields, batch); tiny but not trivial p
 D256 = dict(seq_len=8193, n_layers=4, d_model=256, n_heads=8)  # head_dim 32; 8193 positions: the step after an 8k context
 D512 = dict(seq_len=8193, n_layers=4, d_model=512, n_heads=8)  # head_dim 64
 DECODE_BATCH = 4
+DECODE_REPEATS = 5  # consecutive steps per config and round (rounds interleave the configs)
 DECODE_CONFIGS = {  # name -> (ArchConfig fields, context): KV-dominated long contexts, weight-dominated short ones
     "dense_d256_c512": (D256, 512),
     "dense_d256_c2k": (D256, 2048),
@@ -299,7 +300,7 @@ def measured_decode(configs: dict[str, tuple[dict, int]], batch: int, rounds: in
     best = dict.fromkeys(steps, float("inf"))
     for _ in range(rounds):
         for name, step in steps.items():
-            for _ in range(3):
+            for _ in range(DECODE_REPEATS):
                 t = time.perf_counter()
                 step()
                 best[name] = min(best[name], time.perf_counter() - t)
@@ -312,7 +313,7 @@ def decode_check(emit, rounds: int) -> float:  # noqa: ANN001
     emit(f"\n## 5. Modelled (roofline, conf/hardware/cpu.yaml) vs measured CPU decode step (KV cache, batch "
          f"{DECODE_BATCH}, fp32, 1 thread)")
     emit("TransformerLM.decode_step with nas.model.kv_cache.KVCache (local layers keep window + global tokens);"
-         " best of {rounds}x3 steps".format(rounds=rounds))
+         f" best of {rounds}x{DECODE_REPEATS} steps")
     emit("| config | context | cache MiB | measured ms (best) | modelled ms | measured/modelled |\n"
          "|---|---:|---:|---:|---:|---:|")
     best = measured_decode(DECODE_CONFIGS, DECODE_BATCH, rounds)
@@ -349,6 +350,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 timing rounds, write nothing")
     parser.add_argument("--calibrate", action="store_true", help="measure this CPU into conf/hardware/cpu.yaml")
     parser.add_argument("--decode-only", action="store_true", help="only the decode check (section 5)")
+    parser.add_argument("--note", default="", help="a line on the machine's state, written under the header")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.calibrate:
@@ -363,9 +365,11 @@ def main() -> None:
     emit(f"# benchmarks/cost.py on {platform.node()} ({os.cpu_count()} cores), torch {torch.__version__}, "
          f"1 thread, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
          f"loadavg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if args.note:
+        emit(f"# {args.note}")
     if args.decode_only:
         emit("# --decode-only: section 5 alone")
-        decode_rho = decode_check(emit, 3 if args.quick else 10)
+        decode_rho = decode_check(emit, 3 if args.quick else 30)
         load = os.getloadavg()
         emit(f"# loadavg at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         emit(f"\ncost decode_spearman={decode_rho:.3f}")
@@ -399,7 +403,7 @@ def main() -> None:
     rho = spearman(measured, modelled)
     emit(f"Spearman rank correlation over {len(measured)} configs: {rho:.3f}")
 
-    decode_rho = decode_check(emit, 3 if args.quick else 10)
+    decode_rho = decode_check(emit, 3 if args.quick else 30)
 
     emit("\n## 4. gpt_1b target (24L, d=2048, 16 heads, S=2048, batch 8), ratios to dense fp32, modelled H100 SXM")
     emit("| config | FLOPs ratio | unique-params ratio | memory ratio | H100 time ratio |\n|---|---:|---:|---:|---:|")
