@@ -4,7 +4,8 @@ dense-vs-knobs table at the gpt_1b target on an H100.
 
     python benchmarks/cost.py                 # full run; writes benchmarks/results/cost_cpu.txt
     python benchmarks/cost.py --quick         # smoke run: 3 timing rounds instead of 10, nothing written
-    python benchmarks/cost.py --decode-only   # the decode check alone; writes benchmarks/results/cost_decode_cpu.txt
+    python benchmarks/cost.py --decode-only   # the decode check and the inference table alone; writes
+                                              # benchmarks/results/cost_decode_cpu.txt
     python benchmarks/cost.py --calibrate     # measure this CPU and rewrite conf/hardware/cpu.yaml
 
 Timing runs on one torch thread; run it on a quiet machine.
@@ -117,6 +118,36 @@ TABLE_CONFIGS = {  # name -> knobs in gpt_1b units (24 layers, 16 heads, S=2048)
     "local W=128 + GQA 4 + fp8": dict(attention="local_global", window=128, global_tokens=16, kv_heads=4,
                                       precision=dict(attention="fp8_e4m3", ffn="fp8_e4m3", embed="bf16")),
 }
+
+
+INFERENCE_TABLE = {  # name -> knobs in gpt_1b_32k units (24 layers, 16 heads of 128, S=32768)
+    "dense fp32 (baseline)": {},
+    "dense bf16": dict(precision=dict(attention="bf16", ffn="bf16", embed="bf16")),
+    "local_global W=2048 G=16": dict(attention="local_global", window=2048, global_tokens=16),
+    "local_global W=512 G=16": dict(attention="local_global", window=512, global_tokens=16),
+    "local_global W=512 G=16 gated": dict(attention="local_global", window=512, global_tokens=16, gate="dynamic"),
+    "GQA kv=4": dict(kv_heads=4),
+    "MQA kv=1": dict(kv_heads=1),
+    "QKV shared, 4 groups": dict(kv_heads=4, group_share="qkv"),
+    "cycle M=12": dict(sharing="cycle", unique_layers=12),
+    "attention fp8 (fp8 KV cache), FFN bf16": dict(precision=dict(attention="fp8_e4m3", ffn="bf16", embed="bf16")),
+    "W=512 G=16 + GQA 4 + bf16": dict(attention="local_global", window=512, global_tokens=16, kv_heads=4,
+                                      precision=dict(attention="bf16", ffn="bf16", embed="bf16")),
+}
+
+
+def inference_table(emit) -> None:  # noqa: ANN001
+    """Emit the inference ratios of INFERENCE_TABLE at gpt_1b_32k (batch 1, 32k context) on the H100 profile."""
+    emit("\n## 6. gpt_1b_32k target, inference at its serving batch and context (batch 1, 32,768 tokens), ratios to "
+         "dense fp32, modelled H100 SXM")
+    emit("| config | FLOPs ratio | KV-cache ratio | prefill time ratio | decode time ratio |\n|---|---:|---:|---:|---:|")
+    for name, knobs in INFERENCE_TABLE.items():
+        r = estimate(knobs, target="gpt_1b_32k", hardware="h100_sxm")
+        emit(f"| {name} | {r.flops_ratio:.3f} | {r.kv_cache_ratio:.4f} | {r.prefill_time_ratio:.3f} | "
+             f"{r.decode_time_ratio:.3f} |")
+    base = estimate({}, target="gpt_1b_32k", hardware="h100_sxm").to_dict()
+    emit(f"baseline: KV cache {base['kv_cache_bytes'] / 2**30:.1f} GiB per sequence, prefill "
+         f"{base['prefill_time_s']:.2f} s, decode {base['decode_time_s'] * 1e3:.2f} ms per token modelled")
 
 
 def _best_seconds(fn, repeats: int) -> float:
@@ -368,8 +399,9 @@ def main() -> None:
     if args.note:
         emit(f"# {args.note}")
     if args.decode_only:
-        emit("# --decode-only: section 5 alone")
+        emit("# --decode-only: sections 5 and 6 alone")
         decode_rho = decode_check(emit, 3 if args.quick else 30)
+        inference_table(emit)
         load = os.getloadavg()
         emit(f"# loadavg at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         emit(f"\ncost decode_spearman={decode_rho:.3f}")
@@ -414,6 +446,7 @@ def main() -> None:
     base = estimate({}, target="gpt_1b", hardware="h100_sxm").to_dict()
     emit(f"baseline: {base['step_flops']:.3e} FLOPs/step, {base['params_unique']:,} params, "
          f"{base['memory_bytes'] / 2**30:.1f} GiB, {base['step_time_s']:.3f} s/step modelled")
+    inference_table(emit)
 
     emit(f"\ncost flops_err_max={err_max:.2e} spearman_cpu={rho:.3f} decode_spearman={decode_rho:.3f}")
     if not args.quick:
