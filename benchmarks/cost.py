@@ -435,8 +435,6 @@ def main() -> None:
     rho = spearman(measured, modelled)
     emit(f"Spearman rank correlation over {len(measured)} configs: {rho:.3f}")
 
-    decode_rho = decode_check(emit, 3 if args.quick else 30)
-
     emit("\n## 4. gpt_1b target (24L, d=2048, 16 heads, S=2048, batch 8), ratios to dense fp32, modelled H100 SXM")
     emit("| config | FLOPs ratio | unique-params ratio | memory ratio | H100 time ratio |\n|---|---:|---:|---:|---:|")
     for name, knobs in TABLE_CONFIGS.items():
@@ -446,6 +444,7 @@ def main() -> None:
     base = estimate({}, target="gpt_1b", hardware="h100_sxm").to_dict()
     emit(f"baseline: {base['step_flops']:.3e} FLOPs/step, {base['params_unique']:,} params, "
          f"{base['memory_bytes'] / 2**30:.1f} GiB, {base['step_time_s']:.3f} s/step modelled")
+    decode_rho = decode_check(emit, 3 if args.quick else 30)
     inference_table(emit)
 
     emit(f"\ncost flops_err_max={err_max:.2e} spearman_cpu={rho:.3f} decode_spearman={decode_rho:.3f}")

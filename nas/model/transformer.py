@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -250,7 +251,7 @@ class TransformerLM(nn.Module):
             rope = cache.rope[0][t : t + 1], cache.rope[1][t : t + 1]
         x = quantize_activation(x, fmt)
         for i, (a, f) in enumerate(zip(self.attn_map, self.ffn_map)):
-            x = x + self.attns[a].step(x, rope, cache.layers[i])
+            x = x + cast(Attention, self.attns[a]).step(x, rope, cache.layers[i])
             x = x + self.ffns[f](x)
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head
         return precision_linear(self.norm(x), head, None, fmt)[:, 0]
