@@ -446,6 +446,8 @@ def main() -> None:
          f"{base['memory_bytes'] / 2**30:.1f} GiB, {base['step_time_s']:.3f} s/step modelled")
     decode_rho = decode_check(emit, 3 if args.quick else 30)
     inference_table(emit)
+    load = os.getloadavg()
+    emit(f"# loadavg at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
     emit(f"\ncost flops_err_max={err_max:.2e} spearman_cpu={rho:.3f} decode_spearman={decode_rho:.3f}")
     if not args.quick:
