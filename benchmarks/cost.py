@@ -91,6 +91,7 @@ DECODE_CONFIGS = {  # name -> (ArchConfig fields, context): KV-dominated long co
     "local_w256_g16_c8k": ({**D256, **_lg(256, 16)}, 8192),
     "local_w1k_g0_c8k": ({**D256, **_lg(1024, 0)}, 8192),
     "local_w64_g4_c2k": ({**D256, **_lg(64, 4)}, 2048),
+    "gated_w512_g16_c8k": ({**D256, **_lg(512, 16, gate="dynamic")}, 8192),
     "gqa_kv2_c8k": ({**D256, "kv_heads": 2}, 8192),
     "mqa_kv1_c8k": ({**D256, "kv_heads": 1}, 8192),
     "qkv_share_kv2_c8k": ({**D256, "kv_heads": 2, "group_share": "qkv"}, 8192),

@@ -41,7 +41,8 @@ def test_kv_cache_bytes_closed_form(changes, context, expected):
     assert kv_cache_bytes(tiny(**changes), context) == expected
 
 
-@pytest.mark.parametrize("changes", [{}, _lg(16, 4), _lg(7, 0, kv_heads=2), dict(kv_heads=1, group_share="qkv")])
+@pytest.mark.parametrize("changes", [{}, _lg(16, 4), _lg(7, 0, kv_heads=2), dict(kv_heads=1, group_share="qkv"),
+                                     _lg(9, 2, gate="dynamic")])
 @pytest.mark.parametrize("context", [5, 40, 64])
 def test_kv_cache_bytes_equal_the_models_cache_after_decoding(changes, context):
     arch = tiny(**changes)

@@ -4,7 +4,7 @@ A dense layer keeps every position. A local_global layer keeps its first `sinks`
 tokens) and a ring of the last `window` positions: query t reads keys j <= t with t - window < j or
 j < sinks, exactly the keys the full forward's mask lets through. The cached slots are unordered (softmax
 attention over a set of keys does not depend on their order), so a step attends to every filled slot
-with no mask.
+with no mask; the dynamic gate's two branches select the window's and the sinks' slots by position.
 """
 
 from __future__ import annotations
@@ -57,6 +57,15 @@ class LayerKVCache:
         self.length = end
         filled = min(end, self.slots)
         return self.k[:, :, :filled], self.v[:, :, :filled]
+
+
+    def positions(self) -> Tensor:
+        """The position each filled slot holds (sinks in place, the ring's slots the last `window` positions)."""
+        filled = torch.arange(min(self.length, self.slots), device=self.k.device)
+        if self.window is None:
+            return filled
+        t = self.length - 1
+        return torch.where(filled < self.sinks, filled, t - (t - filled) % self.window)
 
 
 class KVCache:

@@ -101,13 +101,23 @@ class Attention(nn.Module):
     def step(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: LayerKVCache) \
             -> torch.Tensor:
         """Attention of one new position x (B, 1, d) over the keys its cache holds (they are exactly its visible ones)."""
-        if self.g_proj is not None:
-            raise ValueError("ArchConfig.gate='dynamic' has no KV-cache decode step: decode with gate=none")
-        B, H, KV, hd = x.shape[0], self.cfg.n_heads, self.cfg.n_kv, self.cfg.hd
-        _, q, k, v = self._qkv(x, rope)
+        cfg = self.cfg
+        B, H, KV, hd = x.shape[0], cfg.n_heads, cfg.n_kv, cfg.hd
+        h, q, k, v = self._qkv(x, rope)
         keys, values = cache.append(k, v)  # (B, KV, slots, hd): every slot is visible to this query
-        # the H // KV query heads of a group as rows against their one kv head: no K/V copied per head (GQA)
-        y = F.scaled_dot_product_attention(q.view(B, KV, H // KV, hd), keys, values)  # (B, KV, H // KV, hd)
+        q = q.view(B, KV, H // KV, hd)  # a group's query heads as rows against their one kv head: no K/V copies
+        if self.g_proj is None:
+            y = F.scaled_dot_product_attention(q, keys, values)  # (B, KV, H // KV, hd)
+            return self.wo(y.to(x.dtype).reshape(B, 1, H * hd))
+        # the dynamic gate: the window's keys and the sinks' keys, each softmaxed, weighted by the head's gates
+        gates = torch.sigmoid(self.g_proj(h)).view(B, KV, H // KV, 2).to(q.dtype)
+        threshold = 0.0 if self.training else cfg.gate_threshold
+        gates = torch.where(gates >= threshold, gates, torch.zeros_like(gates))
+        pos, t = cache.positions()[None, :], cache.length - 1  # (1, slots): the same for every query row
+        y = gates[..., :1] * F.scaled_dot_product_attention(q, keys, values, attn_mask=pos > t - cfg.window)
+        if cfg.global_tokens:  # the sinks are the first slots, in place
+            g = min(cfg.global_tokens, keys.shape[2])
+            y = y + gates[..., 1:] * F.scaled_dot_product_attention(q, keys[:, :, :g], values[:, :, :g])
         return self.wo(y.to(x.dtype).reshape(B, 1, H * hd))
 
     def _core(self, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

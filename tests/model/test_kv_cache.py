@@ -30,6 +30,8 @@ CONFIGS = {
     "gqa": dict(kv_heads=2),
     "mqa_qkv_share": dict(kv_heads=1, group_share="qkv"),
     "gqa_window": _lg(7, 1, kv_heads=2),
+    "gated": _lg(6, 3, gate="dynamic"),
+    "gated_gqa_no_sinks": _lg(5, 0, gate="dynamic", kv_heads=2),
     "learned_positions": dict(positions="learned"),
     "cycle_sharing": dict(sharing="cycle", unique_layers=2),
     "untied_head_gelu_wide": dict(tie_embeddings=False, ffn_mult=3.0),
@@ -52,6 +54,21 @@ def test_decode_steps_equal_the_full_forward_at_every_position(name):
     torch.testing.assert_close(steps, full, **FP32_TOL)
     torch.testing.assert_close(prompt, full[:, :17], **FP32_TOL)
     torch.testing.assert_close(rest, full[:, 17:], **FP32_TOL)
+
+
+def test_gated_decode_cuts_the_gates_below_the_threshold_as_the_full_forward_does():
+    arch = tiny(**_lg(6, 3, gate="dynamic", kv_heads=2), gate_threshold=0.5)
+    model = TransformerLM(arch).eval()
+    with torch.no_grad():
+        for attn in model.attns:  # local gates of heads 0, 1 and global gates of heads 2, 3 start near 0.27
+            attn.g_proj.bias.copy_(torch.tensor([-1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, -1.0]))
+        idx = torch.randint(0, arch.vocab_size, (2, arch.seq_len))
+        full = model(idx)
+        gates = torch.stack(model._gates)  # (layers, B, H, S, 2)
+        cache = KVCache(arch, 2)
+        steps = torch.stack([model.decode_step(idx[:, t], cache) for t in range(arch.seq_len)], dim=1)
+    assert (gates < 0.5).any() and (gates >= 0.5).any()  # some branches are cut, some kept
+    torch.testing.assert_close(steps, full, **FP32_TOL)
 
 
 def test_a_local_layer_keeps_window_plus_sinks_and_a_dense_layer_everything():
@@ -88,6 +105,3 @@ def test_misuse_is_refused_by_name():
             model.decode_step(torch.tensor([1]), cache)
     with pytest.raises(ValueError, match=r"KVCache max_len=41 is invalid: expected 1..ArchConfig.seq_len=40"):
         KVCache(arch, 1, max_len=41)
-    gated = tiny(**_lg(6, 2, gate="dynamic"))
-    with pytest.raises(ValueError, match=r"ArchConfig.gate='dynamic' has no KV-cache decode step"):
-        TransformerLM(gated).decode_step(torch.tensor([1]), KVCache(gated, 1))
