@@ -69,7 +69,10 @@ class LayerKVCache:
 
 
 class KVCache:
-    """One LayerKVCache per layer position of a TransformerLM, for `batch` sequences of up to `max_len` tokens."""
+    """One LayerKVCache per layer position of a TransformerLM, for `batch` sequences of up to `max_len` tokens.
+
+    `dtype`: the attention core's (fp32 on a CPU; on CUDA bf16, or fp16 for precision.attention=fp16).
+    """
 
     def __init__(self, cfg: ArchConfig, batch: int, max_len: int | None = None, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu") -> None:

@@ -105,6 +105,7 @@ class Attention(nn.Module):
         B, H, KV, hd = x.shape[0], cfg.n_heads, cfg.n_kv, cfg.hd
         h, q, k, v = self._qkv(x, rope)
         keys, values = cache.append(k, v)  # (B, KV, slots, hd): every slot is visible to this query
+        keys, values = keys.to(q.dtype), values.to(q.dtype)  # a cache kept wider than the core (no-op when equal)
         q = q.view(B, KV, H // KV, hd)  # a group's query heads as rows against their one kv head: no K/V copies
         if self.g_proj is None:
             y = F.scaled_dot_product_attention(q, keys, values)  # (B, KV, H // KV, hd)
