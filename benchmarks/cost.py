@@ -1,11 +1,15 @@
 """Cost-model oracles: analytic FLOPs vs FlopCounterMode, the nanoGPT golden value, modelled vs measured CPU
-step time (Spearman rank), and the dense-vs-knobs table at the gpt_1b target on an H100.
+step time (Spearman rank), modelled vs measured CPU decode time per token (Spearman rank), and the
+dense-vs-knobs table at the gpt_1b target on an H100.
 
     python benchmarks/cost.py                 # full run; writes benchmarks/results/cost_cpu.txt
     python benchmarks/cost.py --quick         # smoke run: 3 timing rounds instead of 10, nothing written
+    python benchmarks/cost.py --decode-only   # the decode check and the inference table alone; writes
+                                              # benchmarks/results/cost_decode_cpu.txt
     python benchmarks/cost.py --calibrate     # measure this CPU and rewrite conf/hardware/cpu.yaml
 
-Timing runs on one torch thread; run it on a quiet machine. Last line: `cost flops_err_max=... spearman_cpu=...`.
+Timing runs on one torch thread; run it on a quiet machine.
+Last line: `cost flops_err_max=... spearman_cpu=... decode_spearman=...` (--decode-only: `cost decode_spearman=...`).
 """
 
 from __future__ import annotations
@@ -24,15 +28,19 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.cost import Workload, estimate, flops, load_hardware, step_time
+from nas.cost import Serving, Workload, estimate, flops, load_hardware, step_time
+from nas.cost.inference import decode_kernels
+from nas.cost.roofline import timed
 from nas.cost.hardware import PEAK_DTYPES, ROUNDED_FORMATS, Hardware
 from nas.profiles import conf_dir
 from nas.model import ArchConfig, TransformerLM
 from nas.model.attention import local_global_attention
+from nas.model.kv_cache import KVCache
 from nas.model.precision import quantize
 
 GPT2_GOLDEN = 874_944_921_600  # nanoGPT transformer_sizing.ipynb: GPT-2 124M, T=1024, fwd+bwd
 RESULTS = Path(__file__).resolve().parent / "results" / "cost_cpu.txt"
+DECODE_RESULTS = RESULTS.with_name("cost_decode_cpu.txt")
 
 FLOP_SIZES = [  # (ArchConfig fields, batch, seq_len) for the FlopCounterMode comparison
     (dict(seq_len=64, n_layers=2, d_model=64, n_heads=4), 2, 64),
@@ -72,6 +80,28 @@ TIMING_CONFIGS = {  # name -> (ArchConfig fields, batch); tiny but not trivial p
     "fp8_ffn_d128_l4": (dict(seq_len=256, n_layers=4, d_model=128, n_heads=4, precision=dict(ffn="fp8_e4m3")), 8),
 }
 
+D256 = dict(seq_len=8193, n_layers=4, d_model=256, n_heads=8)  # head_dim 32; 8193 positions: the step after an 8k context
+D512 = dict(seq_len=8193, n_layers=4, d_model=512, n_heads=8)  # head_dim 64
+DECODE_BATCH = 4
+DECODE_REPEATS = 5  # consecutive steps per config and round (rounds interleave the configs)
+DECODE_CONFIGS = {  # name -> (ArchConfig fields, context): KV-dominated long contexts, weight-dominated short ones
+    "dense_d256_c512": (D256, 512),
+    "dense_d256_c2k": (D256, 2048),
+    "dense_d256_c8k": (D256, 8192),
+    "local_w256_g16_c8k": ({**D256, **_lg(256, 16)}, 8192),
+    "local_w1k_g0_c8k": ({**D256, **_lg(1024, 0)}, 8192),
+    "local_w64_g4_c2k": ({**D256, **_lg(64, 4)}, 2048),
+    "gated_w512_g16_c8k": ({**D256, **_lg(512, 16, gate="dynamic")}, 8192),
+    "gqa_kv2_c8k": ({**D256, "kv_heads": 2}, 8192),
+    "mqa_kv1_c8k": ({**D256, "kv_heads": 1}, 8192),
+    "qkv_share_kv2_c8k": ({**D256, "kv_heads": 2, "group_share": "qkv"}, 8192),
+    "dense_d512_c256": (D512, 256),
+    "dense_d512_c4k": (D512, 4096),
+    "gqa_d512_kv2_c4k": ({**D512, "kv_heads": 2}, 4096),
+    "local_d512_w512_g16_c4k": ({**D512, **_lg(512, 16)}, 4096),
+    "dense_d256_l8_c1k": ({**D256, "n_layers": 8}, 1024),
+}
+
 TABLE_CONFIGS = {  # name -> knobs in gpt_1b units (24 layers, 16 heads, S=2048)
     "dense fp32 (baseline)": {},
     "dense bf16": dict(precision=dict(attention="bf16", ffn="bf16", embed="bf16")),
@@ -89,6 +119,36 @@ TABLE_CONFIGS = {  # name -> knobs in gpt_1b units (24 layers, 16 heads, S=2048)
     "local W=128 + GQA 4 + fp8": dict(attention="local_global", window=128, global_tokens=16, kv_heads=4,
                                       precision=dict(attention="fp8_e4m3", ffn="fp8_e4m3", embed="bf16")),
 }
+
+
+INFERENCE_TABLE = {  # name -> knobs in gpt_1b_32k units (24 layers, 16 heads of 128, S=32768)
+    "dense fp32 (baseline)": {},
+    "dense bf16": dict(precision=dict(attention="bf16", ffn="bf16", embed="bf16")),
+    "local_global W=2048 G=16": dict(attention="local_global", window=2048, global_tokens=16),
+    "local_global W=512 G=16": dict(attention="local_global", window=512, global_tokens=16),
+    "local_global W=512 G=16 gated": dict(attention="local_global", window=512, global_tokens=16, gate="dynamic"),
+    "GQA kv=4": dict(kv_heads=4),
+    "MQA kv=1": dict(kv_heads=1),
+    "QKV shared, 4 groups": dict(kv_heads=4, group_share="qkv"),
+    "cycle M=12": dict(sharing="cycle", unique_layers=12),
+    "attention fp8 (fp8 KV cache), FFN bf16": dict(precision=dict(attention="fp8_e4m3", ffn="bf16", embed="bf16")),
+    "W=512 G=16 + GQA 4 + bf16": dict(attention="local_global", window=512, global_tokens=16, kv_heads=4,
+                                      precision=dict(attention="bf16", ffn="bf16", embed="bf16")),
+}
+
+
+def inference_table(emit) -> None:  # noqa: ANN001
+    """Emit the inference ratios of INFERENCE_TABLE at gpt_1b_32k (batch 1, 32k context) on the H100 profile."""
+    emit("\n## 6. gpt_1b_32k target, inference at its serving batch and context (batch 1, 32,768 tokens), ratios to "
+         "dense fp32, modelled H100 SXM")
+    emit("| config | FLOPs ratio | KV-cache ratio | prefill time ratio | decode time ratio |\n|---|---:|---:|---:|---:|")
+    for name, knobs in INFERENCE_TABLE.items():
+        r = estimate(knobs, target="gpt_1b_32k", hardware="h100_sxm")
+        emit(f"| {name} | {r.flops_ratio:.3f} | {r.kv_cache_ratio:.4f} | {r.prefill_time_ratio:.3f} | "
+             f"{r.decode_time_ratio:.3f} |")
+    base = estimate({}, target="gpt_1b_32k", hardware="h100_sxm").to_dict()
+    emit(f"baseline: KV cache {base['kv_cache_bytes'] / 2**30:.1f} GiB per sequence, prefill "
+         f"{base['prefill_time_s']:.2f} s, decode {base['decode_time_s'] * 1e3:.2f} ms per token modelled")
 
 
 def _best_seconds(fn, repeats: int) -> float:
@@ -240,6 +300,69 @@ def measured_steps(configs: dict[str, tuple[dict, int]], rounds: int) -> dict[st
     return best
 
 
+def _decode_step(fields: dict, context: int, batch: int):  # noqa: ANN202
+    """A closure running one KV-cache decode step of a fresh model at position `context`.
+
+    The cache is filled with random K and V of `context` positions (a decode step's work does not depend on
+    their values; a prefill of 8k tokens per config would cost seconds each); after each step the cache is
+    rewound to `context` positions, so every timed step reads the same cache.
+    """
+    torch.manual_seed(0)
+    arch = ArchConfig(**fields)
+    model = TransformerLM(arch).eval()
+    cache = KVCache(arch, batch, max_len=context + 1)
+    for layer in cache.layers:
+        layer.append(torch.randn(batch, arch.n_kv, context, arch.hd), torch.randn(batch, arch.n_kv, context, arch.hd))
+    idx = torch.randint(0, arch.vocab_size, (batch,))
+
+    def step() -> None:
+        with torch.no_grad():
+            model.decode_step(idx, cache)
+        for layer in cache.layers:
+            layer.length = context
+
+    return step
+
+
+def measured_decode(configs: dict[str, tuple[dict, int]], batch: int, rounds: int) -> dict[str, float]:
+    """Best seconds per decode step (one token for each of `batch` sequences) of each config, interleaved."""
+    steps = {name: _decode_step(fields, context, batch) for name, (fields, context) in configs.items()}
+    for step in steps.values():  # warm up
+        step()
+    best = dict.fromkeys(steps, float("inf"))
+    for _ in range(rounds):
+        for name, step in steps.items():
+            for _ in range(DECODE_REPEATS):
+                t = time.perf_counter()
+                step()
+                best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def decode_check(emit, rounds: int) -> float:  # noqa: ANN001
+    """Emit the modelled vs measured decode table; return the Spearman rank correlation."""
+    hw = load_hardware("cpu")
+    emit(f"\n## 5. Modelled (roofline, conf/hardware/cpu.yaml) vs measured CPU decode step (KV cache, batch "
+         f"{DECODE_BATCH}, fp32, 1 thread)")
+    emit("TransformerLM.decode_step with nas.model.kv_cache.KVCache (local layers keep window + global tokens);"
+         f" best of {rounds}x{DECODE_REPEATS} steps")
+    emit("| config | context | cache MiB | measured ms (best) | modelled ms | measured/modelled |\n"
+         "|---|---:|---:|---:|---:|---:|")
+    best = measured_decode(DECODE_CONFIGS, DECODE_BATCH, rounds)
+    measured, modelled = [], []
+    for name, (fields, context) in DECODE_CONFIGS.items():
+        arch = ArchConfig(**fields)
+        m = best[name]
+        p = timed(decode_kernels(arch, Serving(DECODE_BATCH, context), hw), hw).total
+        cache = KVCache(arch, DECODE_BATCH, max_len=context).nbytes() / 2**20
+        measured.append(m)
+        modelled.append(p)
+        emit(f"| {name} | {context} | {cache:.0f} | {m * 1e3:.2f} | {p * 1e3:.2f} | {m / p:.2f} |")
+    rho = spearman(measured, modelled)
+    emit(f"Spearman rank correlation over {len(measured)} configs: {rho:.3f}")
+    return rho
+
+
 def spearman(a: list[float], b: list[float]) -> float:
     """Spearman rank correlation (average ranks for ties)."""
     def ranks(x: list[float]) -> np.ndarray:
@@ -258,6 +381,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 timing rounds, write nothing")
     parser.add_argument("--calibrate", action="store_true", help="measure this CPU into conf/hardware/cpu.yaml")
+    parser.add_argument("--decode-only", action="store_true", help="only the decode check (section 5)")
+    parser.add_argument("--note", default="", help="a line on the machine's state, written under the header")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.calibrate:
@@ -272,6 +397,18 @@ def main() -> None:
     emit(f"# benchmarks/cost.py on {platform.node()} ({os.cpu_count()} cores), torch {torch.__version__}, "
          f"1 thread, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
          f"loadavg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if args.note:
+        emit(f"# {args.note}")
+    if args.decode_only:
+        emit("# --decode-only: sections 5 and 6 alone")
+        decode_rho = decode_check(emit, 3 if args.quick else 30)
+        inference_table(emit)
+        load = os.getloadavg()
+        emit(f"# loadavg at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        emit(f"\ncost decode_spearman={decode_rho:.3f}")
+        if not args.quick:
+            DECODE_RESULTS.write_text("\n".join(lines) + "\n")
+        return
 
     emit("\n## 1. Analytic forward FLOPs vs torch.utils.flop_counter.FlopCounterMode")
     emit("dense: counted as `full` (MATH SDPA multiplies all S^2 pairs); local_global: the block kernel's pairs")
@@ -308,8 +445,12 @@ def main() -> None:
     base = estimate({}, target="gpt_1b", hardware="h100_sxm").to_dict()
     emit(f"baseline: {base['step_flops']:.3e} FLOPs/step, {base['params_unique']:,} params, "
          f"{base['memory_bytes'] / 2**30:.1f} GiB, {base['step_time_s']:.3f} s/step modelled")
+    decode_rho = decode_check(emit, 3 if args.quick else 30)
+    inference_table(emit)
+    load = os.getloadavg()
+    emit(f"# loadavg at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
-    emit(f"\ncost flops_err_max={err_max:.2e} spearman_cpu={rho:.3f}")
+    emit(f"\ncost flops_err_max={err_max:.2e} spearman_cpu={rho:.3f} decode_spearman={decode_rho:.3f}")
     if not args.quick:
         RESULTS.write_text("\n".join(lines) + "\n")
 

@@ -6,7 +6,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 QUALITY = "quality"
-COMPUTE_KEYS = ("flops_ratio", "time_ratio", "memory_ratio", "unique_params_ratio")  # CostReport ratios to dense
+COMPUTE_KEYS = ("flops_ratio", "time_ratio", "memory_ratio", "unique_params_ratio",  # CostReport ratios to dense
+                "kv_cache_ratio", "prefill_time_ratio", "decode_time_ratio")  # training, then inference
 DEFAULT_COMPUTE = ("flops_ratio",)  # a space file or a stored study that names none
 
 

@@ -551,7 +551,10 @@ def test_compute_objectives_come_from_the_space_or_an_override():
         validate(compose_cfg("objectives.compute=[time_ratio,speed]"))
     assert str(err.value) == ("objectives.compute=['time_ratio', 'speed'] is invalid: 'speed' is not a compute "
                               "objective; expected one of flops_ratio, time_ratio, memory_ratio, unique_params_ratio, "
-                              "or a list of them")
+                              "kv_cache_ratio, prefill_time_ratio, decode_time_ratio, or a list of them")
+    inference = validate(compose_cfg("search_space=sparse_attn", "objectives.compute=[flops_ratio,kv_cache_ratio,"
+                                     "decode_time_ratio,prefill_time_ratio]"))
+    assert inference.compute_keys == ("flops_ratio", "kv_cache_ratio", "decode_time_ratio", "prefill_time_ratio")
     with pytest.raises(SearchError, match=r"objectives.compute=7 is invalid"):
         validate(compose_cfg("objectives.compute=7"))
     with pytest.raises(SearchError, match=r"adequacy='maybe' is invalid: expected one of enforce, warn, skip"):

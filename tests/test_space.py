@@ -130,7 +130,8 @@ BAD = [
     (_with("name", _DELETE), "name", "None", "non-empty string"),
     ({**_good(), "extra": 1}, "extra", "1", "unknown key"),
     (_with("objectives", ["flops_ratio", "speed"]), "objectives", "'speed'",
-     "valid are flops_ratio, time_ratio, memory_ratio, unique_params_ratio"),
+     "valid are flops_ratio, time_ratio, memory_ratio, unique_params_ratio, kv_cache_ratio, prefill_time_ratio, "
+     "decode_time_ratio"),
     (_with("objectives", ["flops_ratio", "flops_ratio"]), "objectives", "'flops_ratio'", "distinct"),
     (_with("objectives", []), "objectives", "[]", "non-empty"),
     (_with("defaults", [{"override /sampler@_global_.sampler": "tpe"}]), "defaults", "tpe", "may only be"),
@@ -176,12 +177,12 @@ def test_unreadable_and_non_yaml_files(tmp_path):
 
 # compute objectives each shipped space declares, and the task / target it defaults to (search_spaces/*.yaml)
 DECLARED = {
-    "sparse_attn": (("flops_ratio",), "long_range", "llama3.2_1b_32k"),
-    "head_grouping": (("flops_ratio", "memory_ratio"), "capacity", "llama3.2_1b_32k"),
+    "sparse_attn": (("flops_ratio", "kv_cache_ratio", "decode_time_ratio"), "long_range", "llama3.2_1b_32k"),
+    "head_grouping": (("flops_ratio", "memory_ratio", "kv_cache_ratio"), "capacity", "llama3.2_1b_32k"),
     "sharing": (("unique_params_ratio", "memory_ratio"), "capacity", "llama3.2_1b_32k"),
     "precision": (("time_ratio", "memory_ratio"), "numeric", "llama3.2_1b_32k"),
     "full": (("flops_ratio", "unique_params_ratio", "time_ratio"), "long_range", "llama3.2_1b_32k"),
-    "layout": (("flops_ratio",), "long_range", "llama3.2_1b_32k"),
+    "layout": (("flops_ratio", "kv_cache_ratio", "decode_time_ratio"), "long_range", "llama3.2_1b_32k"),
 }
 
 

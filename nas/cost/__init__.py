@@ -2,7 +2,8 @@
 
 counts (FLOPs: matmuls only, training = 3x forward; parameters total and unique), memory (weights, grads,
 optimizer state, activations by precision), roofline (bytes moved and modelled step time on a hardware
-profile), target (conf/target/*.yaml and a trial's knobs at that size), report (the trial's cost objective:
+profile), inference (KV-cache bytes, prefill and decode time at a serving batch and context), target
+(conf/target/*.yaml and a trial's knobs at that size), report (the trial's cost objective:
 absolute and as ratios to the target's dense baseline).
 """
 
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 from nas.cost.counts import FlopBreakdown, flops, param_counts
 from nas.cost.hardware import Hardware, load_hardware
+from nas.cost.inference import InferenceCost, inference, kv_cache_bytes
 from nas.cost.memory import MemoryBreakdown, memory
 from nas.cost.report import CostReport, Coster, estimate
 from nas.cost.roofline import StepTime, step_time
 from nas.cost.target import apply_knobs, load_target, published_arch
-from nas.cost.workload import Workload
+from nas.cost.workload import Serving, Workload
 
 __all__ = [
-    "CostReport", "Coster", "FlopBreakdown", "Hardware", "MemoryBreakdown", "StepTime", "Workload", "apply_knobs",
-    "estimate", "flops", "load_hardware", "load_target", "memory", "param_counts", "published_arch", "step_time",
+    "CostReport", "Coster", "FlopBreakdown", "Hardware", "InferenceCost", "MemoryBreakdown", "Serving", "StepTime",
+    "Workload", "apply_knobs", "estimate", "flops", "inference", "kv_cache_bytes", "load_hardware", "load_target",
+    "memory", "param_counts", "published_arch", "step_time",
 ]

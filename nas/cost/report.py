@@ -8,6 +8,7 @@ from typing import Any
 
 from nas.cost.counts import FlopBreakdown, flops, param_counts
 from nas.cost.hardware import load_hardware
+from nas.cost.inference import InferenceCost, inference
 from nas.cost.memory import MemoryBreakdown, memory
 from nas.cost.roofline import StepTime, step_time
 from nas.cost.target import apply_knobs, load_target
@@ -31,6 +32,8 @@ class CostReport:
     baseline_params: dict[str, Any]
     baseline_memory: MemoryBreakdown
     baseline_time: StepTime
+    inference: InferenceCost
+    baseline_inference: InferenceCost
 
     @property
     def flops_ratio(self) -> float:
@@ -52,6 +55,21 @@ class CostReport:
         """Modelled step time / the dense baseline's."""
         return self.time.total / self.baseline_time.total
 
+    @property
+    def kv_cache_ratio(self) -> float:
+        """KV-cache bytes per sequence at the serving context / the dense baseline's."""
+        return self.inference.kv_cache_bytes / self.baseline_inference.kv_cache_bytes
+
+    @property
+    def prefill_time_ratio(self) -> float:
+        """Modelled prefill time at the serving batch and context / the dense baseline's."""
+        return self.inference.prefill.total / self.baseline_inference.prefill.total
+
+    @property
+    def decode_time_ratio(self) -> float:
+        """Modelled decode time per token at the serving batch and context / the dense baseline's."""
+        return self.inference.decode.total / self.baseline_inference.decode.total
+
     def to_dict(self) -> dict[str, Any]:
         """Flat JSON-able dict of the headline figures (absolute units and ratios)."""
         return {
@@ -69,6 +87,10 @@ class CostReport:
             "unique_params_ratio": self.unique_params_ratio,
             "memory_ratio": self.memory_ratio,
             "time_ratio": self.time_ratio,
+            **self.inference.to_dict(),
+            "kv_cache_ratio": self.kv_cache_ratio,
+            "prefill_time_ratio": self.prefill_time_ratio,
+            "decode_time_ratio": self.decode_time_ratio,
         }
 
 
@@ -90,10 +112,14 @@ class Coster:
         self.dense, self.workload = load_target(target)
         self.hw = load_hardware(hardware)
         self.baseline = self._costs(self.dense)
+        self.baseline_inference = self._inference(self.dense)
 
     def _costs(self, arch: ArchConfig) -> tuple[FlopBreakdown, dict[str, Any], MemoryBreakdown, StepTime]:
         w, opt = self.workload, self.optimizer
         return flops(arch, w), param_counts(arch), memory(arch, w, opt), step_time(arch, w, self.hw, optimizer=opt)
+
+    def _inference(self, arch: ArchConfig) -> InferenceCost:
+        return inference(arch, self.workload.serving, self.hw)
 
     def target_arch(self, arch: ArchConfig | dict[str, Any]) -> ArchConfig:
         """A trial's knobs (a proxy ArchConfig or a knob dict in target units) at the target's size."""
@@ -106,7 +132,8 @@ class Coster:
         bf, bp, bm, bt = self.baseline
         return CostReport(target=self.target, hardware=self.hardware, arch=arch_t, workload=self.workload,
                           flops=f, params=p, memory=m, time=t, baseline_flops=bf, baseline_params=bp,
-                          baseline_memory=bm, baseline_time=bt)
+                          baseline_memory=bm, baseline_time=bt, inference=self._inference(arch_t),
+                          baseline_inference=self.baseline_inference)
 
 
 def estimate(arch: ArchConfig | dict[str, Any], target: str | Mapping[str, Any] = "llama3.2_1b_32k",

@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from nas.cost.counts import attention_pairs_per_head, core_format, ffn_format, layer_counts, matmuls, param_counts
+from nas.cost.counts import (Matmul, attention_pairs_per_head, core_format, ffn_format, layer_counts, matmuls,
+                             param_counts)
 from nas.cost.hardware import FP32_MATMUL, Hardware, load_hardware
 from nas.cost.memory import OPTIMIZER_STATE_BYTES, weight_bytes
 from nas.cost.workload import Workload
@@ -56,16 +57,24 @@ def _grad_format(fmt: str) -> str:
     return "fp8_e5m2" if fmt.startswith("fp8") else fmt
 
 
+def forward_matmul(mm: Matmul, hw: Hardware) -> Kernel:
+    """The forward kernel of a weight matmul: read input and weight (rounded in software where emulated), write
+    the output (fp32, or bf16 for a reduced format); every use of a shared weight reads it again."""
+    M, K, N, n = mm.tokens, mm.d_in, mm.d_out, mm.count
+    s, o, r = hw.storage_bytes(mm.fmt), hw.storage_bytes(_out_format(mm.fmt)), hw.rounding_bytes(mm.fmt)
+    return Kernel(mm.component, mm.flops, n * ((s + r) * (M * K + K * N) + o * M * N), mm.fmt)
+
+
 def _matmul_kernels(arch: ArchConfig, workload: Workload, hw: Hardware) -> list[Kernel]:
     out = []
     for mm in matmuls(arch, workload):
         M, K, N, n = mm.tokens, mm.d_in, mm.d_out, mm.count
         s, o = hw.storage_bytes(mm.fmt), hw.storage_bytes(_out_format(mm.fmt))
         g = _grad_format(mm.fmt)
-        sg, r, rg = hw.storage_bytes(g), hw.rounding_bytes(mm.fmt), hw.rounding_bytes(g)
+        sg, rg = hw.storage_bytes(g), hw.rounding_bytes(g)
         flops = 2 * M * K * N * n
         out += [
-            Kernel(mm.component, flops, n * ((s + r) * (M * K + K * N) + o * M * N), mm.fmt),
+            forward_matmul(mm, hw),
             Kernel(mm.component, flops, n * ((sg + rg) * M * N + s * K * N + o * M * K), mm.fmt),
             Kernel(mm.component, flops, n * (sg * M * N + s * M * K + 4 * K * N), mm.fmt),
         ]
@@ -229,15 +238,25 @@ def step_time(arch: ArchConfig, workload: Workload, hardware: Hardware | str, fp
     if fp32_matmul not in FP32_MATMUL:
         raise ValueError(f"fp32_matmul={fp32_matmul!r} is invalid: valid are {', '.join(FP32_MATMUL)}")
     hw = load_hardware(hardware) if isinstance(hardware, str) else hardware
+    return timed(kernels(arch, workload, hw, optimizer), hw, fp32_matmul)
+
+
+def kernel_seconds(k: Kernel, hw: Hardware, fp32_matmul: str = "fp32") -> float:
+    """Roofline seconds of one kernel: the longest of compute, memory and special functions (or their sum)."""
+    peak = hw.matmul_flops_per_s(k.fmt, fp32_matmul) * k.efficiency if k.fmt != MEMORY_BOUND else 0.0
+    compute = k.flops / peak if peak else 0.0
+    memory = k.bytes / (hw.bandwidth_gbs * 1e9)
+    special = (k.exps / hw.special_gops["exp"] + k.tanhs / hw.special_gops["tanh"]) / 1e9
+    return max(compute, memory, special) if hw.special_overlaps else max(compute, memory) + special
+
+
+def timed(kernel_list: list[Kernel], hw: Hardware, fp32_matmul: str = "fp32") -> StepTime:
+    """Roofline seconds, FLOPs and bytes of a list of kernels, summed by component."""
     seconds: dict[str, float] = {}
     flops: dict[str, float] = {}
     moved: dict[str, float] = {}
-    for k in kernels(arch, workload, hw, optimizer):
-        peak = hw.matmul_flops_per_s(k.fmt, fp32_matmul) * k.efficiency if k.fmt != MEMORY_BOUND else 0.0
-        compute = k.flops / peak if peak else 0.0
-        memory = k.bytes / (hw.bandwidth_gbs * 1e9)
-        special = (k.exps / hw.special_gops["exp"] + k.tanhs / hw.special_gops["tanh"]) / 1e9
-        t = max(compute, memory, special) if hw.special_overlaps else max(compute, memory) + special
+    for k in kernel_list:
+        t = kernel_seconds(k, hw, fp32_matmul)
         seconds[k.component] = seconds.get(k.component, 0.0) + t
         flops[k.component] = flops.get(k.component, 0.0) + k.flops
         moved[k.component] = moved.get(k.component, 0.0) + k.bytes

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from nas.cost.inference import check_context
 from nas.cost.workload import Workload
 from nas.knobs import KNOB_FIELDS, SIZE_FIELDS, carry, sizes_of
 from nas.model.config import ArchConfig
@@ -55,15 +56,17 @@ def load_target(profile: str | Mapping[str, Any]) -> tuple[ArchConfig, Workload]
     arch, work = data.get("arch"), data.get("workload")
     if not isinstance(arch, dict) or not isinstance(work, dict):
         raise ValueError(f"{path}: expected mappings `arch` (ArchConfig sizes) and `workload` (batch, seq_len, "
-                         "train_tokens)")
+                         "train_tokens; optional inference: {batch, context})")
     knobs = sorted(set(arch) - set(SIZE_FIELDS))
     if knobs:
         raise ValueError(f"{path}: arch.{knobs[0]} is not a size field: a target is dense; valid are "
                          f"{', '.join(SIZE_FIELDS)}")
     try:
-        return ArchConfig.from_dict(arch), Workload(**work)
+        dense, workload = ArchConfig.from_dict(arch), Workload(**work)
+        check_context(dense, workload.serving)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from err
+    return dense, workload
 
 
 def apply_knobs(target: ArchConfig, trial: ArchConfig | Mapping[str, Any]) -> ArchConfig:

@@ -16,6 +16,9 @@ ABSOLUTE_OF = {  # compute ratio -> the absolute cost figure it divides by the d
     "time_ratio": "step_time_s",
     "memory_ratio": "memory_bytes",
     "unique_params_ratio": "params_unique",
+    "kv_cache_ratio": "kv_cache_bytes",
+    "prefill_time_ratio": "prefill_time_s",
+    "decode_time_ratio": "decode_time_s",
 }
 
 

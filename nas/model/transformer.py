@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,7 @@ from torch import nn
 
 from nas.model import attention as attn_kernels
 from nas.model.config import ArchConfig, LayerAttention
+from nas.model.kv_cache import KVCache, LayerKVCache
 from nas.model.precision import precision_linear, quantize_activation
 from nas.model.sharing import BlockDiagSharedWeight, sublayer_maps
 
@@ -71,11 +73,10 @@ class Attention(nn.Module):
         self.post_norm = nn.RMSNorm(d) if cfg.post_norms else None
         self.last_gates: torch.Tensor | None = None  # (B, H, S, 2): local, global
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                layer: LayerAttention | None = None) -> torch.Tensor:
-        """Attend as `layer` says (default: layer 0's attention)."""
+    def _qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) \
+            -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The normed input and q (B, H, S, hd), k, v (B, KV, S, hd): rotated, in the core's dtype."""
         cfg = self.cfg
-        layer = cfg.layer_attention(0) if layer is None else layer
         B, S, _ = x.shape
         H, KV, hd = cfg.n_heads, cfg.n_kv, cfg.hd
         h = self.norm(x)
@@ -92,9 +93,48 @@ class Attention(nn.Module):
         core_dtype = attention_core_dtype(cfg.precision.attention, x.device)
         if core_dtype is not None:
             q, k, v = q.to(core_dtype), k.to(core_dtype), v.to(core_dtype)
-        y = self._core(h, q, k, v, layer).to(x.dtype)  # (B, H, S, hd)
-        out = self.wo(y.transpose(1, 2).reshape(B, S, H * hd))
+        return h, q, k, v
+
+    def _out(self, y: torch.Tensor) -> torch.Tensor:
+        """The output projection of the heads' values y (B, S, H * hd), post-normed where the family does (Gemma)."""
+        out = self.wo(y)
         return out if self.post_norm is None else self.post_norm(out)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                layer: LayerAttention | None = None, cache: LayerKVCache | None = None) -> torch.Tensor:
+        """Attend over the sequence x (B, S, d) as `layer` says (default: layer 0's attention); with `cache`, its K
+        and V are written there too."""
+        layer = self.cfg.layer_attention(0) if layer is None else layer
+        B, S, _ = x.shape
+        h, q, k, v = self._qkv(x, rope)
+        if cache is not None:
+            cache.append(k, v)
+        y = self._core(h, q, k, v, layer).to(x.dtype)  # (B, H, S, hd)
+        return self._out(y.transpose(1, 2).reshape(B, S, self.cfg.n_heads * self.cfg.hd))
+
+    def step(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: LayerKVCache,
+             layer: LayerAttention) -> torch.Tensor:
+        """Attention of one new position x (B, 1, d) over the keys its cache holds (they are exactly its visible ones)."""
+        cfg = self.cfg
+        B, H, KV, hd = x.shape[0], cfg.n_heads, cfg.n_kv, cfg.hd
+        h, q, k, v = self._qkv(x, rope)
+        keys, values = cache.append(k, v)  # (B, KV, slots, hd): every slot is visible to this query
+        keys, values = keys.to(q.dtype), values.to(q.dtype)  # a cache kept wider than the core (no-op when equal)
+        q = q.view(B, KV, H // KV, hd)  # a group's query heads as rows against their one kv head: no K/V copies
+        if not layer.gated or self.g_proj is None:
+            y = F.scaled_dot_product_attention(q, keys, values)  # (B, KV, H // KV, hd)
+            return self._out(y.to(x.dtype).reshape(B, 1, H * hd))
+        # the dynamic gate: the window's keys and the sinks' keys, each softmaxed, weighted by the head's gates
+        assert layer.window is not None
+        gates = torch.sigmoid(self.g_proj(h)).view(B, KV, H // KV, 2).to(q.dtype)
+        threshold = 0.0 if self.training else cfg.gate_threshold
+        gates = torch.where(gates >= threshold, gates, torch.zeros_like(gates))
+        pos, t = cache.positions()[None, :], cache.length - 1  # (1, slots): the same for every query row
+        y = gates[..., :1] * F.scaled_dot_product_attention(q, keys, values, attn_mask=pos > t - layer.window)
+        if layer.global_tokens:  # the sinks are the first slots, in place
+            g = min(layer.global_tokens, keys.shape[2])
+            y = y + gates[..., 1:] * F.scaled_dot_product_attention(q, keys[:, :, :g], values[:, :, :g])
+        return self._out(y.to(x.dtype).reshape(B, 1, H * hd))
 
     def _core(self, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               layer: LayerAttention) -> torch.Tensor:
@@ -225,11 +265,15 @@ class TransformerLM(nn.Module):
                 resid = name.endswith(("wo.weight", "fc2_weight")) or ".fc2_blocks." in name
                 nn.init.normal_(p, mean=0.0, std=std_resid if resid else std)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits (B, S, vocab); the loss is the task's (nas.objective.train_loss)."""
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, S, vocab); the loss is the task's (nas.objective.train_loss). With an empty `cache`, the
+        prompt's keys and values are written there (a prefill; continue with decode_step)."""
         B, S = idx.shape
         if S > self.cfg.seq_len:
             raise ValueError(f"input length {S} exceeds ArchConfig.seq_len={self.cfg.seq_len}")
+        if cache is not None and cache.length:
+            raise ValueError(f"forward fills an empty KV cache; this one holds {cache.length} positions: "
+                             "continue with decode_step")
         fmt = self.cfg.precision.embed
         x = self.tok_emb(idx)
         rope = None
@@ -239,13 +283,37 @@ class TransformerLM(nn.Module):
             rope = rope_tables(S, self.cfg.hd, idx.device, self.cfg.rope_theta)
         x = quantize_activation(x, fmt)
         self._gates = []
-        for a, f, layer in zip(self.attn_map, self.ffn_map, self.layers):
-            x = x + self.attns[a](x, rope, layer)
+        for i, (a, f, layer) in enumerate(zip(self.attn_map, self.ffn_map, self.layers)):
+            x = x + self.attns[a](x, rope, layer, None if cache is None else cache.layers[i])
             if self.attns[a].last_gates is not None:
                 self._gates.append(self.attns[a].last_gates)  # per position: a shared module runs several times
             x = x + self.ffns[f](x)
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head
         return precision_linear(self.norm(x), head, None, fmt)
+
+    def decode_step(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, vocab) of the next token idx (B,) at position cache.length, reading and extending the cache.
+
+        Equals the full forward's logits at that position: each layer attends to the keys its cache keeps.
+        """
+        t = cache.length
+        if t >= cache.max_len:
+            raise ValueError(f"KV cache is full ({cache.max_len} positions): decode at most max_len tokens")
+        fmt = self.cfg.precision.embed
+        x = self.tok_emb(idx.view(-1, 1))  # (B, 1, d)
+        rope = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb.weight[t : t + 1]
+        else:
+            if cache.rope is None:  # the rotary tables of every position, built once per cache
+                cache.rope = rope_tables(cache.max_len, self.cfg.hd, idx.device, self.cfg.rope_theta)
+            rope = cache.rope[0][t : t + 1], cache.rope[1][t : t + 1]
+        x = quantize_activation(x, fmt)
+        for i, (a, f, layer) in enumerate(zip(self.attn_map, self.ffn_map, self.layers)):
+            x = x + cast(Attention, self.attns[a]).step(x, rope, cache.layers[i], layer)
+            x = x + self.ffns[f](x)
+        head = self.tok_emb.weight if self.lm_head is None else self.lm_head
+        return precision_linear(self.norm(x), head, None, fmt)[:, 0]
 
     def param_counts(self) -> dict[str, int]:
         """Parameters counted per layer as if unshared (total) and once per tensor (unique)."""

@@ -68,7 +68,8 @@ class ObjectivesConf:
     """Quality comes from the proxy task's objective; compute objectives are ratios to dense from the cost model."""
 
     # None: the search space's own `objectives` list; else one name or a list of names from
-    # flops_ratio | time_ratio | memory_ratio | unique_params_ratio (Any: OmegaConf has no str-or-list type, so
+    # flops_ratio | time_ratio | memory_ratio | unique_params_ratio | kv_cache_ratio | prefill_time_ratio |
+    # decode_time_ratio (Any: OmegaConf has no str-or-list type, so
     # nas.objectives.check_compute does the type check in validate)
     compute: Any = None
 
