@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nas.cost import Coster, Serving, Workload, estimate, inference, kv_cache_bytes, load_hardware, load_target
-from nas.cost.inference import decode_kernels, layer_attention, prefill_kernels
+from nas.cost.inference import cached_positions, decode_kernels, layer_attention, prefill_kernels
 from nas.model import ArchConfig, TransformerLM
 from nas.model.kv_cache import KVCache
 from nas.objectives import COMPUTE_KEYS
@@ -53,10 +53,13 @@ def test_kv_cache_bytes_equal_the_models_cache_after_decoding(changes, context):
     assert cache.nbytes() == kv_cache_bytes(arch, context)
 
 
-def test_every_layer_has_the_archs_attention():
+def test_each_layer_caches_what_its_attention_sees():
     layers = layer_attention(tiny(**_lg(16, 4)))
     assert len(layers) == 2 and {(la.kind, la.window, la.global_tokens) for la in layers} == {("local", 16, 4)}
-    assert [la.cached_positions(64) for la in layer_attention(tiny())] == [64, 64]
+    assert [cached_positions(la, 64) for la in layer_attention(tiny())] == [64, 64]
+    mixed = layer_attention(tiny(**_lg(16, 4), global_every=2))  # a local:global layout: the global layer keeps all
+    assert [cached_positions(la, 64) for la in mixed] == [20, 64]
+    assert kv_cache_bytes(tiny(**_lg(16, 4), global_every=2), 64) == (20 + 64) * 2 * tiny().n_kv * tiny().hd * 4
 
 
 def test_decode_reads_every_use_of_the_weights_and_every_sequences_cache():

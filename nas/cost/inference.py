@@ -20,11 +20,10 @@ serving batch and context (Workload.serving):
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nas.cost.counts import core_format, ffn_format, matmuls
+from nas.cost.counts import core_format, ffn_format, layer_counts, matmuls
 from nas.cost.hardware import Hardware, load_hardware
 from nas.cost.memory import width
 from nas.cost.roofline import Kernel, StepTime, _core_parts, _out_format, forward_matmul, timed
@@ -63,14 +62,6 @@ def kv_cache_bytes(arch: ArchConfig, context: int, element_bytes: float | None =
     return sum(cached_positions(layer, context) for layer in layer_attention(arch)) * per_position
 
 
-def _layer_groups(arch: ArchConfig) -> list[tuple[ArchConfig, int]]:
-    """(an ArchConfig with one layer type's attention, how many layers have it), one per distinct layer type."""
-    groups = Counter(layer_attention(arch))
-    return [(arch.replace(global_every=None, global_layers=None, gate="dynamic" if layer.gated else "none")
-             if layer.kind == "local" else arch.replace(attention="dense", gate="none"), n)
-            for layer, n in groups.items()]
-
-
 def _weight_matmuls(arch: ArchConfig, batch: int, tokens: int, hw: Hardware) -> list[Kernel]:
     """Forward weight matmuls over `tokens` per sequence; the LM head over the last position only."""
     out = []
@@ -105,8 +96,8 @@ def prefill_kernels(arch: ArchConfig, serving: Serving, hw: Hardware) -> list[Ke
     check_context(arch, serving)
     B, C, H, KV, hd = serving.batch, serving.context, arch.n_heads, arch.n_kv, arch.hd
     out = _weight_matmuls(arch, B, C, hw) + _elementwise(arch, B * C, hw)
-    for layer_arch, n in _layer_groups(arch):
-        for part in _core_parts(layer_arch, C, hw):
+    for layer, n in layer_counts(arch).items():
+        for part in _core_parts(arch, layer, C, hw):
             c = hw.storage_bytes(part.fmt)
             product = 2 * part.pairs * hd * B * H * n
             q, kv, lse = c * B * C * H * hd * n, c * B * part.keys * KV * hd * n, 4 * B * C * H * n
@@ -130,7 +121,7 @@ def decode_kernels(arch: ArchConfig, serving: Serving, hw: Hardware) -> list[Ker
     B, C, H, KV, hd = serving.batch, serving.context, arch.n_heads, arch.n_kv, arch.hd
     out = _weight_matmuls(arch, B, 1, hw) + _elementwise(arch, B, hw)
     c, fmt = hw.storage_bytes(cache_format(arch)), core_format(arch)
-    for layer, n in Counter(layer_attention(arch)).items():
+    for layer, n in layer_counts(arch).items():
         cached = cached_positions(layer, C)
         pairs = cached  # one query reads every cached key (the gated branches: window and sinks, each softmaxed)
         if layer.kind == "local" and layer.gated:
