@@ -11,11 +11,11 @@ import torch
 import nas.parent as parent_mod
 from nas.data import TaskData, TaskSpec
 from nas.device import resolve_device
-from nas.proxy import ProxySpec, distill_loss, proxy_arch, train_proxy
+from nas.proxy import ProxySpec, distill_loss, load_proxy, proxy_arch, train_proxy
 
-INHERIT = ProxySpec(name="micro_inherit", n_layers=2, d_model=32, n_heads=4, seq_len=32, batch_size=4,
-                    warmup_steps=2, budget_tokens=8 * 4 * 32, rungs=2, eval_batches=1, evaluation="inherit",
-                    parent_budget_tokens=16 * 4 * 32, parent_warmup_steps=2, distill_kl_weight=1.0)
+INHERIT = replace(load_proxy("tiny"), name="micro_inherit", n_layers=2, d_model=32, n_heads=4, seq_len=32,
+                  batch_size=4, warmup_steps=2, budget_tokens=8 * 4 * 32, rungs=2, eval_batches=1, evaluation="inherit",
+                  parent_budget_tokens=16 * 4 * 32, parent_warmup_steps=2, distill_kl_weight=1.0)
 GATED = {"attention": "local_global", "window": 8, "global_tokens": 2, "gate": "dynamic"}
 
 
