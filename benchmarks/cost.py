@@ -29,14 +29,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas.cost import Serving, Workload, estimate, flops, load_hardware, step_time
+from nas.cost.hardware import PEAK_DTYPES, ROUNDED_FORMATS, Hardware
 from nas.cost.inference import decode_kernels
 from nas.cost.roofline import timed
-from nas.cost.hardware import PEAK_DTYPES, ROUNDED_FORMATS, Hardware
-from nas.profiles import conf_dir
 from nas.model import ArchConfig, TransformerLM
 from nas.model.attention import local_global_attention
 from nas.model.kv_cache import KVCache
 from nas.model.precision import quantize
+from nas.profiles import conf_dir
 
 GPT2_GOLDEN = 874_944_921_600  # nanoGPT transformer_sizing.ipynb: GPT-2 124M, T=1024, fwd+bwd
 RESULTS = Path(__file__).resolve().parent / "results" / "cost_cpu.txt"

@@ -37,8 +37,17 @@ sys.path.insert(0, str(REPO))
 
 from nas.cli import fail  # noqa: E402
 from nas.profiles import read_profile  # noqa: E402
-from nas.replay import (Table, compose_search, export_table, grid_points, hv_curve, machine, record,  # noqa: E402
-                        replay, tokens_to_reach)
+from nas.replay import (  # noqa: E402
+    Table,
+    compose_search,
+    export_table,
+    grid_points,
+    hv_curve,
+    machine,
+    record,
+    replay,
+    tokens_to_reach,
+)
 from nas.search.config import PrunerConf, SamplerConf  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"

@@ -11,7 +11,6 @@ from typing import Any
 
 from nas.cli import fail
 
-
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout holding the `nas` package (an editable install)
 
 

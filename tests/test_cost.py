@@ -9,11 +9,21 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.cost import (Workload, apply_knobs, estimate, flops, load_hardware, load_target, memory, param_counts,
-                      published_arch, step_time)
-from nas.profiles import profile_names
+from nas.cost import (
+    Workload,
+    apply_knobs,
+    estimate,
+    flops,
+    load_hardware,
+    load_target,
+    memory,
+    param_counts,
+    published_arch,
+    step_time,
+)
 from nas.model import ArchConfig, TransformerLM
 from nas.model.attention import local_global_mask_mod
+from nas.profiles import profile_names
 
 TINY = dict(seq_len=32, n_layers=2, d_model=32, n_heads=4, ffn_mult=2.0)
 

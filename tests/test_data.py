@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from nas.data import (IGNORE, MQARSpec, TaskData, TaskSpec, check_task_data, load_corpus, load_task, mqar_batch,
-                      stdlib_root)
+from nas.data import (
+    IGNORE,
+    MQARSpec,
+    TaskData,
+    TaskSpec,
+    check_task_data,
+    load_corpus,
+    load_task,
+    mqar_batch,
+    stdlib_root,
+)
 
 
 def test_mqar_pairs_sit_anywhere_and_queries_span_the_distance_range() -> None:

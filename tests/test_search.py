@@ -24,14 +24,22 @@ import yaml
 from hydra import compose, initialize_config_dir
 from ray import cloudpickle
 
-from nas.profiles import conf_dir
 from nas.model.config import ArchConfig
 from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
+from nas.profiles import conf_dir
 from nas.proxy import proxy_arch
 from nas.search import SearchError, run_search, validate
 from nas.search import config as search_config
-from nas.search.bridge import DUPLICATE_ATTR, INTERRUPTED, RUNG_SUFFIX, OptunaBridge, make_pruner, make_sampler, \
-    make_storage, never_trained
+from nas.search.bridge import (
+    DUPLICATE_ATTR,
+    INTERRUPTED,
+    RUNG_SUFFIX,
+    OptunaBridge,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    never_trained,
+)
 from nas.search.config import PrunerConf, SamplerConf
 from nas.space import SpaceError, load, path_of
 from nas.store import Store

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.profiles import read_profile
 from nas.model.config import ATTENTION_BACKENDS, AttentionBackend
 from nas.model.precision import format_dtype
+from nas.profiles import read_profile
 
 PEAK_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
 FP32_MATMUL = ("fp32", "tf32")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache, reduce
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

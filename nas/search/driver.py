@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,8 +18,8 @@ from nas.cost import Coster
 from nas.data import TaskSpec, check_task_data
 from nas.model.config import ArchConfig
 from nas.objectives import check_compute, stored_compute_keys
-from nas.proxy import ProxySpec, proxy_arch
 from nas.pareto_pruner import COMPUTE_ATTR, compute_vector
+from nas.proxy import ProxySpec, proxy_arch
 from nas.search.bridge import INTERRUPTED, OptunaBridge, make_pruner, make_sampler, make_storage
 from nas.search.config import SearchConf
 from nas.search.ray_start import RayStart, check_ray_address
@@ -71,7 +71,7 @@ def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setu
     """Check every setting (types via the schema, names, the search space against the proxy); writes nothing."""
     node = OmegaConf.merge(OmegaConf.structured(SearchConf), cfg)
     plain = OmegaConf.to_container(node, resolve=True)
-    conf = OmegaConf.to_object(node)
+    conf = cast(SearchConf, OmegaConf.to_object(node))  # a structured node converts to its dataclass
     for key, value, low in (("n_trials", conf.n_trials, 1), ("ray.max_concurrent", conf.ray.max_concurrent, 1),
                             ("ray.cpus_per_trial", conf.ray.cpus_per_trial, 1),
                             ("store.heartbeat_interval", conf.store.heartbeat_interval, 1),
