@@ -91,7 +91,8 @@ def _fingerprint(root: Path, files: list[Path], val_pct: int) -> str:
 
 def _read_split(root: Path, files: list[Path], desc: str, val_pct: int) -> tuple[bytes, bytes]:
     """(train, val) bytes: text files split by file; a single file (or a one-sided split) by its tail."""
-    train, val = [], []
+    train: list[bytes] = []
+    val: list[bytes] = []
     single = len(files) == 1
     for f in files:
         data = f.read_bytes()

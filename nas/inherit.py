@@ -95,6 +95,7 @@ def _state(parent: TransformerLM, child: TransformerLM, cfg: ArchConfig) -> dict
                 state[f"ffns.{unique}.{name}"] = _mean([f[name].detach() for f in ffns])
         return state
     k = cfg.ffn_blocks
+    assert k is not None, "ArchConfig sets ffn_blocks for sharing=ffn_block_diag"
     off = [(r, c) for r in range(k) for c in range(k) if r != c]  # BlockDiagSharedWeight's off-diagonal order
     for pair in range(0, cfg.n_layers, 2):
         layers = [i for i in (pair, pair + 1) if i < cfg.n_layers]

@@ -133,10 +133,11 @@ def evaluate(model: TransformerLM, val_set: list[Batch], device: torch.device) -
                 counts = dist_hits.setdefault(bucket, [0.0, 0.0])
                 counts[0], counts[1] = counts[0] + h, counts[1] + 1
     model.train()
-    metrics = {}
+    metrics: dict[str, float] = {}
     if "lm" in sums:
         nll, count, correct = sums["lm"]
         metrics.update(lm_loss=nll / count, bpb=nll / count / _LN2, byte_acc=correct / count)
+        assert pos_nll is not None, "an lm part accumulates pos_nll"
         rows, S = sums["lm_rows"][0], pos_nll.numel()
         metrics["bpb_late"] = float(pos_nll[S // 2 :].sum()) / (rows * (S - S // 2)) / _LN2
         for lo, hi in _buckets(S, 8):

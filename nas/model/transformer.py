@@ -239,6 +239,7 @@ class TransformerLM(nn.Module):
         if cfg.sharing != "ffn_block_diag":
             return [FeedForward(cfg) for _ in range(max(sublayer_maps(cfg)[1]) + 1)]
         k = cfg.ffn_blocks
+        assert k is not None, "ArchConfig sets ffn_blocks for sharing=ffn_block_diag"
         ffns = []
         for i in range(cfg.n_layers):
             if i % 2 == 0:  # a new pair (2p, 2p+1) gets its own diagonal blocks; an odd last layer keeps them

@@ -70,7 +70,7 @@ class SearchResult:
 def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setup:
     """Check every setting (types via the schema, names, the search space against the proxy); writes nothing."""
     node = OmegaConf.merge(OmegaConf.structured(SearchConf), cfg)
-    plain = OmegaConf.to_container(node, resolve=True)
+    plain = cast(dict[str, Any], OmegaConf.to_container(node, resolve=True))  # a DictConfig converts to a dict
     conf = cast(SearchConf, OmegaConf.to_object(node))  # a structured node converts to its dataclass
     for key, value, low in (("n_trials", conf.n_trials, 1), ("ray.max_concurrent", conf.ray.max_concurrent, 1),
                             ("ray.cpus_per_trial", conf.ray.cpus_per_trial, 1),
