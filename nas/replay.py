@@ -330,6 +330,7 @@ def replay(table: Table, sampler: SamplerConf, pruner: PrunerConf, seed: int, *,
             s = bridge.ask(on_infeasible=lambda s, reason: None)
         except SpaceExhausted:
             break
+        assert s is not None, "one trial at a time, each finished before the next ask: ask never has to wait"
         tried.add(config_key(s.params))
         entry = table.lookup(s.params)
         last = entry.rungs[-1]

@@ -522,6 +522,7 @@ class Store:
             raise ValueError(f"trial state={state!r} is invalid: expected one of {', '.join(STATES[1:])}")
         with self._session.begin() as s:
             row = s.get(TrialRow, self._row_id(s, study, number))
+            assert row is not None, "_row_id found it"
             row.state, row.objectives, row.error = state, objectives, error
             row.finished = now()
             row.duration_s = (row.finished - row.started).total_seconds()

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import sqlalchemy.exc
@@ -194,7 +194,7 @@ class OptunaBridge:
         """Queue the dense baseline so it is the first trial asked (once, whichever driver created the study)."""
         self.study.enqueue_trial(dict(self.spec.baseline), user_attrs={"baseline": True}, skip_if_exists=True)
 
-    def reclaim(self, on_reclaimed: Callable[[int], None]) -> list[int]:
+    def reclaim(self, on_reclaimed: Callable[[int], object]) -> list[int]:
         """Fail the trials whose driver is gone and queue their configurations again; their numbers.
 
         Gone: its heartbeat is older than the storage's grace period (Optuna's `fail_stale_trials`, any host), or
@@ -344,7 +344,8 @@ class OptunaBridge:
     def _grid_spent(self) -> bool:
         """Whether the grid sampler has had every point finished (Optuna counts a failed one too) with nothing
         queued (a re-run of an interrupted point, a withdrawn one)."""
-        return self.study.sampler.is_exhausted(self.study) and \
+        sampler = self.study.sampler  # callers ask only for a grid sampler
+        return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(self.study) and \
             not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
 
     def _answer_duplicate(self, trial: optuna.Trial, params: dict[str, Any]) -> TrialState | None:
@@ -414,8 +415,8 @@ class OptunaBridge:
             state, values = TrialState.PRUNED, None
         else:
             state, values, s.last_quality = TrialState.COMPLETE, [quality, *s.compute], quality
-        try:
-            self.study.tell(s.trial, values, state=state)
+        try:  # a COMPLETE trial's quality is a number (_finish's caller passes one with error None)
+            self.study.tell(s.trial, cast("list[float] | None", values), state=state)
         except ValueError:
             if self.storage.get_trial(self._ids(s.number)).state == TrialState.RUNNING:
                 raise  # not a reclaim: a value Optuna refuses

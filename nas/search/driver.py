@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, cast
@@ -323,7 +324,7 @@ def _fixed(config: dict[str, Any], key: str) -> Any:
     return config.get(key)
 
 
-def _front_row(t: Any, compute_keys: tuple[str, ...], baseline: dict[str, Any] | None) -> dict[str, Any]:
+def _front_row(t: Any, compute_keys: tuple[str, ...], baseline: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"number": t.number, "quality": t.values[0], **dict(zip(compute_keys, t.values[1:])), "params": t.params,
             "baseline": is_baseline(t.params, baseline)}
 
