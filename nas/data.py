@@ -358,6 +358,7 @@ class TaskData:
 
     def _check_windows(self, split: str, windows: int) -> None:
         """Raise ValueError unless the split offers `windows` distinct windows of seq_len+1 bytes."""
+        assert self.corpus is not None, "checked only for a task with an lm corpus"
         n = len(getattr(self.corpus, split))
         if n - self.seq_len < windows:
             what = f"{windows} distinct validation windows" if windows > 1 else "one window"

@@ -142,8 +142,12 @@ def global_mass(parent: TransformerLM, idx: Tensor, window: int, global_tokens: 
 def _gate_init(parent: TransformerLM, child: TransformerLM, cfg: ArchConfig, calibration: Tensor | None) -> None:
     """Pass-through gates: weight 0, local gate 1 - p and global gate p (p: global_mass; 0 without calibration)."""
     L = cfg.n_layers
-    mass = (global_mass(parent, calibration, cfg.window, cfg.global_tokens) if calibration is not None and
-            cfg.global_tokens > 0 else torch.zeros(L, cfg.n_heads))
+    global_tokens = cfg.global_tokens or 0  # None: not local_global, so no global tokens
+    if calibration is not None and global_tokens > 0:
+        assert cfg.window is not None, "ArchConfig requires window for local_global"
+        mass = global_mass(parent, calibration, cfg.window, global_tokens)
+    else:
+        mass = torch.zeros(L, cfg.n_heads)
     attn_map = sublayer_maps(cfg)[0]
     for unique, a in enumerate(child.attns):
         p = mass[[i for i, m in enumerate(attn_map) if m == unique]].mean(0).clamp(GATE_EPS, 1 - GATE_EPS)

@@ -165,7 +165,7 @@ def train_proxy(
     """
     proxy = load_proxy(proxy) if isinstance(proxy, str) else proxy
     task = load_task(task) if isinstance(task, str) else task
-    cfg = arch if at_proxy_size(arch, proxy) else proxy_arch(arch, proxy)  # the driver's own arch, as it is
+    cfg = arch if isinstance(arch, ArchConfig) and at_proxy_size(arch, proxy) else proxy_arch(arch, proxy)  # the driver's own arch, as it is
     budget = proxy.budget_tokens if budget_tokens is None else budget_tokens
     total_steps = budget // proxy.tokens_per_step
     if total_steps < 1:

@@ -245,8 +245,10 @@ def export_table(url: str, study: str, space: Mapping[str, Any]) -> Table:
     for t in trials:
         if t.state != "COMPLETE":
             continue
+        objectives = t.objectives
+        assert objectives is not None, "a COMPLETE trial has its objectives"
         rungs = tuple(Rung(r.step, r.tokens, float(r.metrics["quality"])) for r in t.reports)
-        entries.setdefault(config_key(t.params), Entry(dict(t.params), tuple(float(t.objectives[k]) for k in keys),
+        entries.setdefault(config_key(t.params), Entry(dict(t.params), tuple(float(objectives[k]) for k in keys),
                                                        rungs))
     incomplete = [t.number for t in trials if t.state != "COMPLETE" and config_key(t.params) not in entries]
     if incomplete:

@@ -163,14 +163,18 @@ def select(sp: StudyPoints, policy: Policy) -> Point:
     if policy.name == "knee":
         return knee(pareto_front(points))
     if policy.name == "trial":
-        found = [p for p in points if p.number == policy.trial]
+        trial = policy.trial
+        assert trial is not None, "Policy requires trial for policy=trial"
+        found = [p for p in points if p.number == trial]
         if not found:
-            closest = min(points, key=lambda p: (abs(p.number - policy.trial), p.number))
+            closest = min(points, key=lambda p: (abs(p.number - trial), p.number))
             raise ValueError(f"trial={policy.trial} is not a COMPLETE trial of study {name!r}: the closest is "
                              f"{closest.describe(keys)}")
         return found[0]
     if policy.name == "max_quality":
-        ok = [p for p in points if p.primary <= policy.max_compute]
+        max_compute = policy.max_compute
+        assert max_compute is not None, "Policy requires max_compute for policy=max_quality"
+        ok = [p for p in points if p.primary <= max_compute]
         if not ok:
             closest = min(points, key=lambda p: (p.primary, p.quality))
             raise ValueError(f"no COMPLETE trial of study {name!r} has {keys[0]} <= "
@@ -184,7 +188,9 @@ def select(sp: StudyPoints, policy: Policy) -> Point:
     def ratio(p: Point) -> float:
         return dense / p.quality if p.quality > 0 else math.inf
 
-    ok = [p for p in points if ratio(p) >= policy.min_quality_ratio]
+    min_ratio = policy.min_quality_ratio
+    assert min_ratio is not None, "Policy requires min_quality_ratio for policy=min_compute"
+    ok = [p for p in points if ratio(p) >= min_ratio]
     if not ok:
         closest = min(points, key=lambda p: (p.quality, p.compute))
         raise ValueError(f"no COMPLETE trial of study {name!r} has quality ratio (dense {dense:.4f} / quality) >= "

@@ -186,7 +186,7 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: ArchConfig, diagonals: tuple[nn.Parameter, ...] | None = None) -> None:
         super().__init__()
         self.kind, self.names = cfg.ffn, ffn_weight_names(cfg)
-        self.fmt = "fp32" if cfg.precision.ffn == "adaptive" else cfg.precision.ffn
+        self.fmt: str = "fp32" if cfg.precision.ffn == "adaptive" else cfg.precision.ffn
         self.norm = nn.RMSNorm(cfg.d_model)
         self.post_norm = nn.RMSNorm(cfg.d_model) if cfg.post_norms else None
         self.shared = diagonals is not None
@@ -195,6 +195,7 @@ class FeedForward(nn.Module):
             if diagonals is None:
                 setattr(self, f"{name}_weight", nn.Parameter(torch.empty(shape)))
             else:
+                assert cfg.ffn_blocks is not None, "shared diagonals come with sharing=ffn_block_diag"
                 setattr(self, f"{name}_blocks", BlockDiagSharedWeight(diagonals[i], *shape, cfg.ffn_blocks))
 
     def weights(self) -> tuple[torch.Tensor, ...]:
@@ -340,4 +341,4 @@ class TransformerLM(nn.Module):
     def set_ffn_format(self, fmt: str) -> None:
         """Switch every FFN to a numeric format (the adaptive-precision move)."""
         for ffn in self.ffns:
-            ffn.fmt = fmt
+            cast(FeedForward, ffn).fmt = fmt  # _build_ffns builds only FeedForward

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import optuna
 import sqlalchemy.exc
-from optuna.storages import RDBStorage
+from optuna.storages import InMemoryStorage, RDBStorage
 from optuna.trial import TrialState
 
 from nas.model.config import ArchConfig
@@ -168,7 +168,7 @@ Evaluator = Callable[[dict[str, Any]], tuple[ArchConfig | None, dict[str, Any], 
 class OptunaBridge:
     """Owns the Optuna studies of one search and turns asks, rung reports and outcomes into Optuna calls."""
 
-    def __init__(self, storage: RDBStorage, name: str, spec: SearchSpec, sampler: optuna.samplers.BaseSampler,
+    def __init__(self, storage: RDBStorage | InMemoryStorage, name: str, spec: SearchSpec, sampler: optuna.samplers.BaseSampler,
                  pruner: optuna.pruners.BasePruner, compute_keys: tuple[str, ...], evaluate: Evaluator,
                  check: Callable[[dict[str, Any]], str | None]) -> None:
         self.name, self.spec, self.compute_keys = name, spec, tuple(compute_keys)
@@ -204,9 +204,9 @@ class OptunaBridge:
         """
         failed: list[optuna.trial.FrozenTrial] = []
         grace = None
-        if self.heartbeat_interval is not None:
-            grace = self.storage.grace_period or 2 * self.heartbeat_interval
-            failed += optuna_compat.fail_stale_trials(self.study, self.storage)
+        if (beating := self._heartbeats()) is not None and (interval := beating.heartbeat_interval) is not None:
+            grace = beating.grace_period or 2 * interval
+            failed += optuna_compat.fail_stale_trials(self.study, beating)
         now = _now_local()
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             driver = t.user_attrs.get(DRIVER_ATTR)
@@ -238,12 +238,18 @@ class OptunaBridge:
     @property
     def heartbeat_interval(self) -> int | None:
         """Seconds between heartbeats; None when the storage keeps none (e.g. Optuna's in-memory storage)."""
-        return getattr(self.storage, "heartbeat_interval", None)
+        beating = self._heartbeats()
+        return None if beating is None else beating.heartbeat_interval
+
+    def _heartbeats(self) -> RDBStorage | None:
+        """The storage when it keeps heartbeats (Optuna's RDB storage with a heartbeat_interval), else None."""
+        s = self.storage
+        return s if isinstance(s, RDBStorage) and s.heartbeat_interval is not None else None
 
     def _beat(self, number: int) -> None:
         """Record a heartbeat for the main study's trial `number` (when the storage keeps heartbeats)."""
-        if self.heartbeat_interval is not None:
-            self.storage.record_heartbeat(self._ids(number))
+        if (beating := self._heartbeats()) is not None:
+            beating.record_heartbeat(self._ids(number))
 
     def n_running(self) -> int:
         """Trials running now, in any driver."""
@@ -457,7 +463,7 @@ def _n_done(trials: list[optuna.trial.FrozenTrial]) -> int:
     return sum(1 for t in trials if t.state in finished and t.number not in interrupted and not _uncounted(t))
 
 
-def _fail_quietly(storage: RDBStorage, trial_id: int) -> None:
+def _fail_quietly(storage: RDBStorage | InMemoryStorage, trial_id: int) -> None:
     """Set a trial FAIL unless it already finished."""
     try:
         storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
