@@ -198,9 +198,9 @@ def calibrate() -> str:
     x, y = torch.randn(1 << 25), torch.empty(1 << 25)  # 128 MiB each: far beyond the caches
     bandwidth = 2 * x.numel() * 4 / _best_seconds(lambda: y.copy_(x), 5) / 1e9
     act = torch.randn(1 << 20)  # 4 MiB: a proxy-sized activation, reused by the caching allocator
-    special = {name: act.numel() / _best_seconds(lambda: fn(act), 10) / 1e9
+    special = {name: act.numel() / _best_seconds(lambda fn=fn: fn(act), 10) / 1e9
                for name, fn in (("exp", torch.exp), ("tanh", torch.tanh))}
-    emulation = {fmt: round(_best_seconds(lambda: quantize(act, fmt), 10) * bandwidth * 1e9 / act.numel(), 1)
+    emulation = {fmt: round(_best_seconds(lambda fmt=fmt: quantize(act, fmt), 10) * bandwidth * 1e9 / act.numel(), 1)
                  for fmt in ROUNDED_FORMATS}
     memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
     hw = Hardware(name="cpu", peak_tflops=dict.fromkeys(PEAK_DTYPES, gflops / 1000), bandwidth_gbs=bandwidth,

@@ -118,7 +118,9 @@ def borrowed(variant: str, knobs: dict[str, Any], variants: dict[str, dict[str, 
     """For a configuration without a gate: the run of a variant that differs from `variant` only in gate_init."""
     if knobs.get("gate") == "dynamic":
         return None
-    strip = lambda v: {**json.loads(v), "proxy": {k: x for k, x in json.loads(v)["proxy"].items() if k != "gate_init"}}
+    def strip(v: str) -> dict:
+        return {**json.loads(v), "proxy": {k: x for k, x in json.loads(v)["proxy"].items() if k != "gate_init"}}
+
     for other, by_knobs in variants.items():
         if other != variant and strip(other) == strip(variant) and json.dumps(knobs, sort_keys=True) in by_knobs:
             return by_knobs[json.dumps(knobs, sort_keys=True)]
@@ -157,7 +159,9 @@ def report(runs: list[dict[str, Any]], out: list[str]) -> list[dict[str, Any]]:
         out.append(f"parent {rows[0]['parent'][:12]}; mean trial wall {wall:.0f} s")
         out.append("| configuration | flops_ratio | proxy quality | rank | reference quality | rank |")
         out.append("|---|---:|---:|---:|---:|---:|")
-        rank = lambda xs: [sorted(xs).index(x) + 1 for x in xs]
+        def rank(xs: list) -> list[int]:
+            return [sorted(xs).index(x) + 1 for x in xs]
+
         for k, r, f, p, pr, q, qr in zip(panel, rows, flops, pq, rank(pq), rq, rank(rq)):
             mark = " (*)" if r["variant"] != variant else ""
             out.append(f"| {json.dumps(k) if k else 'dense baseline'} | {f:.3f} | {p:.4f}{mark} | {pr} | {q:.4f} | {qr} |")

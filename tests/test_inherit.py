@@ -139,7 +139,9 @@ def test_pass_through_gate_with_globals_follows_the_parents_attention_mass() -> 
         torch.testing.assert_close(gates[:, 1], mass[layer].clamp(GATE_EPS, 1 - GATE_EPS))
         torch.testing.assert_close(gates.sum(1), torch.ones(4))
     # closer to the parent's logits than the gates' default init (0.5 each, plus noise)
-    err = lambda m: (_logits(m, ids) - _logits(parent, ids)).abs().mean()
+    def err(m):
+        return (_logits(m, ids) - _logits(parent, ids)).abs().mean()
+
     assert err(child) < err(convert(parent, cfg, gate_init="default"))
 
 

@@ -419,7 +419,10 @@ def test_the_default_pruner_is_none():
     assert isinstance(make_pruner(PrunerConf(**compose_cfg("pruner=pareto").pruner)), ParetoPruner)
 
 
-def _bridge(tmp_path, name, sampler="random", pruner=PrunerConf(name="none"), seed=0, check=lambda cost: None):
+NO_PRUNER = PrunerConf(name="none")  # the bridges' default pruner
+
+
+def _bridge(tmp_path, name, sampler="random", pruner=NO_PRUNER, seed=0, check=lambda cost: None):
     spec = load(path_of("sparse_attn"), ArchConfig(seq_len=128, n_layers=2, d_model=64, n_heads=4))
     evaluate = lambda knobs: ({}, {}, {"flops_ratio": knobs.get("window", 32) / 32})  # noqa: E731
     return OptunaBridge(make_storage(f"sqlite:///{tmp_path / 'b.db'}"), name, spec,
@@ -569,7 +572,7 @@ def test_compute_objectives_come_from_the_space_or_an_override():
         validate(compose_cfg(adequacy="maybe"))
 
 
-def _bridge2(tmp_path, name, pruner=PrunerConf(name="none")):
+def _bridge2(tmp_path, name, pruner=NO_PRUNER):
     """A sharing-space bridge with two compute objectives from a closed-form cost."""
     spec = load(path_of("sharing"), ArchConfig(seq_len=128, n_layers=2, d_model=64, n_heads=4))
     unique = {"none": 1.0, "all": 0.1, "sequence": 0.5, "cycle": 0.5, "cycle_rev": 0.5, "adjacent": 0.5,
