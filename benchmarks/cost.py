@@ -80,7 +80,8 @@ TIMING_CONFIGS = {  # name -> (ArchConfig fields, batch); tiny but not trivial p
     "fp8_ffn_d128_l4": (dict(seq_len=256, n_layers=4, d_model=128, n_heads=4, precision=dict(ffn="fp8_e4m3")), 8),
 }
 
-D256 = dict(seq_len=8193, n_layers=4, d_model=256, n_heads=8)  # head_dim 32; 8193 positions: the step after an 8k context
+# head_dim 32; 8193 positions: the step after an 8k context
+D256 = dict(seq_len=8193, n_layers=4, d_model=256, n_heads=8)
 D512 = dict(seq_len=8193, n_layers=4, d_model=512, n_heads=8)  # head_dim 64
 DECODE_BATCH = 4
 DECODE_REPEATS = 5  # consecutive steps per config and round (rounds interleave the configs)
@@ -141,7 +142,8 @@ def inference_table(emit) -> None:  # noqa: ANN001
     """Emit the inference ratios of INFERENCE_TABLE at gpt_1b_32k (batch 1, 32k context) on the H100 profile."""
     emit("\n## 6. gpt_1b_32k target, inference at its serving batch and context (batch 1, 32,768 tokens), ratios to "
          "dense fp32, modelled H100 SXM")
-    emit("| config | FLOPs ratio | KV-cache ratio | prefill time ratio | decode time ratio |\n|---|---:|---:|---:|---:|")
+    emit("| config | FLOPs ratio | KV-cache ratio | prefill time ratio | decode time ratio |\n"
+         "|---|---:|---:|---:|---:|")
     for name, knobs in INFERENCE_TABLE.items():
         r = estimate(knobs, target="gpt_1b_32k", hardware="h100_sxm")
         emit(f"| {name} | {r.flops_ratio:.3f} | {r.kv_cache_ratio:.4f} | {r.prefill_time_ratio:.3f} | "

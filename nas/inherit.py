@@ -46,7 +46,8 @@ def _check_parent(parent: TransformerLM, cfg: ArchConfig) -> None:
         raise ValueError("the parent must be a dense model (attention=dense, kv_heads=None, sharing=none, fp32)")
     if dense.to_dict() != parent_arch(cfg).to_dict():
         diff = sorted(k for k in SIZE_FIELDS if getattr(cfg, k) != getattr(dense, k))
-        raise ValueError(f"the trial's sizes differ from the parent's ({', '.join(diff)}): convert at the parent's size")
+        raise ValueError(f"the trial's sizes differ from the parent's ({', '.join(diff)}): "
+                         "convert at the parent's size")
 
 
 def _pool(w: Tensor, heads: int, groups: int) -> Tensor:

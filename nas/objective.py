@@ -23,7 +23,8 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or inf; the run cannot continue."""
 
     def __init__(self, step: int, value: float) -> None:
-        super().__init__(f"training loss is {value} at step {step}: the run diverged (lower proxy.lr or check the arch)")
+        super().__init__(f"training loss is {value} at step {step}: "
+                         "the run diverged (lower proxy.lr or check the arch)")
         self.step, self.value = step, value
 
 
@@ -62,7 +63,8 @@ def quality(report: RungReport | dict[str, Any], task: TaskSpec) -> float:
     byte_error = 1 - next-byte accuracy; mqar_error = 1 - MQAR accuracy.
     """
     metrics = report.metrics if isinstance(report, RungReport) else report["metrics"]
-    terms = {"bpb": metrics.get("bpb"), "bpb_late": metrics.get("bpb_late"), "byte_error": 1.0 - metrics["byte_acc"] if "byte_acc" in metrics else None,
+    terms = {"bpb": metrics.get("bpb"), "bpb_late": metrics.get("bpb_late"),
+             "byte_error": 1.0 - metrics["byte_acc"] if "byte_acc" in metrics else None,
              "mqar_error": 1.0 - metrics["mqar_acc"] if "mqar_acc" in metrics else None}
     total = 0.0
     for term, weight in task.objective.items():

@@ -27,7 +27,8 @@ PARAM_KEYS = {
     "categorical": {"type", "choices", "when", "implies"},
 }
 TOP_KEYS = {"name", "description", "params", "fixed", "baseline", "objectives", "defaults"}
-DEFAULT_GROUPS = ("proxy", "task", "target")  # groups a space's Hydra defaults list may choose: `override /task@_global_.task`
+# groups a space's Hydra defaults list may choose: `override /task@_global_.task`
+DEFAULT_GROUPS = ("proxy", "task", "target")
 MAX_GRID = 1000  # values one parameter may contribute to a grid
 BROKEN = "_unreadable"  # a registered space file that could not be read: its one-line problem (and its name)
 

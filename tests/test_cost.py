@@ -359,5 +359,5 @@ def test_a_broken_published_mapping_names_its_file_and_knob(tmp_path, monkeypatc
         published_arch("toy_kv")
     with pytest.raises(ValueError, match=r"toy_knob.yaml: arch.kv_heads is not a size field"):
         load_target("toy_knob")  # a published knob belongs under `published:`, the dense sizes under `arch:`
-    assert published_arch({"name": "t", "arch": {"seq_len": 32}, "workload": {"batch": 1, "seq_len": 32,
-                                                                             "train_tokens": 32}}) == ArchConfig(seq_len=32)
+    workload = {"batch": 1, "seq_len": 32, "train_tokens": 32}
+    assert published_arch({"name": "t", "arch": {"seq_len": 32}, "workload": workload}) == ArchConfig(seq_len=32)

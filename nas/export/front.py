@@ -2,9 +2,9 @@
 
 Every objective is minimised: quality (the proxy task's objective, e.g. bits per byte) and one or more compute
 ratios to the dense target (e.g. flops_ratio), the first of them the space's primary. The front is over all
-objectives (nas.study_view: one point per configuration). The policies read the primary compute objective: knee is the knee of the front of
-quality against it, max_quality bounds it, min_compute minimises it; ties go to the lower other compute
-objectives in order. The quality ratio of a point is dense_quality / quality: 1.0 is as good as the dense
+objectives (nas.study_view: one point per configuration). The policies read the primary compute objective: knee is
+the knee of the front of quality against it, max_quality bounds it, min_compute minimises it; ties go to the lower
+other compute objectives in order. The quality ratio of a point is dense_quality / quality: 1.0 is as good as the dense
 baseline, 0.97 means a 3% worse objective (for lower-is-better quality).
 """
 

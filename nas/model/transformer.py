@@ -26,7 +26,8 @@ def attention_core_dtype(fmt: str, device: torch.device) -> torch.dtype | None:
     return torch.float16 if fmt == "fp16" else torch.bfloat16
 
 
-def rope_tables(seq_len: int, head_dim: int, device: torch.device, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(seq_len: int, head_dim: int, device: torch.device,
+                base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin (S, hd/2) of rotary position embeddings (RoFormer, Su et al. 2021; GPT-NeoX's half split)."""
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim // 2, device=device, dtype=torch.float32) * 2 / head_dim)
     angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)  # (S, hd/2)
@@ -114,7 +115,7 @@ class Attention(nn.Module):
 
     def step(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: LayerKVCache,
              layer: LayerAttention) -> torch.Tensor:
-        """Attention of one new position x (B, 1, d) over the keys its cache holds (they are exactly its visible ones)."""
+        """Attention of one new position x (B, 1, d) over the keys its cache holds (exactly its visible ones)."""
         cfg = self.cfg
         B, H, KV, hd = x.shape[0], cfg.n_heads, cfg.n_kv, cfg.hd
         h, q, k, v = self._qkv(x, rope)
@@ -330,7 +331,8 @@ class TransformerLM(nn.Module):
 
     def gate_stats(self, threshold: float = 0.5) -> dict[str, list[list[float]]]:
         """Per layer, per head: mean gate and fraction below `threshold`, for the local and global branches."""
-        stats: dict[str, list[list[float]]] = {k: [] for k in ("local_mean", "global_mean", "local_below", "global_below")}
+        stats: dict[str, list[list[float]]] = {
+            k: [] for k in ("local_mean", "global_mean", "local_below", "global_below")}
         for gates in getattr(self, "_gates", []):
             for j, branch in enumerate(("local", "global")):
                 g = gates[..., j].transpose(0, 1).reshape(self.cfg.n_heads, -1)  # (H, B*S)

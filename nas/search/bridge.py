@@ -168,7 +168,8 @@ Evaluator = Callable[[dict[str, Any]], tuple[ArchConfig | None, dict[str, Any], 
 class OptunaBridge:
     """Owns the Optuna studies of one search and turns asks, rung reports and outcomes into Optuna calls."""
 
-    def __init__(self, storage: RDBStorage | InMemoryStorage, name: str, spec: SearchSpec, sampler: optuna.samplers.BaseSampler,
+    def __init__(self, storage: RDBStorage | InMemoryStorage, name: str, spec: SearchSpec,
+                 sampler: optuna.samplers.BaseSampler,
                  pruner: optuna.pruners.BasePruner, compute_keys: tuple[str, ...], evaluate: Evaluator,
                  check: Callable[[dict[str, Any]], str | None]) -> None:
         self.name, self.spec, self.compute_keys = name, spec, tuple(compute_keys)
@@ -408,7 +409,8 @@ class OptunaBridge:
             except optuna.exceptions.UpdateFinishedTrialError:  # another driver declared it dead and re-queued it
                 s.reclaimed = True
         if s.reclaimed:
-            _fail_quietly(self.storage, self._rung_ids(s.rung_trial.number))  # our rung twin; the main trial is the other's
+            # our rung twin; the main trial is the other's
+            _fail_quietly(self.storage, self._rung_ids(s.rung_trial.number))
         s.state = RECLAIMED if s.reclaimed else state.name
         return s.state
 

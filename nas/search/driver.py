@@ -29,7 +29,8 @@ from nas.search.scratch import ray_scratch
 from nas.store import DEFAULT_URL, Store, check_store, shown_url
 from nas.study_view import is_baseline
 
-QUIET_TUNE = {  # no CSV/JSON/TensorBoard loggers, no progress tables, rare experiment snapshots: the store is the record
+# no CSV/JSON/TensorBoard loggers, no progress tables, rare experiment snapshots: the store is the record
+QUIET_TUNE = {
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_GLOBAL_CHECKPOINT_S": "600",
     # Ray starts its workers at nice 15; a trial is the search's real work, and beside any other busy process
     # at nice 0 it then gets a few % of a core (a 35 s trial took over 10 minutes on a loaded 2-core machine)
@@ -130,7 +131,8 @@ def _checker(setup: Setup):
 
     def check(cost: dict[str, Any]) -> str | None:
         if limits.max_unique_params is not None and cost["params_unique"] > limits.max_unique_params:
-            return f"unique params {cost['params_unique']:.4g} > constraints.max_unique_params={limits.max_unique_params:.4g}"
+            return (f"unique params {cost['params_unique']:.4g} > "
+                    f"constraints.max_unique_params={limits.max_unique_params:.4g}")
         if limits.max_memory_gb is not None and cost["memory_bytes"] / 1e9 > limits.max_memory_gb:
             return f"memory {cost['memory_bytes'] / 1e9:.4g} GB > constraints.max_memory_gb={limits.max_memory_gb:.4g}"
         return None
@@ -303,8 +305,8 @@ def _check_resumable(existing: Any, setup: Setup) -> None:
     changed = [k for k in FIXED_PER_STUDY if _fixed(existing.config, k) != _fixed(setup.plain, k)]
     if changed:
         raise SearchError(f"study={conf.study!r} already exists in {shown_url(setup.url)} with a different "
-                          f"{changed[0]} ({existing.config.get(changed[0])!r}); results would not be comparable: resume "
-                          "it with the same settings or choose another study=NAME")
+                          f"{changed[0]} ({existing.config.get(changed[0])!r}); results would not be comparable: "
+                          "resume it with the same settings or choose another study=NAME")
 
 
 def optuna_trials(storage: Any, name: str) -> int:
