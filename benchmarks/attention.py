@@ -26,10 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Callable, Iterator
+from pathlib import Path
 
 import torch
 

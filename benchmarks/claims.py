@@ -119,7 +119,8 @@ def report(claims, seeds: list[int], url: str, out: Path, page: Path, wall_s: fl
               f"`python benchmarks/claims.py{' --quick' if quick else ''}` -- {time.strftime('%Y-%m-%d')}, "
               f"{platform.machine()} {os.cpu_count()}-core CPU, torch {torch.__version__}; seeds "
               f"{', '.join(map(str, seeds))}; "
-              + (f"wall {wall_s:.0f} s this run" if wall_s is not None else f"verdicts read from the studies in {source}")
+              + (f"wall {wall_s:.0f} s this run" if wall_s is not None
+                 else f"verdicts read from the studies in {source}")
               + ". How each figure is measured or modelled: nas/claims.py.\n\n")
     text = header + markdown(results) + f"\n\n{summary}\n"
     out.parent.mkdir(parents=True, exist_ok=True)

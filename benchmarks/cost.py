@@ -29,14 +29,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas.cost import Serving, Workload, estimate, flops, load_hardware, step_time
+from nas.cost.hardware import PEAK_DTYPES, ROUNDED_FORMATS, Hardware
 from nas.cost.inference import decode_kernels
 from nas.cost.roofline import timed
-from nas.cost.hardware import PEAK_DTYPES, ROUNDED_FORMATS, Hardware
-from nas.profiles import conf_dir
 from nas.model import ArchConfig, TransformerLM
 from nas.model.attention import local_global_attention
 from nas.model.kv_cache import KVCache
 from nas.model.precision import quantize
+from nas.profiles import conf_dir
 
 GPT2_GOLDEN = 874_944_921_600  # nanoGPT transformer_sizing.ipynb: GPT-2 124M, T=1024, fwd+bwd
 RESULTS = Path(__file__).resolve().parent / "results" / "cost_cpu.txt"
@@ -80,7 +80,8 @@ TIMING_CONFIGS = {  # name -> (ArchConfig fields, batch); tiny but not trivial p
     "fp8_ffn_d128_l4": (dict(seq_len=256, n_layers=4, d_model=128, n_heads=4, precision=dict(ffn="fp8_e4m3")), 8),
 }
 
-D256 = dict(seq_len=8193, n_layers=4, d_model=256, n_heads=8)  # head_dim 32; 8193 positions: the step after an 8k context
+# head_dim 32; 8193 positions: the step after an 8k context
+D256 = dict(seq_len=8193, n_layers=4, d_model=256, n_heads=8)
 D512 = dict(seq_len=8193, n_layers=4, d_model=512, n_heads=8)  # head_dim 64
 DECODE_BATCH = 4
 DECODE_REPEATS = 5  # consecutive steps per config and round (rounds interleave the configs)
@@ -141,7 +142,8 @@ def inference_table(emit) -> None:  # noqa: ANN001
     """Emit the inference ratios of INFERENCE_TABLE at gpt_1b_32k (batch 1, 32k context) on the H100 profile."""
     emit("\n## 6. gpt_1b_32k target, inference at its serving batch and context (batch 1, 32,768 tokens), ratios to "
          "dense fp32, modelled H100 SXM")
-    emit("| config | FLOPs ratio | KV-cache ratio | prefill time ratio | decode time ratio |\n|---|---:|---:|---:|---:|")
+    emit("| config | FLOPs ratio | KV-cache ratio | prefill time ratio | decode time ratio |\n"
+         "|---|---:|---:|---:|---:|")
     for name, knobs in INFERENCE_TABLE.items():
         r = estimate(knobs, target="gpt_1b_32k", hardware="h100_sxm")
         emit(f"| {name} | {r.flops_ratio:.3f} | {r.kv_cache_ratio:.4f} | {r.prefill_time_ratio:.3f} | "
@@ -198,9 +200,9 @@ def calibrate() -> str:
     x, y = torch.randn(1 << 25), torch.empty(1 << 25)  # 128 MiB each: far beyond the caches
     bandwidth = 2 * x.numel() * 4 / _best_seconds(lambda: y.copy_(x), 5) / 1e9
     act = torch.randn(1 << 20)  # 4 MiB: a proxy-sized activation, reused by the caching allocator
-    special = {name: act.numel() / _best_seconds(lambda: fn(act), 10) / 1e9
+    special = {name: act.numel() / _best_seconds(lambda fn=fn: fn(act), 10) / 1e9
                for name, fn in (("exp", torch.exp), ("tanh", torch.tanh))}
-    emulation = {fmt: round(_best_seconds(lambda: quantize(act, fmt), 10) * bandwidth * 1e9 / act.numel(), 1)
+    emulation = {fmt: round(_best_seconds(lambda fmt=fmt: quantize(act, fmt), 10) * bandwidth * 1e9 / act.numel(), 1)
                  for fmt in ROUNDED_FORMATS}
     memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
     hw = Hardware(name="cpu", peak_tflops=dict.fromkeys(PEAK_DTYPES, gflops / 1000), bandwidth_gbs=bandwidth,

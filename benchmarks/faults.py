@@ -112,9 +112,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = ap.parse_args()
-    from sqlalchemy import create_engine, text
-
     import optuna
+    from sqlalchemy import create_engine, text
 
     from nas.search.bridge import DUPLICATE_ATTR, WITHDRAWN_ATTR, never_trained
     from nas.store import Store

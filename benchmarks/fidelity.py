@@ -72,7 +72,8 @@ PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in the proxy's units (64 po
                 {"sharing": "adjacent", "sharing_scope": "both"},
                 {"sharing": "ffn_block_diag", "sharing_scope": "ffn"}],
     "precision": [{}, _prec("bf16", "bf16", "bf16"), _prec("fp16", "fp16"), _prec("fp32", "fp8_e4m3"),
-                  _prec("fp32", "fp8_e5m2"), _prec("fp8_e4m3", "fp8_e4m3"), _prec("bf16", "adaptive", "fp32", "fp8_e5m2"),
+                  _prec("fp32", "fp8_e5m2"), _prec("fp8_e4m3", "fp8_e4m3"),
+                  _prec("bf16", "adaptive", "fp32", "fp8_e5m2"),
                   _prec("fp8_e5m2", "fp8_e5m2")],  # adaptive with e5m2 is the recipe's own assignment
 }
 
@@ -519,7 +520,8 @@ def make_parser() -> argparse.ArgumentParser:
                              "instead of the measured proxy's own")
     parser.add_argument("--regenerate", type=Path, metavar="FILE",
                         help="rewrite a results file (e.g. benchmarks/results/fidelity_cpu.txt): its # lines kept, "
-                             "after each '#   python benchmarks/fidelity.py --report-only ...' line the report it prints")
+                             "after each '#   python benchmarks/fidelity.py --report-only ...' line the report "
+                             "it prints")
     return parser
 
 

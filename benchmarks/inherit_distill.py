@@ -43,8 +43,8 @@ def variant_key(proxy: Any, carry: str, seed: int = 0) -> str:
     """Identity of one proxy variant (its non-default fields, the carry rule and a seed other than 0)."""
     from nas.proxy import ProxySpec
 
-    return json.dumps({"proxy": _non_default(asdict(proxy), ProxySpec), "carry": carry} | ({"seed": seed} if seed else {}),
-                      sort_keys=True)
+    return json.dumps({"proxy": _non_default(asdict(proxy), ProxySpec), "carry": carry}
+                      | ({"seed": seed} if seed else {}), sort_keys=True)
 
 
 def trial_arch(knobs: dict[str, Any], proxy: Any, carry: str) -> Any:
@@ -65,7 +65,8 @@ def run_one(knobs: dict[str, Any], proxy: Any, carry: str, seed: int) -> dict[st
     arch = trial_arch(knobs, proxy, carry)
     start = time.perf_counter()
     reports = list(train_proxy(arch, proxy, task, seed=seed, threads=1, device="cpu"))
-    return {"variant": variant_key(proxy, carry, seed), "tag": None, "knobs": knobs, "seed": seed, "arch": arch.to_dict(),
+    return {"variant": variant_key(proxy, carry, seed), "tag": None, "knobs": knobs, "seed": seed,
+            "arch": arch.to_dict(),
             "quality": quality(reports[-1], task), "metrics": reports[-1].metrics,
             "rungs": [quality(r, task) for r in reports], "wall_s": time.perf_counter() - start,
             "parent": reports[-1].parent}
@@ -105,7 +106,8 @@ def reference_qualities() -> list[dict[str, Any]]:
 def iso_pairs(flops: list[float]) -> list[tuple[int, int]]:
     """Pairs of panel configurations within ISO of each other in FLOPs."""
     n = len(flops)
-    return [(i, j) for i in range(n) for j in range(i + 1, n) if abs(flops[i] - flops[j]) <= ISO * max(flops[i], flops[j])]
+    return [(i, j) for i in range(n) for j in range(i + 1, n)
+            if abs(flops[i] - flops[j]) <= ISO * max(flops[i], flops[j])]
 
 
 def right(a: list[float], b: list[float], pairs: list[tuple[int, int]]) -> int:
@@ -118,7 +120,9 @@ def borrowed(variant: str, knobs: dict[str, Any], variants: dict[str, dict[str, 
     """For a configuration without a gate: the run of a variant that differs from `variant` only in gate_init."""
     if knobs.get("gate") == "dynamic":
         return None
-    strip = lambda v: {**json.loads(v), "proxy": {k: x for k, x in json.loads(v)["proxy"].items() if k != "gate_init"}}
+    def strip(v: str) -> dict:
+        return {**json.loads(v), "proxy": {k: x for k, x in json.loads(v)["proxy"].items() if k != "gate_init"}}
+
     for other, by_knobs in variants.items():
         if other != variant and strip(other) == strip(variant) and json.dumps(knobs, sort_keys=True) in by_knobs:
             return by_knobs[json.dumps(knobs, sort_keys=True)]
@@ -157,13 +161,16 @@ def report(runs: list[dict[str, Any]], out: list[str]) -> list[dict[str, Any]]:
         out.append(f"parent {rows[0]['parent'][:12]}; mean trial wall {wall:.0f} s")
         out.append("| configuration | flops_ratio | proxy quality | rank | reference quality | rank |")
         out.append("|---|---:|---:|---:|---:|---:|")
-        rank = lambda xs: [sorted(xs).index(x) + 1 for x in xs]
+        def rank(xs: list) -> list[int]:
+            return [sorted(xs).index(x) + 1 for x in xs]
+
         for k, r, f, p, pr, q, qr in zip(panel, rows, flops, pq, rank(pq), rq, rank(rq)):
             mark = " (*)" if r["variant"] != variant else ""
-            out.append(f"| {json.dumps(k) if k else 'dense baseline'} | {f:.3f} | {p:.4f}{mark} | {pr} | {q:.4f} | {qr} |")
+            name = json.dumps(k) if k else "dense baseline"
+            out.append(f"| {name} | {f:.3f} | {p:.4f}{mark} | {pr} | {q:.4f} | {qr} |")
         if any(r["variant"] != variant for r in rows):
-            out.append("(*) a configuration without a gate, which gate_init does not touch: the run of the variant that "
-                       "differs only in gate_init (bit-identical by construction)")
+            out.append("(*) a configuration without a gate, which gate_init does not touch: the run of the variant "
+                       "that differs only in gate_init (bit-identical by construction)")
         per_rung = [kendall_tau_b([r["rungs"][i] for r in rows], rq) for i in range(len(rows[0]["rungs"]))]
         out.append(f"Kendall tau-b = {tau:.3f} (free ranking {free_tau:.3f}); per rung: "
                    f"{', '.join(f'{t:.3f}' for t in per_rung)}; equal-compute pairs right {iso}/{len(pairs)} "
@@ -184,7 +191,8 @@ def report(runs: list[dict[str, Any]], out: list[str]) -> list[dict[str, Any]]:
         out.append(f"\nseed noise ({s['name']} against {first['name']}): pooled seed sd {sd:.4f} "
                    f"(dof {len(diffs)}), dense {first['q'][0]:.4f} / {s['q'][0]:.4f}; the mean of the two seeds "
                    f"ranks at tau-b {kendall_tau_b(mean, rq):.3f}, equal-compute pairs right {right(mean, rq, pairs)}/"
-                   f"{len(pairs)}; equal-compute differences {', '.join(f'{mean[i] - mean[j]:+.4f}' for i, j in pairs)} "
+                   f"{len(pairs)}; equal-compute differences "
+                   f"{', '.join(f'{mean[i] - mean[j]:+.4f}' for i, j in pairs)} "
                    f"(reference {', '.join(f'{rq[i] - rq[j]:+.4f}' for i, j in pairs)})")
     return summaries
 

@@ -70,7 +70,8 @@ def lost_slot_seconds(spans: list[list[tuple[float, float]]], start: float, conc
 
 
 def compose(*overrides: str):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     from nas.profiles import conf_dir
     from nas.search import config

@@ -82,10 +82,12 @@ def main() -> None:
         plain = plain_tok_s(proxy, steps[name])
         ours = proxy_tok_s({}, proxy, steps[name], cache_dir)
         figures[name] = (ours, ours / plain)
-        print(f"{name:<6} {steps[name]:>5} {proxy.tokens_per_step:>11} {ours:>12.0f} {plain:>12.0f} {ours / plain:>6.2f}")
+        print(f"{name:<6} {steps[name]:>5} {proxy.tokens_per_step:>11} {ours:>12.0f} {plain:>12.0f} "
+              f"{ours / plain:>6.2f}")
 
     long = replace(load_proxy("tiny"), seq_len=args.long_seq, batch_size=2, rungs=1, eval_batches=1)
-    print(f"\nseq_len={args.long_seq}, tiny width, batch 2: dense vs local_global (window {args.window}, 4 global tokens)")
+    print(f"\nseq_len={args.long_seq}, tiny width, batch 2: dense vs local_global "
+          f"(window {args.window}, 4 global tokens)")
     dense = proxy_tok_s({}, long, steps["long"], cache_dir)
     local = proxy_tok_s({"attention": "local_global", "window": args.window, "global_tokens": 4}, long, steps["long"],
                         cache_dir)

@@ -13,8 +13,8 @@ point fixed by the table); each pruner (conf/pruner/*.yaml) then runs a study of
 until its trials' charged tokens reach B. Per combination: the tokens at which the hypervolume first reaches
 the target, as a fraction of B (median and IQR over seeds; 'n/r' when not reached within B), the final
 hypervolume as a share of the unpruned one, and trial counts. `--sweep` adds the Pareto pruner's settings
-(margin, min_dominators, n_warmup_steps) with the default sampler (tpe). Writes benchmarks/results/NAME.txt and an offline
-Plotly page NAME.html (median HV vs compute with IQR bands). Last line:
+(margin, min_dominators, n_warmup_steps) with the default sampler (tpe). Writes benchmarks/results/NAME.txt and an
+offline Plotly page NAME.html (median HV vs compute with IQR bands). Last line:
 `search_efficiency pareto_compute_at_95=... best_other_compute_at_95=... none_compute_at_95=...` for the
 default sampler (tpe).
 """
@@ -37,8 +37,17 @@ sys.path.insert(0, str(REPO))
 
 from nas.cli import fail  # noqa: E402
 from nas.profiles import read_profile  # noqa: E402
-from nas.replay import (Table, compose_search, export_table, grid_points, hv_curve, machine, record,  # noqa: E402
-                        replay, tokens_to_reach)
+from nas.replay import (  # noqa: E402
+    Table,
+    compose_search,
+    export_table,
+    grid_points,
+    hv_curve,
+    machine,
+    record,
+    replay,
+    tokens_to_reach,
+)
 from nas.search.config import PrunerConf, SamplerConf  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"

@@ -212,7 +212,7 @@ def sparse_attention(claim: Claim, studies: list[SeedStudy]) -> ClaimResult:
     status = PASS if cut.mean >= CLAIMED[claim.key] else FAIL
     reason = (f"picked configurations keep quality ratio {ratio.text()}; " +
               (f"the widest picked window ({knobs_text(widest.trial.params)}) reaches -58% from a "
-               f"{reach:,}-token context" if reach else
+               f"{reach:,}-token context" if reach and widest is not None else
                "no picked sparse configuration reaches -58% at any context up to 1M tokens" if widest else
                "no sparse configuration keeps 97% of dense quality"))
     return ClaimResult(claim, f"forward compute -{100 * cut.mean:.1f}% [{100 * min(cut.values):.1f}.."

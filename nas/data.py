@@ -91,7 +91,8 @@ def _fingerprint(root: Path, files: list[Path], val_pct: int) -> str:
 
 def _read_split(root: Path, files: list[Path], desc: str, val_pct: int) -> tuple[bytes, bytes]:
     """(train, val) bytes: text files split by file; a single file (or a one-sided split) by its tail."""
-    train, val = [], []
+    train: list[bytes] = []
+    val: list[bytes] = []
     single = len(files) == 1
     for f in files:
         data = f.read_bytes()
@@ -158,7 +159,8 @@ def load_corpus(path: str | Path | None = None, *, val_pct: int = 10, cache_dir:
     return corpus
 
 
-def lm_batch(data: np.ndarray, batch_size: int, seq_len: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def lm_batch(data: np.ndarray, batch_size: int, seq_len: int,
+             gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of a byte array: inputs (B, S) and next-byte targets (B, S)."""
     offsets = torch.randint(0, len(data) - seq_len, (batch_size,), generator=gen).numpy()
     chunk = torch.from_numpy(data[offsets[:, None] + np.arange(seq_len + 1)].astype(np.int64))  # (B, S+1)
@@ -187,7 +189,8 @@ class MQARSpec:
             raise ValueError(f"task.mqar.vocab={self.vocab!r} is invalid: expected an even integer >= 4")
         half = self.vocab // 2
         if not (isinstance(self.num_pairs, int) and 1 <= self.num_pairs <= half - 1):
-            raise ValueError(f"task.mqar.num_pairs={self.num_pairs!r} is invalid: expected an integer in [1, {half - 1}]")
+            raise ValueError(f"task.mqar.num_pairs={self.num_pairs!r} is invalid: "
+                             f"expected an integer in [1, {half - 1}]")
         if not (isinstance(self.min_distance, int) and self.min_distance >= 2):
             raise ValueError(f"task.mqar.min_distance={self.min_distance!r} is invalid: expected an integer >= 2")
         if self.max_distance is not None and not (isinstance(self.max_distance, int)
@@ -284,7 +287,8 @@ class TaskSpec:
         for term, weight in self.objective.items():
             if term not in OBJECTIVE_TERMS:
                 raise ValueError(f"task.objective.{term} is unknown: expected terms among {', '.join(OBJECTIVE_TERMS)}")
-            if term in ("bpb", "bpb_late", "byte_error") and not self.uses_lm or term == "mqar_error" and not self.uses_mqar:
+            if (term in ("bpb", "bpb_late", "byte_error") and not self.uses_lm
+                    or term == "mqar_error" and not self.uses_mqar):
                 raise ValueError(f"task.objective.{term} needs data that task.kind={self.kind!r} does not train on")
             if not (math.isfinite(weight) and weight >= 0):
                 raise ValueError(f"task.objective.{term}={weight!r} is invalid: expected a finite weight >= 0")
@@ -357,6 +361,7 @@ class TaskData:
 
     def _check_windows(self, split: str, windows: int) -> None:
         """Raise ValueError unless the split offers `windows` distinct windows of seq_len+1 bytes."""
+        assert self.corpus is not None, "checked only for a task with an lm corpus"
         n = len(getattr(self.corpus, split))
         if n - self.seq_len < windows:
             what = f"{windows} distinct validation windows" if windows > 1 else "one window"

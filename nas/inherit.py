@@ -46,7 +46,8 @@ def _check_parent(parent: TransformerLM, cfg: ArchConfig) -> None:
         raise ValueError("the parent must be a dense model (attention=dense, kv_heads=None, sharing=none, fp32)")
     if dense.to_dict() != parent_arch(cfg).to_dict():
         diff = sorted(k for k in SIZE_FIELDS if getattr(cfg, k) != getattr(dense, k))
-        raise ValueError(f"the trial's sizes differ from the parent's ({', '.join(diff)}): convert at the parent's size")
+        raise ValueError(f"the trial's sizes differ from the parent's ({', '.join(diff)}): "
+                         "convert at the parent's size")
 
 
 def _pool(w: Tensor, heads: int, groups: int) -> Tensor:
@@ -95,6 +96,7 @@ def _state(parent: TransformerLM, child: TransformerLM, cfg: ArchConfig) -> dict
                 state[f"ffns.{unique}.{name}"] = _mean([f[name].detach() for f in ffns])
         return state
     k = cfg.ffn_blocks
+    assert k is not None, "ArchConfig sets ffn_blocks for sharing=ffn_block_diag"
     off = [(r, c) for r in range(k) for c in range(k) if r != c]  # BlockDiagSharedWeight's off-diagonal order
     for pair in range(0, cfg.n_layers, 2):
         layers = [i for i in (pair, pair + 1) if i < cfg.n_layers]
@@ -141,8 +143,12 @@ def global_mass(parent: TransformerLM, idx: Tensor, window: int, global_tokens: 
 def _gate_init(parent: TransformerLM, child: TransformerLM, cfg: ArchConfig, calibration: Tensor | None) -> None:
     """Pass-through gates: weight 0, local gate 1 - p and global gate p (p: global_mass; 0 without calibration)."""
     L = cfg.n_layers
-    mass = (global_mass(parent, calibration, cfg.window, cfg.global_tokens) if calibration is not None and
-            cfg.global_tokens > 0 else torch.zeros(L, cfg.n_heads))
+    global_tokens = cfg.global_tokens or 0  # None: not local_global, so no global tokens
+    if calibration is not None and global_tokens > 0:
+        assert cfg.window is not None, "ArchConfig requires window for local_global"
+        mass = global_mass(parent, calibration, cfg.window, global_tokens)
+    else:
+        mass = torch.zeros(L, cfg.n_heads)
     attn_map = sublayer_maps(cfg)[0]
     for unique, a in enumerate(child.attns):
         p = mass[[i for i, m in enumerate(attn_map) if m == unique]].mean(0).clamp(GATE_EPS, 1 - GATE_EPS)

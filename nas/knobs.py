@@ -38,8 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from nas.model.config import (DIVISOR_SHARING, KNOB_FIELDS, KNOBS, SIZE_FIELDS, ArchConfig, PrecisionConfig,
-                              ScaleRule)
+from nas.model.config import DIVISOR_SHARING, KNOB_FIELDS, KNOBS, SIZE_FIELDS, ArchConfig, PrecisionConfig, ScaleRule
 
 __all__ = ["KNOB_FIELDS", "SIZE_FIELDS", "carry", "knobs_of", "nearest_divisor", "sizes_of"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,8 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or inf; the run cannot continue."""
 
     def __init__(self, step: int, value: float) -> None:
-        super().__init__(f"training loss is {value} at step {step}: the run diverged (lower proxy.lr or check the arch)")
+        super().__init__(f"training loss is {value} at step {step}: "
+                         "the run diverged (lower proxy.lr or check the arch)")
         self.step, self.value = step, value
 
 
@@ -62,13 +63,15 @@ def quality(report: RungReport | dict[str, Any], task: TaskSpec) -> float:
     byte_error = 1 - next-byte accuracy; mqar_error = 1 - MQAR accuracy.
     """
     metrics = report.metrics if isinstance(report, RungReport) else report["metrics"]
-    terms = {"bpb": metrics.get("bpb"), "bpb_late": metrics.get("bpb_late"), "byte_error": 1.0 - metrics["byte_acc"] if "byte_acc" in metrics else None,
+    terms = {"bpb": metrics.get("bpb"), "bpb_late": metrics.get("bpb_late"),
+             "byte_error": 1.0 - metrics["byte_acc"] if "byte_acc" in metrics else None,
              "mqar_error": 1.0 - metrics["mqar_acc"] if "mqar_acc" in metrics else None}
     total = 0.0
     for term, weight in task.objective.items():
-        if terms[term] is None:
+        value = terms[term]
+        if value is None:
             raise ValueError(f"task.objective.{term}: the report has no such metric (task.kind={task.kind!r})")
-        total += weight * terms[term]
+        total += weight * value
     return total
 
 
@@ -88,7 +91,8 @@ def _losses(logits: torch.Tensor, batch: Batch, accuracy: bool = False) -> dict[
 
 def train_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     """The task's training loss: the sum over parts of each part's mean cross-entropy."""
-    return sum(nll / count for nll, count in _losses(logits, batch).values())
+    # a batch has at least one part, so the sum is a tensor (sum's start 0 is never returned)
+    return cast(torch.Tensor, sum(nll / count for nll, count in _losses(logits, batch).values()))
 
 
 def _buckets(n: int, first: int) -> list[tuple[int, int]]:
@@ -133,17 +137,18 @@ def evaluate(model: TransformerLM, val_set: list[Batch], device: torch.device) -
                 counts = dist_hits.setdefault(bucket, [0.0, 0.0])
                 counts[0], counts[1] = counts[0] + h, counts[1] + 1
     model.train()
-    metrics = {}
+    metrics: dict[str, float] = {}
     if "lm" in sums:
-        nll, count, correct = sums["lm"]
-        metrics.update(lm_loss=nll / count, bpb=nll / count / _LN2, byte_acc=correct / count)
+        lm_nll, lm_count, lm_correct = sums["lm"]
+        metrics.update(lm_loss=lm_nll / lm_count, bpb=lm_nll / lm_count / _LN2, byte_acc=lm_correct / lm_count)
+        assert pos_nll is not None, "an lm part accumulates pos_nll"
         rows, S = sums["lm_rows"][0], pos_nll.numel()
         metrics["bpb_late"] = float(pos_nll[S // 2 :].sum()) / (rows * (S - S // 2)) / _LN2
         for lo, hi in _buckets(S, 8):
             metrics[f"bpb_pos{lo}"] = float(pos_nll[lo:hi].sum()) / (rows * (hi - lo)) / _LN2
     if "mqar" in sums:
-        nll, count, correct = sums["mqar"]
-        metrics.update(mqar_loss=nll / count, mqar_acc=correct / count)
+        mqar_nll, mqar_count, mqar_correct = sums["mqar"]
+        metrics.update(mqar_loss=mqar_nll / mqar_count, mqar_acc=mqar_correct / mqar_count)
         for lo in sorted(dist_hits):
             metrics[f"mqar_acc_dist{lo}"] = dist_hits[lo][0] / dist_hits[lo][1]
     return metrics

@@ -7,10 +7,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from nas.cli import fail
-
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout holding the `nas` package (an editable install)
 
@@ -106,7 +105,7 @@ def hydra_entry(config_name: str, body: Callable[[dict[str, Any]], Any],
         try:
             if adjust is not None:
                 adjust(conf)
-            body(OmegaConf.to_container(conf, resolve=True))
+            body(cast(dict[str, Any], OmegaConf.to_container(conf, resolve=True)))  # a DictConfig converts to a dict
         except ValueError as err:
             fail(str(err))
 

@@ -74,7 +74,8 @@ class ProxySpec:
         return max(self.min_context, self.seq_len >> (phases - 1 - phase))
 
     def __post_init__(self) -> None:
-        for key in ("n_layers", "d_model", "n_heads", "seq_len", "batch_size", "budget_tokens", "rungs", "eval_batches"):
+        for key in ("n_layers", "d_model", "n_heads", "seq_len", "batch_size", "budget_tokens", "rungs",
+                    "eval_batches"):
             check_int(f"proxy.{key}", getattr(self, key))
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"proxy.warmup_steps={self.warmup_steps!r} is invalid: expected an integer >= 0")
@@ -91,12 +92,14 @@ class ProxySpec:
         if not self.rung_base > 1.0:
             raise ValueError(f"proxy.rung_base={self.rung_base!r} is invalid: expected a number > 1")
         if self.evaluation not in EVALUATIONS:
-            raise ValueError(f"proxy.evaluation={self.evaluation!r} is invalid: expected one of {', '.join(EVALUATIONS)}")
+            raise ValueError(f"proxy.evaluation={self.evaluation!r} is invalid: "
+                             f"expected one of {', '.join(EVALUATIONS)}")
         if self.gate_init not in get_args(GateInit):
             raise ValueError(f"proxy.gate_init={self.gate_init!r} is invalid: expected pass_through or default")
         check_int("proxy.parent_budget_tokens", self.parent_budget_tokens)
         if not isinstance(self.parent_warmup_steps, int) or self.parent_warmup_steps < 0:
-            raise ValueError(f"proxy.parent_warmup_steps={self.parent_warmup_steps!r} is invalid: expected an integer >= 0")
+            raise ValueError(f"proxy.parent_warmup_steps={self.parent_warmup_steps!r} is invalid: "
+                             "expected an integer >= 0")
         for key, low in (("parent_lr", 0.0), ("distill_temperature", 0.0)):
             value = getattr(self, key)
             if value is not None and not (isinstance(value, (int, float)) and value > low):
@@ -165,7 +168,8 @@ def train_proxy(
     """
     proxy = load_proxy(proxy) if isinstance(proxy, str) else proxy
     task = load_task(task) if isinstance(task, str) else task
-    cfg = arch if at_proxy_size(arch, proxy) else proxy_arch(arch, proxy)  # the driver's own arch, as it is
+    # the driver's own arch, as it is
+    cfg = arch if isinstance(arch, ArchConfig) and at_proxy_size(arch, proxy) else proxy_arch(arch, proxy)
     budget = proxy.budget_tokens if budget_tokens is None else budget_tokens
     total_steps = budget // proxy.tokens_per_step
     if total_steps < 1:
@@ -213,7 +217,8 @@ def _run(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], total_ste
             logits = model(batch.x)
             loss = train_loss(logits, batch)
             if distill:
-                loss = loss + proxy.distill_kl_weight * distill_loss(logits, teacher, batch.x, proxy.distill_temperature)
+                loss = loss + proxy.distill_kl_weight * distill_loss(logits, teacher, batch.x,
+                                                                     proxy.distill_temperature)
             value = loss.item()
             if not math.isfinite(value):
                 raise NonFiniteLoss(step, value)

@@ -245,8 +245,10 @@ def export_table(url: str, study: str, space: Mapping[str, Any]) -> Table:
     for t in trials:
         if t.state != "COMPLETE":
             continue
+        objectives = t.objectives
+        assert objectives is not None, "a COMPLETE trial has its objectives"
         rungs = tuple(Rung(r.step, r.tokens, float(r.metrics["quality"])) for r in t.reports)
-        entries.setdefault(config_key(t.params), Entry(dict(t.params), tuple(float(t.objectives[k]) for k in keys),
+        entries.setdefault(config_key(t.params), Entry(dict(t.params), tuple(float(objectives[k]) for k in keys),
                                                        rungs))
     incomplete = [t.number for t in trials if t.state != "COMPLETE" and config_key(t.params) not in entries]
     if incomplete:
@@ -330,6 +332,7 @@ def replay(table: Table, sampler: SamplerConf, pruner: PrunerConf, seed: int, *,
             s = bridge.ask(on_infeasible=lambda s, reason: None)
         except SpaceExhausted:
             break
+        assert s is not None, "one trial at a time, each finished before the next ask: ask never has to wait"
         tried.add(config_key(s.params))
         entry = table.lookup(s.params)
         last = entry.rungs[-1]

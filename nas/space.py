@@ -27,7 +27,8 @@ PARAM_KEYS = {
     "categorical": {"type", "choices", "when", "implies"},
 }
 TOP_KEYS = {"name", "description", "params", "fixed", "baseline", "objectives", "defaults"}
-DEFAULT_GROUPS = ("proxy", "task", "target")  # groups a space's Hydra defaults list may choose: `override /task@_global_.task`
+# groups a space's Hydra defaults list may choose: `override /task@_global_.task`
+DEFAULT_GROUPS = ("proxy", "task", "target")
 MAX_GRID = 1000  # values one parameter may contribute to a grid
 BROKEN = "_unreadable"  # a registered space file that could not be read: its one-line problem (and its name)
 
@@ -58,22 +59,30 @@ class Param:
         """Whether the conditions hold for the values sampled so far."""
         return all(parent in values and values[parent] in allowed for parent, allowed in self.when)
 
+    def bounds(self) -> tuple[float | int, float | int]:
+        """Low and high of a numeric parameter (parse sets both for every non-categorical one)."""
+        assert self.low is not None and self.high is not None, f"{self.name}: a categorical parameter has no bounds"
+        return self.low, self.high
+
     def suggest(self, trial: Any) -> Any:
         """Sample this parameter on an Optuna trial."""
         if self.type == "categorical":
             return trial.suggest_categorical(self.name, list(self.choices))
+        low, high = self.bounds()
         if self.type == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
+            return trial.suggest_int(self.name, int(low), int(high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, float(low), float(high), step=self.step, log=self.log)
 
     def grid_values(self) -> list[Any]:
         """Every value a grid search visits."""
         if self.type == "categorical":
             return list(self.choices)
+        low, high = self.bounds()
         if self.type == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        n = int(round((self.high - self.low) / self.step))
-        return [self.low + i * self.step for i in range(n + 1)]
+            return list(range(int(low), int(high) + 1, int(self.step or 1)))
+        assert self.step is not None, f"{self.name}: a float grid needs a step"  # parse's grid check requires it
+        n = int(round((high - low) / self.step))
+        return [low + i * self.step for i in range(n + 1)]
 
     def extremes(self) -> list[Any]:
         """The values that bound what this parameter can take (all choices, or low and high)."""
@@ -87,10 +96,11 @@ class Param:
             return False
         if self.type == "int" and not isinstance(value, int):
             return False
-        if not self.low <= value <= self.high:
+        low, high = self.bounds()
+        if not low <= value <= high:
             return False
         if self.step:
-            k = (value - self.low) / self.step
+            k = (value - low) / self.step
             return math.isclose(k, round(k), abs_tol=1e-9)
         return True
 
@@ -329,9 +339,10 @@ def _param(key: str, raw: Any, earlier: list[str], base: ArchConfig, fail: Any) 
     fields["implies"] = tuple((c, tuple(k.items())) for c, k in implies.items())
     p = Param(**fields)
     if p.step is not None and p.type != "categorical":
-        span = (p.high - p.low) / p.step
+        low, high = p.bounds()
+        span = (high - low) / p.step
         if not math.isclose(span, round(span), abs_tol=1e-9):
-            raise fail(f"{where}.step", p.step, f"must divide high-low={p.high - p.low}")
+            raise fail(f"{where}.step", p.step, f"must divide high-low={high - low}")
     return p
 
 

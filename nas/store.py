@@ -13,8 +13,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event
-from sqlalchemy import Select, inspect, make_url, select, update
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    Select,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    make_url,
+    select,
+    update,
+)
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, relationship, sessionmaker
@@ -507,6 +522,7 @@ class Store:
             raise ValueError(f"trial state={state!r} is invalid: expected one of {', '.join(STATES[1:])}")
         with self._session.begin() as s:
             row = s.get(TrialRow, self._row_id(s, study, number))
+            assert row is not None, "_row_id found it"
             row.state, row.objectives, row.error = state, objectives, error
             row.finished = now()
             row.duration_s = (row.finished - row.started).total_seconds()

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from nas.model.config import ArchConfig
+from nas.profiles import hydra_entry
 from nas.trainer.loop import TrainResult, train
 from nas.trainer.spec import TrainSpec, sized_arch
-from nas.profiles import hydra_entry
 
 __all__ = ["TrainResult", "TrainSpec", "run_from_config", "sized_arch", "train"]
 

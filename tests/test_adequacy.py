@@ -87,13 +87,14 @@ def test_coarsest_format_of_the_precision_space() -> None:
 def test_a_micro_proxy_is_refused_with_its_fix(tmp_path) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("def f(x):\n    return x * 2\n" * 400)
-    micro = replace(load_proxy("tiny"), name="micro", n_layers=2, d_model=32, n_heads=4, seq_len=32, batch_size=4, warmup_steps=2,
-                      budget_tokens=8 * 128, rungs=2, eval_batches=1)
+    micro = replace(load_proxy("tiny"), name="micro", n_layers=2, d_model=32, n_heads=4, seq_len=32, batch_size=4,
+                    warmup_steps=2, budget_tokens=8 * 128, rungs=2, eval_batches=1)
     task = replace(LONG, corpus=str(corpus))
     spec = load(path_of("sparse_attn"), proxy_arch({}, micro))
     result = adequacy.check_adequacy(spec, micro, task, device="cpu", cache_dir=tmp_path)
     assert not result.passed  # 8 steps cannot learn recall
-    assert result.summary.startswith("proxy 'micro' cannot resolve the sparse_attn knobs") and "\n" not in result.summary
+    assert result.summary.startswith("proxy 'micro' cannot resolve the sparse_attn knobs")
+    assert "\n" not in result.summary
     assert "proxy.seq_len" in result.fix
     assert {c["name"] for c in result.checks} >= {"recall at distances >= 16 (largest window)"}
     assert result.to_dict()["checks"] == result.checks

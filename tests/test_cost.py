@@ -9,11 +9,21 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.cost import (Workload, apply_knobs, estimate, flops, load_hardware, load_target, memory, param_counts,
-                      published_arch, step_time)
-from nas.profiles import profile_names
+from nas.cost import (
+    Workload,
+    apply_knobs,
+    estimate,
+    flops,
+    load_hardware,
+    load_target,
+    memory,
+    param_counts,
+    published_arch,
+    step_time,
+)
 from nas.model import ArchConfig, TransformerLM
 from nas.model.attention import local_global_mask_mod
+from nas.profiles import profile_names
 
 TINY = dict(seq_len=32, n_layers=2, d_model=32, n_heads=4, ffn_mult=2.0)
 
@@ -349,5 +359,5 @@ def test_a_broken_published_mapping_names_its_file_and_knob(tmp_path, monkeypatc
         published_arch("toy_kv")
     with pytest.raises(ValueError, match=r"toy_knob.yaml: arch.kv_heads is not a size field"):
         load_target("toy_knob")  # a published knob belongs under `published:`, the dense sizes under `arch:`
-    assert published_arch({"name": "t", "arch": {"seq_len": 32}, "workload": {"batch": 1, "seq_len": 32,
-                                                                             "train_tokens": 32}}) == ArchConfig(seq_len=32)
+    workload = {"batch": 1, "seq_len": 32, "train_tokens": 32}
+    assert published_arch({"name": "t", "arch": {"seq_len": 32}, "workload": workload}) == ArchConfig(seq_len=32)

@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from nas.data import (IGNORE, MQARSpec, TaskData, TaskSpec, check_task_data, load_corpus, load_task, mqar_batch,
-                      stdlib_root)
+from nas.data import (
+    IGNORE,
+    MQARSpec,
+    TaskData,
+    TaskSpec,
+    check_task_data,
+    load_corpus,
+    load_task,
+    mqar_batch,
+    stdlib_root,
+)
 
 
 def test_mqar_pairs_sit_anywhere_and_queries_span_the_distance_range() -> None:
@@ -150,7 +159,8 @@ def test_each_split_must_hold_the_windows_it_is_drawn_from(tmp_path, monkeypatch
     lm, mixed = TaskSpec(corpus=str(path)), TaskSpec(kind="mixed", corpus=str(path), mqar_fraction=0.5)
     check_task_data(lm, 64, 2, 18)  # 36 validation windows of 65 bytes: 100 - 64 = 36 distinct starts
     with pytest.raises(ValueError, match=r"its val split has 100 bytes, fewer than seq_len\+38=102 for 38 distinct "
-                                         r"validation windows of 65 bytes: use a longer corpus or a larger task.val_pct"):
+                                         r"validation windows of 65 bytes: "
+                                         r"use a longer corpus or a larger task.val_pct"):
         check_task_data(lm, 64, 2, 19)
     check_task_data(mixed, 64, 2, 36)  # half of each batch is LM rows: 36 windows
     with pytest.raises(ValueError, match="for 38 distinct validation windows"):

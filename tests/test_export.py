@@ -180,7 +180,8 @@ def test_cli_exports_and_refuses_in_one_line(store, tmp_path):
     ({"threads": 0}, "threads=0 is invalid: expected an integer >= 1"),
     ({"device": "tpu"}, "device='tpu' is invalid here: expected auto, cpu"),
     ({"policy": "trial", "trial": "one"}, "trial='one' is invalid: expected an integer >= 0"),
-    ({"verify_factor": 1.0}, "verify_factor is not a known key: valid keys are checkpoint, dense_quality, device, force, "),
+    ({"verify_factor": 1.0},
+     "verify_factor is not a known key: valid keys are checkpoint, dense_quality, device, force, "),
     ({"store": {"url": None, "echo": True}}, "store.echo is not a known key: the valid key is url"),
     ({"model_dir": "corpus.txt/models"}, "model_dir='{tmp}/corpus.txt/models' is invalid: {tmp}/corpus.txt is a "
                                          "file, expected a folder"),
@@ -312,7 +313,8 @@ def test_verify_retrains_top_k_at_the_reference_proxy_and_stores_tau(store, tmp_
     assert stored[0].reference == fid.reference
     assert all(math.isfinite(q) for q in fid.long_quality)
     log = (tmp_path / "log.txt").read_text()
-    assert "Kendall tau-b" in log and "reference proxy micro-reference: 4 layers x 16 wide, 2 heads, 128 positions" in log
+    assert "Kendall tau-b" in log
+    assert "reference proxy micro-reference: 4 layers x 16 wide, 2 heads, 128 positions" in log
 
 
 def test_records_tables_come_from_the_migrations_and_start_empty(store):

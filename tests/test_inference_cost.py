@@ -101,7 +101,8 @@ def test_inference_ratios_move_the_way_they_must():
     shared = ratios(dict(sharing="all"))  # weights read once per use: sharing saves no decode time
     assert shared["kv_cache_ratio"] == 1 and shared["decode_time_ratio"] == pytest.approx(1)
     bf16 = ratios(dict(precision=dict(attention="bf16", ffn="bf16", embed="bf16")))
-    assert bf16["kv_cache_ratio"] == 0.5 and bf16["decode_time_ratio"] == pytest.approx(0.5, rel=1e-3)  # norms, residual stay fp32
+    # norms, residual stay fp32
+    assert bf16["kv_cache_ratio"] == 0.5 and bf16["decode_time_ratio"] == pytest.approx(0.5, rel=1e-3)
 
 
 def test_decode_and_prefill_grow_with_context_and_batch():

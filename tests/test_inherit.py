@@ -95,7 +95,8 @@ def test_block_diagonal_sharing_keeps_the_pairs_diagonal_blocks() -> None:
                 a, b = getattr(parent.ffns[pair], fc), getattr(parent.ffns[pair + 1], fc)
                 rows, cols = a.shape[0] // k, a.shape[1] // k
                 for r in range(k):
-                    b[r * rows:(r + 1) * rows, r * cols:(r + 1) * cols] = a[r * rows:(r + 1) * rows, r * cols:(r + 1) * cols]
+                    diag = (slice(r * rows, (r + 1) * rows), slice(r * cols, (r + 1) * cols))
+                    b[diag] = a[diag]
     ids = _ids()
     child = convert(parent, cfg)
     torch.testing.assert_close(_logits(child, ids), _logits(parent, ids), rtol=1e-5, atol=1e-5)
@@ -139,11 +140,14 @@ def test_pass_through_gate_with_globals_follows_the_parents_attention_mass() -> 
         torch.testing.assert_close(gates[:, 1], mass[layer].clamp(GATE_EPS, 1 - GATE_EPS))
         torch.testing.assert_close(gates.sum(1), torch.ones(4))
     # closer to the parent's logits than the gates' default init (0.5 each, plus noise)
-    err = lambda m: (_logits(m, ids) - _logits(parent, ids)).abs().mean()
+    def err(m):
+        return (_logits(m, ids) - _logits(parent, ids)).abs().mean()
+
     assert err(child) < err(convert(parent, cfg, gate_init="default"))
 
 
-@pytest.mark.parametrize("knobs", [{}, {"attention": "local_global", "window": 8, "global_tokens": 2, "gate": "dynamic"},
+@pytest.mark.parametrize("knobs", [{},
+                                   {"attention": "local_global", "window": 8, "global_tokens": 2, "gate": "dynamic"},
                                    {"kv_heads": 2}, {"kv_heads": 1, "group_share": "qkv"},
                                    {"sharing": "cycle_rev", "unique_layers": 2}, {"sharing": "adjacent"},
                                    {"sharing": "all", "sharing_scope": "ffn"}, {"sharing": "ffn_block_diag"}])

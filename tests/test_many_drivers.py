@@ -10,16 +10,26 @@ from pathlib import Path
 
 import optuna
 import pytest
+from test_search import dead_pid
 
 from nas.model.config import ArchConfig
 from nas.replay import config_key, grid_points
-from nas.search.bridge import DRIVER_ATTR, DUPLICATE_ATTR, INTERRUPTED, WITHDRAWN_ATTR, OptunaBridge, SpaceExhausted, \
-    make_pruner, make_sampler, make_storage, never_trained
+from nas.search.bridge import (
+    DRIVER_ATTR,
+    DUPLICATE_ATTR,
+    INTERRUPTED,
+    WITHDRAWN_ATTR,
+    OptunaBridge,
+    SpaceExhausted,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    never_trained,
+)
 from nas.search.config import PrunerConf, SamplerConf
 from nas.search.driver import sampler_seed
 from nas.space import load, path_of
 from nas.store import Store
-from test_search import dead_pid
 
 NONE = lambda *a: None  # noqa: E731
 

@@ -18,8 +18,8 @@ from nas.model import ArchConfig
 from nas.objective import NonFiniteLoss, quality
 from nas.proxy import load_proxy, proxy_arch, rung_steps, train_proxy
 
-MICRO = replace(load_proxy("tiny"), name="micro", n_layers=2, d_model=32, n_heads=4, seq_len=32, batch_size=4, warmup_steps=2,
-                  budget_tokens=16 * 4 * 32, rungs=3, eval_batches=1)
+MICRO = replace(load_proxy("tiny"), name="micro", n_layers=2, d_model=32, n_heads=4, seq_len=32, batch_size=4,
+                warmup_steps=2, budget_tokens=16 * 4 * 32, rungs=3, eval_batches=1)
 
 
 @pytest.fixture
@@ -103,7 +103,8 @@ def test_proxy_arch_takes_knobs_and_proxy_sizes() -> None:
     assert proxy_arch({"kv_heads": 2, "attention": "local_global", "window": 48}, tiny).window == 48  # proxy units
     with pytest.raises(ValueError, match="kv_heads"):
         proxy_arch({"kv_heads": 3}, tiny)  # ... and refused, not rounded, when the proxy cannot honour it
-    with pytest.raises(ValueError, match=r"the knobs do not fit proxy 'tiny' \(ArchConfig.window=321 is invalid: must be <= seq_len=64\)"):
+    with pytest.raises(ValueError, match=r"the knobs do not fit proxy 'tiny' "
+                                         r"\(ArchConfig.window=321 is invalid: must be <= seq_len=64\)"):
         proxy_arch({"attention": "local_global", "window": 321}, tiny)
     with pytest.raises(ValueError, match="arch.windw is not a known field"):
         proxy_arch({"windw": 3}, tiny)
@@ -111,9 +112,9 @@ def test_proxy_arch_takes_knobs_and_proxy_sizes() -> None:
 
 def test_dense_solves_mqar_that_a_short_window_cannot_reach() -> None:
     # queries sit >= 16 positions after their keys; 2 layers of window 8 reach back at most 14
-    proxy = replace(load_proxy("tiny"), name="mqar", n_layers=2, d_model=64, n_heads=4, seq_len=32, batch_size=16, lr=3e-3,
-                      weight_decay=0.0, warmup_steps=20, min_lr_ratio=1.0, budget_tokens=300 * 16 * 32, rungs=1,
-                      eval_batches=4)
+    proxy = replace(load_proxy("tiny"), name="mqar", n_layers=2, d_model=64, n_heads=4, seq_len=32, batch_size=16,
+                    lr=3e-3, weight_decay=0.0, warmup_steps=20, min_lr_ratio=1.0, budget_tokens=300 * 16 * 32, rungs=1,
+                    eval_batches=4)
     task = TaskSpec(kind="mqar", mqar={"vocab": 16, "num_pairs": 2, "min_distance": 16})
     chance = 1 / 8  # 8 possible values
     dense = list(train_proxy({}, proxy, task))[-1]
@@ -137,8 +138,8 @@ def test_command_line_runs_one_proxy_without_littering(tmp_path) -> None:
     env = {**os.environ, "NAS_CACHE_DIR": str(tmp_path / "cache")}
     (tmp_path / "c.txt").write_text("print('hello')\n" * 500)
     out = subprocess.run(
-        [sys.executable, "-m", "nas.proxy", "proxy.eval_batches=1", "budget_tokens=16384", "arch.attention=local_global",
-         "arch.window=16", f"task.corpus={tmp_path / 'c.txt'}", "progress=false"],
+        [sys.executable, "-m", "nas.proxy", "proxy.eval_batches=1", "budget_tokens=16384",
+         "arch.attention=local_global", "arch.window=16", f"task.corpus={tmp_path / 'c.txt'}", "progress=false"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr

@@ -17,16 +17,16 @@ import time
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 import ray  # noqa: F401  (also puts Ray's bundled psutil on the path)
-import psutil
 from ray import cloudpickle
+from test_search import STEPS, FakeRunner, compose_cfg
 
 from nas.search import run_search
 from nas.search.bridge import RUNG_SUFFIX
 from nas.search.ray_start import SINGLE_MACHINE_ENV, RayStart
 from nas.store import Store
-from test_search import STEPS, FakeRunner, compose_cfg
 
 HERE = Path(__file__).resolve().parent
 RAY_CLI = str(Path(sys.executable).with_name("ray"))

@@ -12,13 +12,25 @@ import ray
 import yaml
 
 from nas.pareto import dominates_by_margin
-from nas.replay import (Entry, Rung, Table, TableRunner, compose_search, config_key, export_table, grid_points,
-                        hv_curve, record, replay, tokens_to_reach)
+from nas.profiles import REPO_ROOT
+from nas.replay import (
+    Entry,
+    Rung,
+    Table,
+    TableRunner,
+    compose_search,
+    config_key,
+    export_table,
+    grid_points,
+    hv_curve,
+    record,
+    replay,
+    tokens_to_reach,
+)
 from nas.search import run_search
 from nas.search.bridge import RUNG_SUFFIX
 from nas.search.config import PrunerConf, SamplerConf
 from nas.store import Store
-from nas.profiles import REPO_ROOT
 
 SPACE = REPO_ROOT / "benchmarks" / "spaces" / "sparse_attn_grid.yaml"
 STEPS = (128, 256, 512, 1024)
@@ -36,9 +48,9 @@ def curve(params: dict) -> tuple[Rung, ...]:
 
 def synthetic_table(compute: dict[str, float] | None = None) -> Table:
     """Every configuration of the grid space with a synthetic curve; compute = the window share (or given)."""
-    from nas.proxy import proxy_arch, ProxySpec
-    from nas.space import load
     from nas.profiles import read_profile
+    from nas.proxy import ProxySpec, proxy_arch
+    from nas.space import load
 
     proxy = read_profile("proxy", "tiny")[1]
     spec = load(SPACE, proxy_arch({}, ProxySpec.from_dict(proxy)))

@@ -24,14 +24,22 @@ import yaml
 from hydra import compose, initialize_config_dir
 from ray import cloudpickle
 
-from nas.profiles import conf_dir
 from nas.model.config import ArchConfig
 from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
+from nas.profiles import conf_dir
 from nas.proxy import proxy_arch
 from nas.search import SearchError, run_search, validate
 from nas.search import config as search_config
-from nas.search.bridge import DUPLICATE_ATTR, INTERRUPTED, RUNG_SUFFIX, OptunaBridge, make_pruner, make_sampler, \
-    make_storage, never_trained
+from nas.search.bridge import (
+    DUPLICATE_ATTR,
+    INTERRUPTED,
+    RUNG_SUFFIX,
+    OptunaBridge,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    never_trained,
+)
 from nas.search.config import PrunerConf, SamplerConf
 from nas.space import SpaceError, load, path_of
 from nas.store import Store
@@ -411,7 +419,10 @@ def test_the_default_pruner_is_none():
     assert isinstance(make_pruner(PrunerConf(**compose_cfg("pruner=pareto").pruner)), ParetoPruner)
 
 
-def _bridge(tmp_path, name, sampler="random", pruner=PrunerConf(name="none"), seed=0, check=lambda cost: None):
+NO_PRUNER = PrunerConf(name="none")  # the bridges' default pruner
+
+
+def _bridge(tmp_path, name, sampler="random", pruner=NO_PRUNER, seed=0, check=lambda cost: None):
     spec = load(path_of("sparse_attn"), ArchConfig(seq_len=128, n_layers=2, d_model=64, n_heads=4))
     evaluate = lambda knobs: ({}, {}, {"flops_ratio": knobs.get("window", 32) / 32})  # noqa: E731
     return OptunaBridge(make_storage(f"sqlite:///{tmp_path / 'b.db'}"), name, spec,
@@ -561,7 +572,7 @@ def test_compute_objectives_come_from_the_space_or_an_override():
         validate(compose_cfg(adequacy="maybe"))
 
 
-def _bridge2(tmp_path, name, pruner=PrunerConf(name="none")):
+def _bridge2(tmp_path, name, pruner=NO_PRUNER):
     """A sharing-space bridge with two compute objectives from a closed-form cost."""
     spec = load(path_of("sharing"), ArchConfig(seq_len=128, n_layers=2, d_model=64, n_heads=4))
     unique = {"none": 1.0, "all": 0.1, "sequence": 0.5, "cycle": 0.5, "cycle_rev": 0.5, "adjacent": 0.5,

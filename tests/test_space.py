@@ -158,7 +158,8 @@ def test_divides_and_implies_are_checked():
         parse(data, "hg.yaml", BASE)
     data = yaml.safe_load(path_of("sharing").read_text())
     data["params"]["sharing"]["implies"] = {"ffn_block_diag": {"sharing_scope": "both"}}
-    with pytest.raises(SpaceError, match=r"sharing.yaml: params.sharing='ffn_block_diag' is invalid: .*sharing_scope=ffn"):
+    with pytest.raises(SpaceError,
+                       match=r"sharing.yaml: params.sharing='ffn_block_diag' is invalid: .*sharing_scope=ffn"):
         parse(data, "sharing.yaml", BASE)
 
 

@@ -13,8 +13,17 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from nas import store as store_module
-from nas.store import (VERSION_TABLE, Base, Store, StoreError, check_store, folder_lock, make_engine, shown_url,
-                       upgrade_schema)
+from nas.store import (
+    VERSION_TABLE,
+    Base,
+    Store,
+    StoreError,
+    check_store,
+    folder_lock,
+    make_engine,
+    shown_url,
+    upgrade_schema,
+)
 
 
 @pytest.fixture()

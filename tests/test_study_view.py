@@ -131,7 +131,7 @@ def test_the_readers_agree_on_the_front_baseline_and_vectors(tmp_path) -> None:
     assert {t.number: t.vector for t in view.drawable()} == {p.number: p.vector for p in sp.points}
     # the search's summary: the bridge's front over the Optuna study of the same trials
     study = optuna.create_study(directions=["minimize"] * 3)
-    for number, state, params, quality, compute in TRIALS:
+    for _number, state, params, quality, compute in TRIALS:
         dists = {k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()}
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions=dists, state=optuna.trial.TrialState[state],

@@ -13,7 +13,7 @@ from nas.cost.counts import FlopBreakdown, flops, param_counts
 from nas.cost.hardware import Hardware, load_hardware
 from nas.cost.inference import InferenceCost, inference, kv_cache_bytes
 from nas.cost.memory import MemoryBreakdown, memory
-from nas.cost.report import CostReport, Coster, estimate
+from nas.cost.report import Coster, CostReport, estimate
 from nas.cost.roofline import StepTime, step_time
 from nas.cost.target import apply_knobs, load_target, published_arch
 from nas.cost.workload import Serving, Workload

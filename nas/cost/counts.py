@@ -201,6 +201,7 @@ def param_counts(arch: ArchConfig) -> dict[str, Any]:
               **{k: n_attn * v for k, v in attn_layer.items()}, "gate": gated_unique * gate, "ffn": n_ffn * ffn_layer}
     if arch.sharing == "ffn_block_diag":  # adjacent layers (2p, 2p+1) share the k diagonal sub-blocks
         k = arch.ffn_blocks
+        assert k is not None, "ArchConfig sets ffn_blocks for sharing=ffn_block_diag"
         block = (arch.ffn_hidden // k) * (d // k)
         unique["ffn"] = n_mat * (L * k * (k - 1) * block + (L + 1) // 2 * k * block)
     return {"total": sum(total.values()), "unique": sum(unique.values()),

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from nas.profiles import read_profile
 from nas.model.config import ATTENTION_BACKENDS, AttentionBackend
 from nas.model.precision import format_dtype
+from nas.profiles import read_profile
 
 PEAK_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
 FP32_MATMUL = ("fp32", "tf32")
@@ -61,6 +62,7 @@ class Hardware:
 
 def load_hardware(profile: str | Mapping[str, Any]) -> Hardware:
     """A hardware profile: conf/hardware/<name>.yaml, or its composed mapping (with any overrides, and `name`)."""
+    path: Path | str  # the profile's file, else how the composed mapping is named in messages
     if isinstance(profile, str):
         path, data = read_profile("hardware", profile)
         name = profile

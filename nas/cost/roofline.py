@@ -25,8 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from nas.cost.counts import (Matmul, attention_pairs_per_head, core_format, ffn_format, layer_counts, matmuls,
-                             param_counts)
+from nas.cost.counts import (
+    Matmul,
+    attention_pairs_per_head,
+    core_format,
+    ffn_format,
+    layer_counts,
+    matmuls,
+    param_counts,
+)
 from nas.cost.hardware import FP32_MATMUL, Hardware, load_hardware
 from nas.cost.memory import OPTIMIZER_STATE_BYTES, weight_bytes
 from nas.cost.workload import Workload

@@ -11,7 +11,6 @@ from nas.knobs import KNOB_FIELDS, SIZE_FIELDS, carry, sizes_of
 from nas.model.config import ArchConfig
 from nas.profiles import read_profile
 
-
 HF = "hf:"  # target=hf:PATH: a local transformers config.json or model folder (conf/target/hf.yaml)
 CHINCHILLA_TOKENS = 20  # training tokens per parameter where a config states none (Hoffmann et al. 2022)
 

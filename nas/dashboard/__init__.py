@@ -7,8 +7,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nas.dashboard.data import DashboardError, StoreReader, StudyView, TrialView
-from nas.dashboard.pages import (BUILD_JSON, combined_digest, comparison_name, comparison_page, index_page,
-                                 page_name, study_page, write_plotlyjs, write_text)
+from nas.dashboard.pages import (
+    BUILD_JSON,
+    combined_digest,
+    comparison_name,
+    comparison_page,
+    index_page,
+    page_name,
+    study_page,
+    write_plotlyjs,
+    write_text,
+)
 from nas.profiles import REPO_ROOT
 
 __all__ = ["DEFAULT_OUT", "DashboardError", "StudyView", "TrialView", "build", "build_comparison"]

@@ -51,6 +51,14 @@ class TrialView:
         """(quality, *compute) when both are known: the trial in objective space."""
         return vector(self.quality, self.compute)
 
+    @property
+    def drawn(self) -> tuple[float, ...]:
+        """(quality, *compute) of a trial StudyView.drawable returned: both known."""
+        v = self.vector
+        if v is None:
+            raise ValueError(f"trial {self.number} has no quality and compute to draw")
+        return v
+
 
 @dataclass(frozen=True)
 class StudyView:
@@ -142,6 +150,7 @@ class StoreReader:
         """The study's view, trials by number."""
         self.check([name])
         row = self.store.study(name)
+        assert row is not None, "check() found the study"
         stored = self.store.trials(name)
         keys = stored_compute_keys(row.config or {}, (t.objectives for t in stored))
         baseline = (row.search_space or {}).get("baseline")

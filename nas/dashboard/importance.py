@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import plotly.graph_objects as go
@@ -16,8 +17,12 @@ def param_importances(study: Any, objectives: list[str]) -> dict[str, dict[str, 
 
     with warnings.catch_warnings():  # PED-ANOVA warns on few trials per regime; the page shows what it has
         warnings.simplefilter("ignore", UserWarning)
-        return {name: get_param_importances(study, target=lambda t, i=i: t.values[i])
-                for i, name in enumerate(objectives)}
+        return {name: get_param_importances(study, target=_objective(i)) for i, name in enumerate(objectives)}
+
+
+def _objective(i: int) -> Callable[[Any], float]:
+    """The accessor of a trial's i-th objective value."""
+    return lambda t: t.values[i]
 
 
 def plot_importances(importances: dict[str, dict[str, float]]) -> go.Figure:

@@ -162,7 +162,7 @@ def _best(view: StudyView, limit: int = 5) -> str:
     if not best:
         return "none yet"
     shown = "<br>".join(f"#{t.number}: quality {num(t.quality)}, "
-                        + ", ".join(f"{esc(k)} {num(c)}" for k, c in zip(view.compute_keys, t.compute))
+                        + ", ".join(f"{esc(k)} {num(c)}" for k, c in zip(view.compute_keys, t.drawn[1:]))
                         + f"{' (dense)' if t.is_baseline else ''}" for t in best[:limit])
     return shown + (f"<br>... {len(best) - limit} more" if len(best) > limit else "")
 

@@ -35,7 +35,7 @@ def plot_parallel_coordinates(view: StudyView) -> go.Figure:
     done = view.drawable()
     knobs = list(dict.fromkeys(k for t in done for k in t.params))
     dims = [_axis(k, [t.params.get(k) for t in done]) for k in knobs]
-    dims += [_axis(key, [t.compute[i] for t in done]) for i, key in enumerate(view.compute_keys)]
+    dims += [_axis(key, [t.drawn[1 + i] for t in done]) for i, key in enumerate(view.compute_keys)]
     dims += [_axis(view.quality_label, [t.quality for t in done])]
     fig = go.Figure(go.Parcoords(line={"color": [t.quality for t in done], "colorscale": "Viridis_r",
                                        "showscale": True, "colorbar": {"title": "quality"}}, dimensions=dims))

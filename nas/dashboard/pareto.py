@@ -27,9 +27,9 @@ def front(view: StudyView) -> list[TrialView]:
 def _value(view: StudyView, name: str) -> Callable[[TrialView], float]:
     """The accessor of objective `name` (quality or one of the view's compute keys)."""
     if name == QUALITY:
-        return lambda t: t.quality
+        return lambda t: t.drawn[0]
     i = view.compute_keys.index(name)
-    return lambda t: t.compute[i]
+    return lambda t: t.drawn[1 + i]
 
 
 def _traces(view: StudyView, x: str, y: str, prefix: str, color: str, line: bool) -> list[go.Scatter]:

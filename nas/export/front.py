@@ -2,9 +2,9 @@
 
 Every objective is minimised: quality (the proxy task's objective, e.g. bits per byte) and one or more compute
 ratios to the dense target (e.g. flops_ratio), the first of them the space's primary. The front is over all
-objectives (nas.study_view: one point per configuration). The policies read the primary compute objective: knee is the knee of the front of
-quality against it, max_quality bounds it, min_compute minimises it; ties go to the lower other compute
-objectives in order. The quality ratio of a point is dense_quality / quality: 1.0 is as good as the dense
+objectives (nas.study_view: one point per configuration). The policies read the primary compute objective: knee is
+the knee of the front of quality against it, max_quality bounds it, min_compute minimises it; ties go to the lower
+other compute objectives in order. The quality ratio of a point is dense_quality / quality: 1.0 is as good as the dense
 baseline, 0.97 means a 3% worse objective (for lower-is-better quality).
 """
 
@@ -163,14 +163,18 @@ def select(sp: StudyPoints, policy: Policy) -> Point:
     if policy.name == "knee":
         return knee(pareto_front(points))
     if policy.name == "trial":
-        found = [p for p in points if p.number == policy.trial]
+        trial = policy.trial
+        assert trial is not None, "Policy requires trial for policy=trial"
+        found = [p for p in points if p.number == trial]
         if not found:
-            closest = min(points, key=lambda p: (abs(p.number - policy.trial), p.number))
+            closest = min(points, key=lambda p: (abs(p.number - trial), p.number))
             raise ValueError(f"trial={policy.trial} is not a COMPLETE trial of study {name!r}: the closest is "
                              f"{closest.describe(keys)}")
         return found[0]
     if policy.name == "max_quality":
-        ok = [p for p in points if p.primary <= policy.max_compute]
+        max_compute = policy.max_compute
+        assert max_compute is not None, "Policy requires max_compute for policy=max_quality"
+        ok = [p for p in points if p.primary <= max_compute]
         if not ok:
             closest = min(points, key=lambda p: (p.primary, p.quality))
             raise ValueError(f"no COMPLETE trial of study {name!r} has {keys[0]} <= "
@@ -184,7 +188,9 @@ def select(sp: StudyPoints, policy: Policy) -> Point:
     def ratio(p: Point) -> float:
         return dense / p.quality if p.quality > 0 else math.inf
 
-    ok = [p for p in points if ratio(p) >= policy.min_quality_ratio]
+    min_ratio = policy.min_quality_ratio
+    assert min_ratio is not None, "Policy requires min_quality_ratio for policy=min_compute"
+    ok = [p for p in points if ratio(p) >= min_ratio]
     if not ok:
         closest = min(points, key=lambda p: (p.quality, p.compute))
         raise ValueError(f"no COMPLETE trial of study {name!r} has quality ratio (dense {dense:.4f} / quality) >= "

@@ -12,8 +12,8 @@ rotary, bias-free projections, gated MLP) and no custom code:
 | dense attention, GQA/MQA, SwiGLU/GeGLU  | Llama (llama)                | the plain block                            |
 
 Ministral, Qwen3 and Gemma 3 carry per-layer `layer_types`: a per-layer local:global layout maps there (`layer_types`
-below is the one place that writes the list, from ArchConfig.layer_attention; `layout_of` reads one back). A knob no family can
-express is refused by name with the nearest thing that exists (`refusal`); nothing is dropped.
+below is the one place that writes the list, from ArchConfig.layer_attention; `layout_of` reads one back). A knob no
+family can express is refused by name with the nearest thing that exists (`refusal`); nothing is dropped.
 
 Window convention: nas's query i sees keys i - W < j <= i; transformers' sliding window (masking_utils
 sliding_window_overlay, `kv_idx > q_idx - sliding_window`, installed 5.x) is the same, so `sliding_window = W`.
@@ -145,7 +145,8 @@ def choose_family(arch: ArchConfig) -> tuple[Family, str]:
         raise ExportRefused(refused)
     window = f" and a {arch.window}-token window in every layer" if arch.attention == "local_global" else ""
     if _mixed(arch):
-        window = f" and a {arch.window}-token window in its local layers ({layer_types(arch).count('full_attention')} " \
+        n_global = layer_types(arch).count("full_attention")
+        window = f" and a {arch.window}-token window in its local layers ({n_global} " \
                  f"of {arch.n_layers} layers global, per-layer layer_types)"
     if arch.post_norms:
         return FAMILIES["gemma3_text"], f"post norms and q/k norms need Gemma 3 (layer_types carry the window){window}"
@@ -201,8 +202,9 @@ def hf_state_dict(model: TransformerLM, family: Family) -> dict[str, torch.Tenso
     def norm(w: torch.Tensor) -> torch.Tensor:
         return w - 1 if gemma else w
 
-    sd: dict[str, torch.Tensor] = {"model.embed_tokens.weight": model.tok_emb.weight / (math.sqrt(cfg.d_model) if gemma else 1.0),
-          "model.norm.weight": norm(model.norm.weight)}
+    sd: dict[str, torch.Tensor] = {
+        "model.embed_tokens.weight": model.tok_emb.weight / (math.sqrt(cfg.d_model) if gemma else 1.0),
+        "model.norm.weight": norm(model.norm.weight)}
     if model.lm_head is not None:
         sd["lm_head.weight"] = model.lm_head
     for i, (a, f) in enumerate(zip(model.attn_map, model.ffn_map)):

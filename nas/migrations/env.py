@@ -25,5 +25,7 @@ if context.is_offline_mode():
 elif "connection" in config.attributes:
     _run(config.attributes["connection"])
 else:
-    with make_engine(config.get_main_option("sqlalchemy.url")).connect() as conn:
+    url = config.get_main_option("sqlalchemy.url")
+    assert url is not None, "nas.store sets sqlalchemy.url on the Alembic config"
+    with make_engine(url).connect() as conn:
         _run(conn)

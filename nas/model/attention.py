@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache, reduce
-from typing import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -438,11 +439,9 @@ def gated_local_global_attention(
     if global_tokens > 0:
         glob = _gated_branch(lambda a, b, c: global_token_attention(a, b, c, global_tokens),
                              q, k, v, gate_global, threshold)
-    if local is None and glob is None:
-        return q.new_zeros(*q.shape[:3], v.shape[-1])
-    if local is None or glob is None:
-        return local if glob is None else glob
-    return local + glob
+    if local is None:
+        return q.new_zeros(*q.shape[:3], v.shape[-1]) if glob is None else glob
+    return local if glob is None else local + glob
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -484,5 +483,6 @@ def flex_local_global_attention(
     seq_len = q.shape[2]
     _check_sizes(seq_len, window, global_tokens)
     block_mask = _flex_block_mask(seq_len, window, global_tokens, q.device)
-    fn = _compiled_flex() if compiled else flex_attention
+    # torch's decorators leave flex_attention typed as a bare `function`
+    fn = _compiled_flex() if compiled else cast(Callable[..., Tensor], flex_attention)
     return fn(q, k, v, block_mask=block_mask, enable_gqa=q.shape[1] != k.shape[1])

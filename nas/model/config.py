@@ -197,11 +197,11 @@ class ArchConfig:
     group_share: GroupShare = knob("kv", group="heads")
     # layer sharing
     sharing: SharingPattern = knob("none", group="sharing")
-    unique_layers: int | None = knob(None, group="sharing", scale="layer_share", applies=("sharing", FRACTIONAL_SHARING),
-                                     low=1, at_most="n_layers")  # M; None: the pattern's default, L // 2
+    unique_layers: int | None = knob(None, group="sharing", scale="layer_share",  # M; None: the pattern's L // 2
+                                     applies=("sharing", FRACTIONAL_SHARING), low=1, at_most="n_layers")
     sharing_scope: SharingScope | None = knob(None, group="sharing")  # None = the pattern's: ffn for ffn_block_diag
-    ffn_blocks: int | None = knob(None, group="sharing", scale="width_divisor", applies=("sharing", ("ffn_block_diag",)),
-                                  unset=4, low=1, divides="d_model")  # k for ffn_block_diag
+    ffn_blocks: int | None = knob(None, group="sharing", scale="width_divisor",  # k for ffn_block_diag
+                                  applies=("sharing", ("ffn_block_diag",)), unset=4, low=1, divides="d_model")
     precision: PrecisionConfig = field(default_factory=PrecisionConfig, metadata={ROLE: Knob(group="precision")})
 
     def __post_init__(self) -> None:

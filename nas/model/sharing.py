@@ -39,6 +39,8 @@ class BlockDiagSharedWeight(nn.Module):
     """A (out, in) weight cut into k x k sub-blocks: the k diagonal blocks come from a (possibly shared)
     tensor, the k*(k-1) off-diagonal blocks are this module's own."""
 
+    order: torch.Tensor  # a buffer: the index of each (r, c) block in cat([diagonal, off_diagonal])
+
     def __init__(self, diagonal: nn.Parameter, out_features: int, in_features: int, k: int) -> None:
         super().__init__()
         ob, ib = out_features // k, in_features // k

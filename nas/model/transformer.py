@@ -26,7 +26,8 @@ def attention_core_dtype(fmt: str, device: torch.device) -> torch.dtype | None:
     return torch.float16 if fmt == "fp16" else torch.bfloat16
 
 
-def rope_tables(seq_len: int, head_dim: int, device: torch.device, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(seq_len: int, head_dim: int, device: torch.device,
+                base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin (S, hd/2) of rotary position embeddings (RoFormer, Su et al. 2021; GPT-NeoX's half split)."""
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim // 2, device=device, dtype=torch.float32) * 2 / head_dim)
     angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)  # (S, hd/2)
@@ -114,7 +115,7 @@ class Attention(nn.Module):
 
     def step(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache: LayerKVCache,
              layer: LayerAttention) -> torch.Tensor:
-        """Attention of one new position x (B, 1, d) over the keys its cache holds (they are exactly its visible ones)."""
+        """Attention of one new position x (B, 1, d) over the keys its cache holds (exactly its visible ones)."""
         cfg = self.cfg
         B, H, KV, hd = x.shape[0], cfg.n_heads, cfg.n_kv, cfg.hd
         h, q, k, v = self._qkv(x, rope)
@@ -186,7 +187,7 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: ArchConfig, diagonals: tuple[nn.Parameter, ...] | None = None) -> None:
         super().__init__()
         self.kind, self.names = cfg.ffn, ffn_weight_names(cfg)
-        self.fmt = "fp32" if cfg.precision.ffn == "adaptive" else cfg.precision.ffn
+        self.fmt: str = "fp32" if cfg.precision.ffn == "adaptive" else cfg.precision.ffn
         self.norm = nn.RMSNorm(cfg.d_model)
         self.post_norm = nn.RMSNorm(cfg.d_model) if cfg.post_norms else None
         self.shared = diagonals is not None
@@ -195,6 +196,7 @@ class FeedForward(nn.Module):
             if diagonals is None:
                 setattr(self, f"{name}_weight", nn.Parameter(torch.empty(shape)))
             else:
+                assert cfg.ffn_blocks is not None, "shared diagonals come with sharing=ffn_block_diag"
                 setattr(self, f"{name}_blocks", BlockDiagSharedWeight(diagonals[i], *shape, cfg.ffn_blocks))
 
     def weights(self) -> tuple[torch.Tensor, ...]:
@@ -239,6 +241,7 @@ class TransformerLM(nn.Module):
         if cfg.sharing != "ffn_block_diag":
             return [FeedForward(cfg) for _ in range(max(sublayer_maps(cfg)[1]) + 1)]
         k = cfg.ffn_blocks
+        assert k is not None, "ArchConfig sets ffn_blocks for sharing=ffn_block_diag"
         ffns = []
         for i in range(cfg.n_layers):
             if i % 2 == 0:  # a new pair (2p, 2p+1) gets its own diagonal blocks; an odd last layer keeps them
@@ -328,7 +331,8 @@ class TransformerLM(nn.Module):
 
     def gate_stats(self, threshold: float = 0.5) -> dict[str, list[list[float]]]:
         """Per layer, per head: mean gate and fraction below `threshold`, for the local and global branches."""
-        stats: dict[str, list[list[float]]] = {k: [] for k in ("local_mean", "global_mean", "local_below", "global_below")}
+        stats: dict[str, list[list[float]]] = {
+            k: [] for k in ("local_mean", "global_mean", "local_below", "global_below")}
         for gates in getattr(self, "_gates", []):
             for j, branch in enumerate(("local", "global")):
                 g = gates[..., j].transpose(0, 1).reshape(self.cfg.n_heads, -1)  # (H, B*S)
@@ -339,4 +343,4 @@ class TransformerLM(nn.Module):
     def set_ffn_format(self, fmt: str) -> None:
         """Switch every FFN to a numeric format (the adaptive-precision move)."""
         for ffn in self.ffns:
-            ffn.fmt = fmt
+            cast(FeedForward, ffn).fmt = fmt  # _build_ffns builds only FeedForward

@@ -17,11 +17,11 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import sqlalchemy.exc
-from optuna.storages import RDBStorage
+from optuna.storages import InMemoryStorage, RDBStorage
 from optuna.trial import TrialState
 
 from nas.model.config import ArchConfig
@@ -168,7 +168,8 @@ Evaluator = Callable[[dict[str, Any]], tuple[ArchConfig | None, dict[str, Any], 
 class OptunaBridge:
     """Owns the Optuna studies of one search and turns asks, rung reports and outcomes into Optuna calls."""
 
-    def __init__(self, storage: RDBStorage, name: str, spec: SearchSpec, sampler: optuna.samplers.BaseSampler,
+    def __init__(self, storage: RDBStorage | InMemoryStorage, name: str, spec: SearchSpec,
+                 sampler: optuna.samplers.BaseSampler,
                  pruner: optuna.pruners.BasePruner, compute_keys: tuple[str, ...], evaluate: Evaluator,
                  check: Callable[[dict[str, Any]], str | None]) -> None:
         self.name, self.spec, self.compute_keys = name, spec, tuple(compute_keys)
@@ -194,7 +195,7 @@ class OptunaBridge:
         """Queue the dense baseline so it is the first trial asked (once, whichever driver created the study)."""
         self.study.enqueue_trial(dict(self.spec.baseline), user_attrs={"baseline": True}, skip_if_exists=True)
 
-    def reclaim(self, on_reclaimed: Callable[[int], None]) -> list[int]:
+    def reclaim(self, on_reclaimed: Callable[[int], object]) -> list[int]:
         """Fail the trials whose driver is gone and queue their configurations again; their numbers.
 
         Gone: its heartbeat is older than the storage's grace period (Optuna's `fail_stale_trials`, any host), or
@@ -204,9 +205,9 @@ class OptunaBridge:
         """
         failed: list[optuna.trial.FrozenTrial] = []
         grace = None
-        if self.heartbeat_interval is not None:
-            grace = self.storage.grace_period or 2 * self.heartbeat_interval
-            failed += optuna_compat.fail_stale_trials(self.study, self.storage)
+        if (beating := self._heartbeats()) is not None and (interval := beating.heartbeat_interval) is not None:
+            grace = beating.grace_period or 2 * interval
+            failed += optuna_compat.fail_stale_trials(self.study, beating)
         now = _now_local()
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             driver = t.user_attrs.get(DRIVER_ATTR)
@@ -238,12 +239,18 @@ class OptunaBridge:
     @property
     def heartbeat_interval(self) -> int | None:
         """Seconds between heartbeats; None when the storage keeps none (e.g. Optuna's in-memory storage)."""
-        return getattr(self.storage, "heartbeat_interval", None)
+        beating = self._heartbeats()
+        return None if beating is None else beating.heartbeat_interval
+
+    def _heartbeats(self) -> RDBStorage | None:
+        """The storage when it keeps heartbeats (Optuna's RDB storage with a heartbeat_interval), else None."""
+        s = self.storage
+        return s if isinstance(s, RDBStorage) and s.heartbeat_interval is not None else None
 
     def _beat(self, number: int) -> None:
         """Record a heartbeat for the main study's trial `number` (when the storage keeps heartbeats)."""
-        if self.heartbeat_interval is not None:
-            self.storage.record_heartbeat(self._ids(number))
+        if (beating := self._heartbeats()) is not None:
+            beating.record_heartbeat(self._ids(number))
 
     def n_running(self) -> int:
         """Trials running now, in any driver."""
@@ -344,7 +351,8 @@ class OptunaBridge:
     def _grid_spent(self) -> bool:
         """Whether the grid sampler has had every point finished (Optuna counts a failed one too) with nothing
         queued (a re-run of an interrupted point, a withdrawn one)."""
-        return self.study.sampler.is_exhausted(self.study) and \
+        sampler = self.study.sampler  # callers ask only for a grid sampler
+        return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(self.study) and \
             not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
 
     def _answer_duplicate(self, trial: optuna.Trial, params: dict[str, Any]) -> TrialState | None:
@@ -401,7 +409,8 @@ class OptunaBridge:
             except optuna.exceptions.UpdateFinishedTrialError:  # another driver declared it dead and re-queued it
                 s.reclaimed = True
         if s.reclaimed:
-            _fail_quietly(self.storage, self._rung_ids(s.rung_trial.number))  # our rung twin; the main trial is the other's
+            # our rung twin; the main trial is the other's
+            _fail_quietly(self.storage, self._rung_ids(s.rung_trial.number))
         s.state = RECLAIMED if s.reclaimed else state.name
         return s.state
 
@@ -414,8 +423,8 @@ class OptunaBridge:
             state, values = TrialState.PRUNED, None
         else:
             state, values, s.last_quality = TrialState.COMPLETE, [quality, *s.compute], quality
-        try:
-            self.study.tell(s.trial, values, state=state)
+        try:  # a COMPLETE trial's quality is a number (_finish's caller passes one with error None)
+            self.study.tell(s.trial, cast("list[float] | None", values), state=state)
         except ValueError:
             if self.storage.get_trial(self._ids(s.number)).state == TrialState.RUNNING:
                 raise  # not a reclaim: a value Optuna refuses
@@ -456,7 +465,7 @@ def _n_done(trials: list[optuna.trial.FrozenTrial]) -> int:
     return sum(1 for t in trials if t.state in finished and t.number not in interrupted and not _uncounted(t))
 
 
-def _fail_quietly(storage: RDBStorage, trial_id: int) -> None:
+def _fail_quietly(storage: RDBStorage | InMemoryStorage, trial_id: int) -> None:
     """Set a trial FAIL unless it already finished."""
     try:
         storage.set_trial_state_values(trial_id, state=TrialState.FAIL)

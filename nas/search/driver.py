@@ -6,9 +6,10 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,8 +19,8 @@ from nas.cost import Coster
 from nas.data import TaskSpec, check_task_data
 from nas.model.config import ArchConfig
 from nas.objectives import check_compute, stored_compute_keys
-from nas.proxy import ProxySpec, proxy_arch
 from nas.pareto_pruner import COMPUTE_ATTR, compute_vector
+from nas.proxy import ProxySpec, proxy_arch
 from nas.search.bridge import INTERRUPTED, OptunaBridge, make_pruner, make_sampler, make_storage
 from nas.search.config import SearchConf
 from nas.search.ray_start import RayStart, check_ray_address
@@ -28,7 +29,8 @@ from nas.search.scratch import ray_scratch
 from nas.store import DEFAULT_URL, Store, check_store, shown_url
 from nas.study_view import is_baseline
 
-QUIET_TUNE = {  # no CSV/JSON/TensorBoard loggers, no progress tables, rare experiment snapshots: the store is the record
+# no CSV/JSON/TensorBoard loggers, no progress tables, rare experiment snapshots: the store is the record
+QUIET_TUNE = {
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_GLOBAL_CHECKPOINT_S": "600",
     # Ray starts its workers at nice 15; a trial is the search's real work, and beside any other busy process
     # at nice 0 it then gets a few % of a core (a 35 s trial took over 10 minutes on a loaded 2-core machine)
@@ -70,8 +72,8 @@ class SearchResult:
 def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setup:
     """Check every setting (types via the schema, names, the search space against the proxy); writes nothing."""
     node = OmegaConf.merge(OmegaConf.structured(SearchConf), cfg)
-    plain = OmegaConf.to_container(node, resolve=True)
-    conf = OmegaConf.to_object(node)
+    plain = cast(dict[str, Any], OmegaConf.to_container(node, resolve=True))  # a DictConfig converts to a dict
+    conf = cast(SearchConf, OmegaConf.to_object(node))  # a structured node converts to its dataclass
     for key, value, low in (("n_trials", conf.n_trials, 1), ("ray.max_concurrent", conf.ray.max_concurrent, 1),
                             ("ray.cpus_per_trial", conf.ray.cpus_per_trial, 1),
                             ("store.heartbeat_interval", conf.store.heartbeat_interval, 1),
@@ -129,7 +131,8 @@ def _checker(setup: Setup):
 
     def check(cost: dict[str, Any]) -> str | None:
         if limits.max_unique_params is not None and cost["params_unique"] > limits.max_unique_params:
-            return f"unique params {cost['params_unique']:.4g} > constraints.max_unique_params={limits.max_unique_params:.4g}"
+            return (f"unique params {cost['params_unique']:.4g} > "
+                    f"constraints.max_unique_params={limits.max_unique_params:.4g}")
         if limits.max_memory_gb is not None and cost["memory_bytes"] / 1e9 > limits.max_memory_gb:
             return f"memory {cost['memory_bytes'] / 1e9:.4g} GB > constraints.max_memory_gb={limits.max_memory_gb:.4g}"
         return None
@@ -302,8 +305,8 @@ def _check_resumable(existing: Any, setup: Setup) -> None:
     changed = [k for k in FIXED_PER_STUDY if _fixed(existing.config, k) != _fixed(setup.plain, k)]
     if changed:
         raise SearchError(f"study={conf.study!r} already exists in {shown_url(setup.url)} with a different "
-                          f"{changed[0]} ({existing.config.get(changed[0])!r}); results would not be comparable: resume "
-                          "it with the same settings or choose another study=NAME")
+                          f"{changed[0]} ({existing.config.get(changed[0])!r}); results would not be comparable: "
+                          "resume it with the same settings or choose another study=NAME")
 
 
 def optuna_trials(storage: Any, name: str) -> int:
@@ -323,7 +326,7 @@ def _fixed(config: dict[str, Any], key: str) -> Any:
     return config.get(key)
 
 
-def _front_row(t: Any, compute_keys: tuple[str, ...], baseline: dict[str, Any] | None) -> dict[str, Any]:
+def _front_row(t: Any, compute_keys: tuple[str, ...], baseline: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"number": t.number, "quality": t.values[0], **dict(zip(compute_keys, t.values[1:])), "params": t.params,
             "baseline": is_baseline(t.params, baseline)}
 

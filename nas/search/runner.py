@@ -32,8 +32,8 @@ class ProxyRunner:
 
     def __call__(self, knobs: dict[str, Any], *, arch: ArchConfig | None, seed: int, threads: int
                  ) -> Iterator[dict[str, Any]]:
-        for report in train_proxy(arch if arch is not None else knobs, self.proxy, self.task, budget_tokens=self.budget_tokens, seed=seed,
-                                  threads=threads, device=self.device):
+        for report in train_proxy(arch if arch is not None else knobs, self.proxy, self.task,
+                                  budget_tokens=self.budget_tokens, seed=seed, threads=threads, device=self.device):
             metrics = report.to_dict()
             yield {"step": report.step, "tokens": report.tokens, "quality": quality(report, self.task),
                    "final": report.final, "metrics": metrics}

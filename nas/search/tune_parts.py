@@ -11,7 +11,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
@@ -98,7 +98,7 @@ class _Bound:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.d = _DRIVERS.get(state["key"])
+        self.d = cast(DriverState, _DRIVERS.get(state["key"]))  # None only in a process that never calls it
 
 
 class BridgeSearcher(_Bound, Searcher):
@@ -108,7 +108,7 @@ class BridgeSearcher(_Bound, Searcher):
         super().__init__()
         self._bind(state)
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]  # Ray's annotation omits Searcher.FINISHED, a str it documents
         step = self.d.next_step()
         if step != "ask":
             return Searcher.FINISHED if step == "done" else None
@@ -188,7 +188,7 @@ class StoreCallback(_Bound, Callback):
             write_outcome(self.d, s)
 
 
-def _last_line(text: str) -> str:
+def _last_line(text: str | BaseException) -> str:
     """The last non-empty line of an error text (Ray's own: a traceback, the exception last)."""
     lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
     return lines[-1] if lines else str(text)

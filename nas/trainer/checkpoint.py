@@ -51,7 +51,9 @@ def rng_states(data_gen: torch.Generator) -> dict[str, Any]:
 
 def _numpy_state() -> dict[str, Any]:
     """NumPy's legacy RNG state with its key array as a tensor (weights_only loads no ndarray)."""
-    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state()
+    assert isinstance(state, tuple), "legacy=True (the default) returns the tuple form"
+    kind, key, pos, has_gauss, gauss = state
     return {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
             "has_gauss": int(has_gauss), "gauss": float(gauss)}
 

@@ -7,19 +7,19 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from nas.data import Batch, TaskData, load_task
+from nas.device import resolve_device
 from nas.model import ArchConfig, TransformerLM
 from nas.model.precision import AdaptivePrecision
-from nas.optim import lr_at, seeded_start, set_lr
-from nas.device import resolve_device
 from nas.objective import NonFiniteLoss, batch_to, evaluate, train_loss
+from nas.optim import lr_at, seeded_start, set_lr
 from nas.trainer.checkpoint import checkpoints, restore_rng_states, resume_state, rng_states, save_checkpoint
 from nas.trainer.spec import TrainSpec
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from dashboard_seed import BETA, EVIL, GAMMA, GAMMA_KEYS, KNOWN, Seed, lg, seed_study
 
 from nas.dashboard.data import StoreReader
-
-from dashboard_seed import BETA, EVIL, GAMMA, GAMMA_KEYS, KNOWN, Seed, lg, seed_study
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from dashboard_seed import EVIL, Seed, lg, seed_study
 
 from nas.dashboard import DashboardError, build, build_comparison
 from nas.dashboard.pages import page_name
 from nas.store import Store
-from dashboard_seed import EVIL, Seed, lg, seed_study
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -51,7 +51,8 @@ def test_local_global_matches_masked_sdpa(seq_len, window, global_tokens, heads)
     expected = forward_and_grads(lambda a, b, c: sdpa(a, b, c, mask), q, k, v, grad_out)
     for block_size in (0, 1, 8, 32):
         got = forward_and_grads(
-            lambda a, b, c: A.local_global_attention(a, b, c, window, global_tokens, block_size), q, k, v, grad_out
+            lambda a, b, c, block_size=block_size: A.local_global_attention(a, b, c, window, global_tokens, block_size),
+            q, k, v, grad_out,
         )
         for name, g, e in zip(("out", "dq", "dk", "dv"), got, expected):
             torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5, msg=f"{name} block_size={block_size}")
@@ -293,7 +294,7 @@ def test_small_chunks_match_masked_sdpa(monkeypatch, seq_len, window, global_tok
         q, k, v = make_qkv(seq_len, *heads, batch=batch)
         grad_out = torch.randn(q.shape)
         mask = dense_mask(seq_len, window, global_tokens)
-        expected = forward_and_grads(lambda a, b, c: sdpa(a, b, c, mask), q, k, v, grad_out)
+        expected = forward_and_grads(lambda a, b, c, mask=mask: sdpa(a, b, c, mask), q, k, v, grad_out)
         got = forward_and_grads(
             lambda a, b, c: A.local_global_attention(a, b, c, window, global_tokens, block_size), q, k, v, grad_out
         )
@@ -321,7 +322,7 @@ def test_cpu_worker_threads_match_masked_sdpa_deterministically(monkeypatch, seq
             q, k, v = make_qkv(seq_len, *heads, batch=batch)
             grad_out = torch.randn(q.shape)
             mask = dense_mask(seq_len, window, global_tokens)
-            expected = forward_and_grads(lambda a, b, c: sdpa(a, b, c, mask), q, k, v, grad_out)
+            expected = forward_and_grads(lambda a, b, c, mask=mask: sdpa(a, b, c, mask), q, k, v, grad_out)
             fn = lambda a, b, c: A.local_global_attention(a, b, c, window, global_tokens, block_size)  # noqa: E731
             got, again = (forward_and_grads(fn, q, k, v, grad_out) for _ in range(2))
             for name, g, e, g2 in zip(("out", "dq", "dk", "dv"), got, expected, again):

@@ -168,7 +168,8 @@ def test_shared_equals_unshared_copy_and_gradients_sum(changes):
         diag = shared.ffns[0].fc1_blocks.diagonal
         assert diag is shared.ffns[1].fc1_blocks.diagonal and diag is not shared.ffns[2].fc1_blocks.diagonal
         grad_sum = ref.ffns[0].fc1_weight.grad + ref.ffns[1].fc1_weight.grad
-        expected = torch.stack([grad_sum[r * hid // k:(r + 1) * hid // k, r * d // k:(r + 1) * d // k] for r in range(k)])
+        expected = torch.stack([grad_sum[r * hid // k:(r + 1) * hid // k, r * d // k:(r + 1) * d // k]
+                                for r in range(k)])
         torch.testing.assert_close(diag.grad, expected, atol=1e-5, rtol=1e-4)
     else:
         for m in range(len(shared.ffns)):
@@ -264,7 +265,8 @@ def test_gate_stats_per_layer_and_head():
     for layer in range(3):
         torch.testing.assert_close(torch.tensor(stats["local_mean"][layer]), torch.sigmoid(bias))
         torch.testing.assert_close(torch.tensor(stats["global_mean"][layer]), torch.sigmoid(-bias))
-        assert stats["local_below"][layer] == [1.0, 1.0, 0.0, 0.0] and stats["global_below"][layer] == [0.0, 0.0, 1.0, 1.0]
+        assert stats["local_below"][layer] == [1.0, 1.0, 0.0, 0.0]
+        assert stats["global_below"][layer] == [0.0, 0.0, 1.0, 1.0]
 
 
 def test_sequence_longer_than_config_is_refused():
