@@ -51,6 +51,7 @@ class ProxySpec:
     eval_batches: int
     positions: Positions = "rope"  # the model family's position encoding (ArchConfig.positions)
     min_context: int | None = None  # multi-fidelity along context: rung phases train at growing lengths from here
+    seeds: int = 1  # a search trial's quality is the mean of this many seeds (nas.search.runner.ProxyRunner)
 
     def context_at(self, phase: int, phases: int) -> int:
         """Training length of rung phase `phase` of `phases`: seq_len halved per remaining rung, >= min_context."""
@@ -59,7 +60,8 @@ class ProxySpec:
         return max(self.min_context, self.seq_len >> (phases - 1 - phase))
 
     def __post_init__(self) -> None:
-        for key in ("n_layers", "d_model", "n_heads", "seq_len", "batch_size", "budget_tokens", "rungs", "eval_batches"):
+        for key in ("n_layers", "d_model", "n_heads", "seq_len", "batch_size", "budget_tokens", "rungs", "eval_batches",
+                    "seeds"):
             check_int(f"proxy.{key}", getattr(self, key))
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"proxy.warmup_steps={self.warmup_steps!r} is invalid: expected an integer >= 0")
