@@ -255,7 +255,7 @@ def test_the_dashboard_front_uses_the_stored_noise(tmp_path) -> None:
         reader.close()
     assert [t.number for t in dashboard_front(view)] == [1, 0]  # a tie on quality: both on the front
     assert quality_band(view) == pytest.approx(2 * _noise()["sd"])
-    front_trace = next(t for t in plot_pareto_front([view]).data if t.name.startswith("Pareto front"))
+    front_trace = next(t for t in plot_pareto_front([view]).data if t.name == "Pareto front")
     assert front_trace.error_y.value == pytest.approx(2 * _noise()["sd"]) and front_trace.error_y.visible
     assert list(front_trace.y) == [2.470, 2.481]
     page = study_page(view)

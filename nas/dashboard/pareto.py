@@ -42,7 +42,8 @@ def _value(view: StudyView, name: str) -> Callable[[TrialView], float]:
 
 
 def _traces(view: StudyView, x: str, y: str, prefix: str, color: str, line: bool) -> list[go.Scatter]:
-    """Completed, pruned (last rung, dimmed), front and dense baseline at objectives (x, y) of one study."""
+    """Completed, pruned (last rung, dimmed), front (with ±2 sd seed-noise bars on quality when the study's noise
+    is known) and dense baseline at objectives (x, y) of one study."""
     fx, fy = _value(view, x), _value(view, y)
 
     def scatter(trials: list[TrialView], name: str, **kw) -> go.Scatter:
@@ -55,12 +56,11 @@ def _traces(view: StudyView, x: str, y: str, prefix: str, color: str, line: bool
     band = quality_band(view) if y == QUALITY else None
     bars = {"error_y": {"type": "constant", "value": band, "visible": True, "thickness": 1.5, "width": 6,
                         "color": color}} if band else {}
-    label = f"Pareto front (bars: ±2 sd seed noise, {band:.4f})" if band else "Pareto front (seed noise not measured)"
     return [
         scatter(view.drawable(), "completed", mode="markers", marker={"size": 9, "symbol": "circle"}),
         scatter(view.drawable("PRUNED"), "pruned (last rung)", mode="markers", opacity=0.35,
                 marker={"size": 8, "symbol": "circle-open"}),
-        scatter(best, label, mode="lines+markers" if line else "markers", line={"width": 2},
+        scatter(best, "Pareto front", mode="lines+markers" if line else "markers", line={"width": 2},
                 marker={"size": 11, "symbol": "diamond"}, **bars),
         scatter(base, "dense baseline", mode="markers",
                 marker={"size": 18, "symbol": "star", "line": {"width": 1, "color": "black"}}),
