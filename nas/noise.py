@@ -25,7 +25,7 @@ from nas.profiles import REPO_ROOT
 from nas.proxy import ProxySpec
 
 NOISE_SEEDS = 3  # the dense baseline's seeds: the study's seed and the next two
-NOISE_DIR = REPO_ROOT / "trials_db" / "noise"
+NOISE_DIR = Path(os.environ.get("NAS_NOISE_DIR") or REPO_ROOT / "trials_db" / "noise")  # env: tests keep their own
 
 
 @dataclass
