@@ -190,8 +190,8 @@ def check_adequacy(spec: SearchSpec, proxy: ProxySpec, task: TaskSpec, *, budget
     return found
 
 
-def _run_checks(spec: SearchSpec, proxy: ProxySpec, task: TaskSpec, budget_tokens: int | None, seed: int, threads: int,
-           device: str, cache_dir: str | Path | None, progress: bool) -> Adequacy:
+def _run_checks(spec: SearchSpec, proxy: ProxySpec, task: TaskSpec, budget_tokens: int | None, seed: int,
+                threads: int, device: str, cache_dir: str | Path | None, progress: bool) -> Adequacy:
     """check_adequacy's checks, from one training run of the dense baseline at `seed`."""
     from nas.data import TaskData
 
