@@ -135,3 +135,11 @@ def test_a_failed_check_leaves_no_worker_behind(mixed_task, tmp_path, monkeypatc
         adequacy.check_adequacy(spec, MICRO, mixed_task, device="cpu", cache_dir=tmp_path, noise_root=tmp_path / "n")
     assert len(jobs) == 1 and jobs[0].pool is None
     assert not (tmp_path / "n").exists()  # nothing cached
+
+
+def test_a_study_from_before_proxy_seeds_resumes_as_one_seed_a_trial() -> None:
+    from nas.search.driver import _fixed
+
+    old, new = {"proxy": {"name": "tiny_2m", "lr": 3e-3}}, {"proxy": {"name": "tiny_2m", "lr": 3e-3, "seeds": 1}}
+    assert _fixed(old, "proxy") == _fixed(new, "proxy")
+    assert _fixed(old, "proxy") != _fixed({"proxy": {**new["proxy"], "seeds": 2}}, "proxy")  # not comparable
