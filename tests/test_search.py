@@ -759,6 +759,8 @@ def test_a_study_stores_its_noise_and_its_front_and_summary_use_it(local_ray, tm
     assert stored["noise"] == record and result.adequacy == stored
     assert len(done) == 4 and sorted(r["number"] for r in result.front) == sorted(t.number for t in done)
     text = out.getvalue()
+    progress = [line for line in text.splitlines() if "] trial" in line]
+    assert progress[-1].endswith("front 4")  # the live count uses the same tie margin
     assert "quality noise: seed sd 1.0000 (3 seeds of the dense baseline; 1 per trial): differences within 2.8284 " \
            "are ties" in text and "indistinguishable at this proxy; decided by compute" in text
     # without the noise the same trials make the plain front (dense, the worst and dearest, is dominated)

@@ -241,8 +241,10 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
                 ray_start.wait()
             except ConnectionError as err:  # ray.address=auto with no Ray running on this machine
                 raise SearchError(f"ray.address={conf.ray.address!r}: {err}") from err
+            stored = store.study(conf.study)
             state = DriverState(bridge, store, conf.study, conf.seed, conf.ray.cpus_per_trial,
-                                out if conf.progress else None, n_trials=conf.n_trials)
+                                out if conf.progress else None, n_trials=conf.n_trials,
+                                margin=quality_margin(stored.adequacy if stored is not None else None))
             counts = state.counts
             runner = trial_runner or ProxyRunner(setup.proxy, setup.task, conf.budget_tokens, conf.device)
             resources = {"cpu": conf.ray.cpus_per_trial, "gpu": conf.ray.gpus_per_trial}
