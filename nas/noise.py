@@ -138,6 +138,9 @@ class NoiseJob:
             return None
         try:
             by_seed = {self.seed: own_quality, **{s: f.get() for s, f in self.futures.items()}}
+            self.pool.close()  # every result is in: the workers end on their own
+            self.pool.join()
+            self.pool = None
         finally:
             self.close()
         key = noise_key(self.proxy, self.task, self.budget, sorted(by_seed))
