@@ -182,4 +182,4 @@ def noise_verdict(qualities: Sequence[float], adequacy: Mapping[str, Any] | None
     best = min(qualities)
     tied = sum(1 for q in qualities if q - best <= margin)
     return (f"{head}; the front's qualities span {spread:.4f}, beyond the noise; {tied} of {len(qualities)} points "
-            "are within it of the best")
+            "are within it of the best (itself included)")

@@ -228,7 +228,7 @@ def test_the_verdict_says_when_the_front_is_within_noise() -> None:
     assert line.endswith("the front's qualities span 0.0110: indistinguishable at this proxy; decided by compute")
     assert "seed sd 0.0146 (3 seeds of the dense baseline; 1 per trial)" in line and "within 0.0412 are ties" in line
     wide = study_view.noise_verdict([2.470, 2.481, 2.600], adequacy)
-    assert "span 0.1300, beyond the noise; 2 of 3 points are within it of the best" in wide
+    assert "span 0.1300, beyond the noise; 2 of 3 points are within it of the best (itself included)" in wide
     assert "indistinguishable" not in wide
     assert "the front has one point" in study_view.noise_verdict([2.5], adequacy)
     assert "not measured" in study_view.noise_verdict([2.470, 2.481], {"mode": "skip"})
