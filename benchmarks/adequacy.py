@@ -36,7 +36,7 @@ def main() -> None:
         task = load_task(default_choice(space, "task") or "lm")
         spec = load(path_of(space), proxy_arch({}, proxy))
         start = time.perf_counter()
-        result = check_adequacy(spec, proxy, task, threads=1, device="cpu")
+        result = check_adequacy(spec, proxy, task, threads=1, device="cpu", noise=False)  # benchmarks/noise.py
         print(f"\n{label}: proxy {proxy.name} ({proxy.n_layers} layers, {proxy.seq_len} positions, "
               f"{proxy.positions}), task {task.name}: {'PASS' if result.passed else 'FAIL'} "
               f"({time.perf_counter() - start:.0f} s)")

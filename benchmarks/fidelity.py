@@ -83,7 +83,7 @@ PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in the proxy's units (64 po
 PROXY_KEY_BASE = {"name": "tiny", "n_layers": 2, "d_model": 64, "n_heads": 4, "ffn_mult": 4.0, "seq_len": 128,
                   "batch_size": 16, "lr": 3e-3, "weight_decay": 0.1, "warmup_steps": 20, "min_lr_ratio": 0.1,
                   "grad_clip": 1.0, "budget_tokens": 524_288, "rungs": 4, "rung_base": 2.0, "eval_batches": 4,
-                  "positions": "rope", "min_context": None}
+                  "positions": "rope", "min_context": None, "seeds": 1}
 
 
 def _non_default(data: dict[str, Any], cls: type | dict[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import numpy as np
 from nas.data import TaskSpec, load_corpus
 from nas.device import resolve_device
 from nas.model.config import FORMATS, knobs_in
-from nas.objective import evaluate
+from nas.objective import evaluate, quality
 from nas.proxy import ProxySpec, train_proxy
 from nas.space import SearchSpec
 
@@ -46,12 +46,15 @@ _COARSENESS = {fmt: rank for rank, fmt in enumerate(FORMATS)}  # fp32 < bf16 < f
 
 @dataclass
 class Adequacy:
-    """The outcome: passed, a one-line summary, the setting that would fix a failure, and every check."""
+    """The outcome: passed, a one-line summary, the setting that would fix a failure, every check, and the dense
+    baseline's final quality (one seed of the proxy's seed noise, nas.noise)."""
 
     passed: bool
     summary: str
     fix: str | None
     checks: list[dict[str, Any]] = field(default_factory=list)
+    quality: float | None = None
+    noise: dict[str, Any] | None = None  # nas.noise.SeedNoise as a dict: the proxy's seed noise on the task
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,8 +171,28 @@ def precision_check(model: Any, val_set: list, base_bpb: float, fmt: str, device
 
 def check_adequacy(spec: SearchSpec, proxy: ProxySpec, task: TaskSpec, *, budget_tokens: int | None = None,
                    seed: int = 0, threads: int = 1, device: str = "auto", cache_dir: str | Path | None = None,
-                   progress: bool = False) -> Adequacy:
-    """Train the space's dense baseline at the proxy and check that it can resolve the space's knobs."""
+                   progress: bool = False, noise: bool = True, noise_root: Path | None = None) -> Adequacy:
+    """Train the space's dense baseline at the proxy and check that it can resolve the space's knobs; with
+    `noise`, also the proxy's seed noise (nas.noise: cached under `noise_root`, else the other seeds trained in
+    parallel with this one)."""
+    from nas.noise import NoiseJob
+
+    job = NoiseJob(spec.knobs(dict(spec.baseline)), proxy, task, budget_tokens, seed, threads=threads, device=device,
+                   cache_dir=cache_dir, root=noise_root, train=noise) if noise else None
+    try:
+        found = _run_checks(spec, proxy, task, budget_tokens, seed, threads, device, cache_dir, progress)
+        if job is not None:
+            measured = job.finish(found.quality)
+            found.noise = measured.to_dict() if measured is not None else None
+    finally:
+        if job is not None:
+            job.close()
+    return found
+
+
+def _run_checks(spec: SearchSpec, proxy: ProxySpec, task: TaskSpec, budget_tokens: int | None, seed: int,
+                threads: int, device: str, cache_dir: str | Path | None, progress: bool) -> Adequacy:
+    """check_adequacy's checks, from one training run of the dense baseline at `seed`."""
     from nas.data import TaskData
 
     names = {p.name for p in spec.params} | set(spec.fixed)
@@ -212,4 +235,4 @@ def check_adequacy(spec: SearchSpec, proxy: ProxySpec, task: TaskSpec, *, budget
         c = failed[0]
         summary = (f"proxy {proxy.name!r} cannot resolve the {spec.name} knobs on task {task.name!r}: {c['name']} "
                    f"is {c['measured']:.3f}, needs {c['threshold']:.3f} ({c['meaning']})")
-    return Adequacy(passed, summary, "; ".join(dict.fromkeys(fixes)) or None, checks)
+    return Adequacy(passed, summary, "; ".join(dict.fromkeys(fixes)) or None, checks, quality(reports[-1], task))

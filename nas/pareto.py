@@ -8,11 +8,20 @@ from collections.abc import Sequence
 Vector = Sequence[float]
 
 
-def dominates(a: Vector, b: Vector) -> bool:
-    """a Pareto-dominates b: no worse on every objective and strictly better on at least one."""
+def dominates(a: Vector, b: Vector, margin: float = 0.0) -> bool:
+    """a Pareto-dominates b: no worse on every objective and strictly better on at least one.
+
+    With `margin` > 0 (additive epsilon-dominance on the first objective, quality): a counts as `margin` worse on
+    it than measured, so a dominates b only when it is better in quality by at least `margin` (more than it, unless
+    a is strictly cheaper somewhere) and no worse on every other objective: quality differences within the margin
+    are ties that never drop a point. margin = 0 is plain dominance.
+    """
     if len(a) != len(b):
         raise ValueError(f"dominates: vectors of different lengths ({len(a)} and {len(b)})")
-    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+    if margin < 0:
+        raise ValueError(f"dominates: margin={margin!r} is invalid: expected a number >= 0")
+    shifted = (a[0] + margin, *a[1:]) if margin else a
+    return all(x <= y for x, y in zip(shifted, b)) and any(x < y for x, y in zip(shifted, b))
 
 
 def dominates_by_margin(a: Vector, b: Vector, margin: float) -> bool:
@@ -26,16 +35,18 @@ def dominates_by_margin(a: Vector, b: Vector, margin: float) -> bool:
     return a[0] < b[0] - margin * abs(b[0]) and all(x <= y for x, y in zip(a[1:], b[1:]))
 
 
-def pareto_front(points: Sequence[Vector]) -> list[int]:
-    """Indices (in input order) of the points no other point dominates; equal points all stay.
+def pareto_front(points: Sequence[Vector], margin: float = 0.0) -> list[int]:
+    """Indices (in input order) of the points no other point dominates (`dominates` with `margin` on the first
+    objective); equal points all stay.
 
-    A dominator precedes the point it dominates in lexicographic order, and dominance is transitive, so each
-    point, taken in that order, is checked against the front found so far only (O(n log n + n * front)).
+    A dominator precedes the point it dominates in lexicographic order, and dominance is transitive (with a margin
+    too: a beats b by `margin` and b beats c by `margin`, so a beats c by 2 x `margin`), so each point, taken in
+    that order, is checked against the front found so far only (O(n log n + n * front)).
     """
     order = sorted(range(len(points)), key=lambda i: tuple(points[i]))
     kept: list[int] = []
     for i in order:
-        if not any(dominates(points[j], points[i]) for j in kept):
+        if not any(dominates(points[j], points[i], margin) for j in kept):
             kept.append(i)
     return sorted(kept)
 

@@ -66,6 +66,7 @@ class ProxySpec:
     distill_kl_weight: float = 0.0
     distill_temperature: float = 1.0
     gate_init: GateInit = "pass_through"  # a converted gate: pass the parent's attention through, or the model's init
+    seeds: int = 1  # a search trial's quality is the mean of this many seeds (nas.search.runner.ProxyRunner)
 
     def context_at(self, phase: int, phases: int) -> int:
         """Training length of rung phase `phase` of `phases`: seq_len halved per remaining rung, >= min_context."""
@@ -75,7 +76,7 @@ class ProxySpec:
 
     def __post_init__(self) -> None:
         for key in ("n_layers", "d_model", "n_heads", "seq_len", "batch_size", "budget_tokens", "rungs",
-                    "eval_batches"):
+                    "eval_batches", "seeds"):
             check_int(f"proxy.{key}", getattr(self, key))
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"proxy.warmup_steps={self.warmup_steps!r} is invalid: expected an integer >= 0")

@@ -7,6 +7,9 @@ It owns:
 - the Pareto front: non-dominated over every objective (nas.pareto, the one dominance rule), one trial per
   configuration (the earliest: a configuration trained again with the same seed lands on the same point), by
   increasing compute (primary first), then quality, then trial number;
+- the quality noise: the study's tie margin on quality (`quality_margin`, from the proxy's seed noise stored with
+  the study, nas.noise) under which quality differences are ties when the front is built, and the summary's
+  verdict on the front's spread (`noise_verdict`);
 - the hypervolume reference point and the hypervolume history, with one reference rule (`reference_point`).
 """
 
@@ -21,6 +24,7 @@ from nas.objectives import QUALITY
 from nas.pareto import hypervolume, pareto_front
 
 REFERENCE_MARGIN = 0.1  # the reference point lies this share of each objective's range beyond its worst value
+TIE_SE = 2.0  # quality differences within this many standard errors of a difference of two trials are ties
 
 Vector = Sequence[float]
 
@@ -97,11 +101,13 @@ def _own_vector(p: Any) -> Vector:
     return p.vector
 
 
-def front(points: Sequence[P], vector_of: Callable[[P], Vector] = _own_vector) -> list[P]:
+def front(points: Sequence[P], vector_of: Callable[[P], Vector] = _own_vector, margin: float = 0.0) -> list[P]:
     """The points no other dominates over all objectives, one per configuration (the earliest trial of it), by
-    increasing compute (primary first), then quality, then trial number. `vector_of` gives (quality, *compute)."""
+    increasing compute (primary first), then quality, then trial number. `vector_of` gives (quality, *compute);
+    `margin` (the study's `quality_margin`): a point is dominated only by one no worse in every compute objective
+    and better in quality by at least `margin` (nas.pareto.dominates): differences within it are ties."""
     vectors = [tuple(vector_of(p)) for p in points]
-    keep = sorted(pareto_front(vectors), key=lambda i: points[i].number)
+    keep = sorted(pareto_front(vectors, margin), key=lambda i: points[i].number)
     first: dict[str, int] = {}
     for i in keep:
         first.setdefault(config_key(points[i].params), i)
@@ -136,3 +142,44 @@ def hypervolume_history(steps: Iterable[tuple[int, Vector | None]], reference: V
         tokens.append(spent)
         values.append(float(hypervolume(done, reference)) if done and reference else 0.0)
     return tokens, values
+
+
+def tie_margin(sd: float, seeds_per_trial: int = 1) -> float:
+    """Two standard errors of the difference of two trials' qualities, each the mean of `seeds_per_trial` seeds
+    of a proxy whose one-seed quality has standard deviation `sd`: TIE_SE * sqrt(2) * sd / sqrt(seeds)."""
+    return TIE_SE * math.sqrt(2.0) * sd / math.sqrt(seeds_per_trial)
+
+
+def study_noise(adequacy: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The proxy's seed noise stored with a study (nas.noise.SeedNoise as a dict, in its adequacy record), or None
+    (not measured: adequacy=skip with nothing cached, or a study that predates it)."""
+    noise = (adequacy or {}).get("noise")
+    return noise if isinstance(noise, Mapping) and _finite(noise.get("margin")) is not None else None
+
+
+def quality_margin(adequacy: Mapping[str, Any] | None) -> float:
+    """The study's tie margin on quality (0 when its noise is unknown: plain dominance)."""
+    noise = study_noise(adequacy)
+    return float(noise["margin"]) if noise is not None else 0.0
+
+
+def noise_verdict(qualities: Sequence[float], adequacy: Mapping[str, Any] | None) -> str:
+    """One line on the front's quality spread against the study's seed noise."""
+    noise = study_noise(adequacy)
+    if noise is None:
+        return ("quality noise: not measured for this study (adequacy=skip, nothing cached): the front is plain "
+                "Pareto, and quality differences of any size count")
+    margin, sd = float(noise["margin"]), float(noise["sd"])
+    head = (f"quality noise: seed sd {sd:.4f} ({len(noise['qualities'])} seeds of the dense baseline"
+            f"{', cached' if noise.get('cached') else ''}; {noise.get('seeds_per_trial', 1)} per trial): "
+            f"differences within {margin:.4f} are ties")
+    if len(qualities) < 2:
+        return f"{head}; the front has one point"
+    spread = max(qualities) - min(qualities)
+    if spread <= margin:
+        return (f"{head}; the front's qualities span {spread:.4f}: indistinguishable at this proxy; decided by "
+                "compute")
+    best = min(qualities)
+    tied = sum(1 for q in qualities if q - best <= margin)
+    return (f"{head}; the front's qualities span {spread:.4f}, beyond the noise; {tied} of {len(qualities)} points "
+            "are within it of the best (itself included)")

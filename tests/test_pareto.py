@@ -66,3 +66,28 @@ def test_hypervolume_matches_closed_forms_and_optunas() -> None:
         points = rng.random((12, k))
         ref = np.full(k, 1.1)
         assert hypervolume(points.tolist(), ref.tolist()) == pytest.approx(compute_hypervolume(points, ref), rel=1e-9)
+
+
+def test_a_quality_margin_makes_differences_within_it_ties() -> None:
+    a, b = (2.470, 0.5), (2.481, 1.0)  # a better and cheaper, by less than the margin on quality
+    assert dominates(a, b) and not dominates(a, b, margin=0.074)
+    assert dominates((2.400, 0.5), b, margin=0.074)  # better by more than the margin: dominates
+    assert dominates((2.407, 0.5), b, margin=0.074)  # by exactly the margin and strictly cheaper: dominates
+    assert not dominates((2.407, 1.0), b, margin=0.074)  # by exactly the margin at equal compute: a tie
+    assert not dominates((2.300, 1.1), b, margin=0.074)  # never when it costs more
+    assert dominates((1.0, 0.5), (1.0, 1.0)) and not dominates((1.0, 0.5), (1.0, 1.0), margin=0.01)
+    with pytest.raises(ValueError, match="margin=-0.1 is invalid"):
+        dominates(a, b, margin=-0.1)
+    points = [(2.470, 0.5), (2.481, 1.0), (2.600, 0.9), (2.540, 0.4)]
+    assert pareto_front(points) == [0, 3]
+    # with margin 0.074: 2 (2.600 at 0.9) is beaten by 0 (2.470 at 0.5) by 0.13 and stays dominated; 1 and 0 tie
+    assert pareto_front(points, margin=0.074) == [0, 1, 3]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_margin_front_is_the_brute_force_one(seed: int) -> None:
+    rng = random.Random(seed)
+    points = [(round(rng.uniform(2.0, 2.3), 3), rng.choice([0.25, 0.5, 0.75, 1.0]), rng.random()) for _ in range(40)]
+    for margin in (0.0, 0.02, 0.1):
+        brute = [i for i, p in enumerate(points) if not any(dominates(q, p, margin) for q in points)]
+        assert pareto_front(points, margin) == brute

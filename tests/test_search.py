@@ -621,8 +621,8 @@ def test_pareto_pruner_with_two_compute_objectives():
 # ---- the proxy adequacy check of a new study ------------------------------------------------------------------
 
 
-def _fake_adequacy(monkeypatch, passed: bool, calls: list) -> None:
-    """nas.adequacy replaced by a stand-in with its API (check_adequacy -> Adequacy)."""
+def _fake_adequacy(monkeypatch, passed: bool, calls: list, noise: dict | None = None) -> None:
+    """nas.adequacy replaced by a stand-in with its API (check_adequacy -> Adequacy; `noise`: its seed noise)."""
     import types
     from dataclasses import asdict, dataclass
 
@@ -632,6 +632,7 @@ def _fake_adequacy(monkeypatch, passed: bool, calls: list) -> None:
         summary: str
         fix: str | None
         checks: list
+        noise: dict | None = None
 
         def to_dict(self) -> dict:
             return asdict(self)
@@ -642,7 +643,7 @@ def _fake_adequacy(monkeypatch, passed: bool, calls: list) -> None:
         checks = [{"name": "window_resolution", "measured": 0.012 if passed else 0.001, "threshold": 0.005,
                    "passed": passed, "meaning": "bpb gap between W=8 and dense at the proxy"}]
         if passed:
-            return Adequacy(True, f"proxy {proxy.name} resolves {spec.name}: gap 0.012 >= 0.005", None, checks)
+            return Adequacy(True, f"proxy {proxy.name} resolves {spec.name}: gap 0.012 >= 0.005", None, checks, noise)
         return Adequacy(False, f"proxy {proxy.name} cannot resolve {spec.name}: gap 0.001 < 0.005",
                         "proxy.seq_len=512", checks)
 
@@ -719,11 +720,68 @@ def test_warn_records_a_failed_check_and_a_two_objective_search_runs_to_its_page
     assert "window_resolution" in html and "0.001" in html and "0.005" in html
 
 
-def test_skip_records_that_no_check_ran(tmp_path):
+def test_skip_records_that_no_check_ran(tmp_path, monkeypatch):
+    from nas import noise
     from nas.search.driver import check_adequacy
 
+    monkeypatch.setattr(noise, "NOISE_DIR", tmp_path / "noise")
     record = check_adequacy(validate(compose_cfg()), out=None)
     assert record["mode"] == "skip" and record["passed"] is None and "skipped" in record["summary"]
+    assert "noise" not in record  # nothing cached, nothing trained
+
+
+def _noise_record(sd: float, setup) -> dict:
+    from nas import noise
+
+    seeds = [0, 1, 2]
+    qualities = [2.5, 2.5 + sd, 2.5 - sd]  # sample sd: exactly sd
+    key = noise.noise_key(setup.proxy, setup.task, setup.proxy.budget_tokens, seeds)
+    return noise.from_qualities(setup.proxy, setup.task, setup.proxy.budget_tokens, dict(zip(seeds, qualities)),
+                                key).to_dict()
+
+
+def test_skip_still_reads_a_cached_noise(tmp_path, monkeypatch):
+    from nas import noise
+    from nas.search.driver import check_adequacy
+
+    monkeypatch.setattr(noise, "NOISE_DIR", tmp_path / "noise")
+    setup = validate(compose_cfg())
+    record = _noise_record(0.02, setup)
+    noise.write_cache(noise.SeedNoise(**record))
+    out = io.StringIO()
+    found = check_adequacy(setup, out=out)["noise"]
+    assert found["cached"] and found["qualities"] == record["qualities"]
+    assert found["sd"] == pytest.approx(0.02) and found["margin"] == pytest.approx(2 * 2 ** 0.5 * 0.02)
+    assert "noise: dense baseline at seeds [0, 1, 2] = 2.5000, 2.5200, 2.4800 (sd 0.0200, cached): quality " \
+           "differences within 0.0566 are ties on the front" in out.getvalue()
+
+
+def test_a_study_stores_its_noise_and_its_front_and_summary_use_it(local_ray, tmp_path, monkeypatch):
+    """FakeRunner's qualities span 1.5 (window 4 at 2.04 to dense at 3.5): with a seed sd of 1.0 (margin 2.83)
+    every difference is a tie, so every configuration is on the front and the summary says so."""
+    from nas.search.driver import SearchResult, _summary
+
+    cfg = compose_cfg("study=noisy", f"store.url=sqlite:///{tmp_path / 'nas.db'}", "n_trials=4", "sampler=random",
+                      adequacy="warn")
+    record = _noise_record(1.0, validate(cfg))
+    _fake_adequacy(monkeypatch, passed=True, calls=[], noise=record)
+    out = io.StringIO()
+    result = run_search(cfg, trial_runner=FakeRunner(), out=out)
+    store = Store(result.url)
+    stored, done = store.study("noisy").adequacy, [t for t in store.trials("noisy") if t.state == "COMPLETE"]
+    store.close()
+    assert stored["noise"] == record and result.adequacy == stored
+    assert len(done) == 4 and sorted(r["number"] for r in result.front) == sorted(t.number for t in done)
+    text = out.getvalue()
+    progress = [line for line in text.splitlines() if "] trial" in line]
+    assert progress[-1].endswith("front 4")  # the live count uses the same tie margin
+    assert "quality noise: seed sd 1.0000 (3 seeds of the dense baseline; 1 per trial): differences within 2.8284 " \
+           "are ties" in text and "indistinguishable at this proxy; decided by compute" in text
+    # without the noise the same trials make the plain front (dense, the worst and dearest, is dominated)
+    plain = io.StringIO()
+    _summary(SearchResult("noisy", result.url, {}, [r for r in result.front if not r["baseline"]], 1.0, None),
+             ("flops_ratio",), plain, False)
+    assert "quality noise: not measured for this study" in plain.getvalue()
 
 
 def test_a_configuration_proposed_twice_is_trained_once_and_one_point_of_the_front(tmp_path):

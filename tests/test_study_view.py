@@ -184,3 +184,79 @@ def test_dashboard_and_replay_histories_are_the_same_computation(tmp_path) -> No
     trials = [SimpleNamespace(tokens=t.tokens, state=t.state, entry=entries.get(t.number)) for t in finished]
     tokens, values = hv_curve(table, trials)
     assert tokens == h.tokens and values == pytest.approx(h.values, rel=1e-12)
+
+
+# ---- the quality noise: ties within the study's seed noise -------------------------------------------------------
+
+# the precision search: fp8 at 2.470 "better" than fp32 at 2.481, with the tiny proxy's recorded seed
+# noise on the capacity task (dense at seeds 0, 1, 2: 2.4813, 2.4551, 2.4571; benchmarks/results/fidelity_cpu.txt)
+SEED_QUALITIES = [2.4813, 2.4551, 2.4571]
+
+
+def _noise(qualities: list[float] = SEED_QUALITIES, seeds_per_trial: int = 1) -> dict[str, Any]:
+    import statistics
+
+    sd = statistics.stdev(qualities)
+    return {"sd": sd, "qualities": qualities, "seeds": list(range(len(qualities))), "seeds_per_trial": seeds_per_trial,
+            "margin": study_view.tie_margin(sd, seeds_per_trial), "cached": False}
+
+
+def test_the_tie_margin_is_two_standard_errors_of_a_difference() -> None:
+    sd = 0.0146  # sample sd of SEED_QUALITIES, by hand: mean 2.4645, deviations 0.0168, -0.0094, -0.0074
+    assert _noise()["sd"] == pytest.approx(sd, abs=5e-5)
+    assert study_view.tie_margin(sd) == pytest.approx(2 * 2 ** 0.5 * sd)
+    assert study_view.tie_margin(sd, 4) == pytest.approx(2 ** 0.5 * sd)  # four seeds a trial: half the margin
+    assert study_view.quality_margin({"noise": _noise()}) == pytest.approx(2 * 2 ** 0.5 * _noise()["sd"])
+    assert study_view.quality_margin(None) == 0.0 and study_view.quality_margin({"mode": "skip"}) == 0.0
+
+
+def test_the_front_keeps_points_within_noise_and_drops_one_beyond_it() -> None:
+    margin = study_view.quality_margin({"noise": _noise()})  # 0.0412
+    fp32 = P(0, {"precision": "fp32"}, (2.481, 1.0, 1.0))
+    fp8 = P(1, {"precision": "fp8"}, (2.470, 0.5, 0.6))  # better and cheaper, within the noise
+    bf16 = P(2, {"precision": "bf16"}, (2.530, 0.7, 0.8))  # worse than fp8 by 0.06 > margin, and dearer: dominated
+    coarse = P(3, {"precision": "fp8c"}, (2.600, 0.4, 0.5))  # cheapest: stays however bad
+    points = [fp32, fp8, bf16, coarse]
+    assert [p.number for p in study_view.front(points)] == [3, 1]  # plain Pareto: fp32 dominated by fp8
+    assert [p.number for p in study_view.front(points, margin=margin)] == [3, 1, 0]  # fp32 and fp8 tie
+    assert 2.530 - 2.470 > margin and 2.481 - 2.470 < margin
+
+
+def test_the_verdict_says_when_the_front_is_within_noise() -> None:
+    adequacy = {"noise": _noise()}
+    line = study_view.noise_verdict([2.470, 2.481], adequacy)
+    assert line.endswith("the front's qualities span 0.0110: indistinguishable at this proxy; decided by compute")
+    assert "seed sd 0.0146 (3 seeds of the dense baseline; 1 per trial)" in line and "within 0.0412 are ties" in line
+    wide = study_view.noise_verdict([2.470, 2.481, 2.600], adequacy)
+    assert "span 0.1300, beyond the noise; 2 of 3 points are within it of the best (itself included)" in wide
+    assert "indistinguishable" not in wide
+    assert "the front has one point" in study_view.noise_verdict([2.5], adequacy)
+    assert "not measured" in study_view.noise_verdict([2.470, 2.481], {"mode": "skip"})
+
+
+def test_the_dashboard_front_uses_the_stored_noise(tmp_path) -> None:
+    from nas.dashboard.pages import study_page
+    from nas.dashboard.pareto import plot_pareto_front, quality_band
+
+    url = f"sqlite:///{tmp_path / 'noise.db'}"
+    store = Store(url)
+    config = {"objectives": {"compute": ["time_ratio"]}, "task": {"objective": {"bpb": 1.0}}}
+    store.create_study("p", config, {"name": "precision", "baseline": {"precision": "fp32"}}, "0" * 64,
+                       adequacy={"mode": "warn", "passed": True, "summary": "ok", "checks": [], "noise": _noise()})
+    for number, params, quality, time_ratio in ((0, {"precision": "fp32"}, 2.481, 1.0),
+                                                (1, {"precision": "fp8"}, 2.470, 0.5)):
+        store.start_trial("p", number, params, {}, cost={"time_ratio": time_ratio})
+        store.finish_trial("p", number, "COMPLETE", objectives={"quality": quality, "time_ratio": time_ratio})
+    store.close()
+    reader = StoreReader(url)
+    try:
+        view = reader.study("p")
+    finally:
+        reader.close()
+    assert [t.number for t in dashboard_front(view)] == [1, 0]  # a tie on quality: both on the front
+    assert quality_band(view) == pytest.approx(2 * _noise()["sd"])
+    front_trace = next(t for t in plot_pareto_front([view]).data if t.name == "Pareto front")
+    assert front_trace.error_y.value == pytest.approx(2 * _noise()["sd"]) and front_trace.error_y.visible
+    assert list(front_trace.y) == [2.470, 2.481]
+    page = study_page(view)
+    assert "indistinguishable at this proxy; decided by compute" in page

@@ -21,6 +21,7 @@ from nas.dashboard.parallel import plot_parallel_coordinates
 from nas.dashboard.pareto import front, plot_pareto_front
 from nas.dashboard.style import esc, num, params_text
 from nas.dashboard.table import SORTER, trial_table
+from nas.study_view import noise_verdict
 
 PLOTLY_JS = "plotly.min.js"
 BUILD_JSON = "build.json"  # page file -> digest of its data; a served page reloads when its entry changes
@@ -129,7 +130,8 @@ def study_page(view: StudyView, optuna_study: Any = None, refresh_s: float | Non
             f"{esc(', '.join(view.labels))}, all lower is better.</p>",
             "<h2>Proxy adequacy</h2>", adequacy_html(view),
             "<h2>Proxy fidelity</h2>", fidelity_html(view),
-            "<h2>Pareto front</h2>", figure_html(plot_pareto_front([view]), "pareto"),
+            "<h2>Pareto front</h2>", f'<p class="note" id="noise">{esc(_noise_line(view))}</p>',
+            figure_html(plot_pareto_front([view]), "pareto"),
             "<h3>Failed trials</h3>", _failed_html(view),
             "<h2>Hypervolume</h2>", figure_html(plot_hypervolume(view), "hypervolume"),
             "<h2>Learning curves</h2>",
@@ -155,6 +157,11 @@ def comparison_page(views: Sequence[StudyView], refresh_s: float | None = None) 
 def combined_digest(views: Sequence[StudyView]) -> str:
     """One digest over several studies."""
     return hashlib.sha256("".join(v.digest() for v in views).encode()).hexdigest()[:16]
+
+
+def _noise_line(view: StudyView) -> str:
+    """The front's quality spread against the study's seed noise (nas.study_view.noise_verdict)."""
+    return noise_verdict([t.quality for t in front(view)], view.adequacy)
 
 
 def _best(view: StudyView, limit: int = 5) -> str:

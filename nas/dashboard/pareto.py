@@ -20,8 +20,17 @@ GRID_COLS = 3
 
 def front(view: StudyView) -> list[TrialView]:
     """The study's COMPLETE trials no other dominates over all its objectives, one per configuration, by increasing
-    compute (nas.study_view.front)."""
-    return study_view.front(view.drawable())
+    compute, quality differences within the study's seed noise ties (nas.study_view.front, quality_margin)."""
+    return study_view.front(view.drawable(), margin=study_view.quality_margin(view.adequacy))
+
+
+def quality_band(view: StudyView) -> float | None:
+    """Two standard deviations of one trial's quality (the proxy's seed sd / sqrt(proxy.seeds)); None when the
+    study's noise is unknown."""
+    noise = study_view.study_noise(view.adequacy)
+    if noise is None:
+        return None
+    return 2.0 * float(noise["sd"]) / math.sqrt(int(noise.get("seeds_per_trial", 1)))
 
 
 def _value(view: StudyView, name: str) -> Callable[[TrialView], float]:
@@ -33,7 +42,8 @@ def _value(view: StudyView, name: str) -> Callable[[TrialView], float]:
 
 
 def _traces(view: StudyView, x: str, y: str, prefix: str, color: str, line: bool) -> list[go.Scatter]:
-    """Completed, pruned (last rung, dimmed), front and dense baseline at objectives (x, y) of one study."""
+    """Completed, pruned (last rung, dimmed), front (with ±2 sd seed-noise bars on quality when the study's noise
+    is known) and dense baseline at objectives (x, y) of one study."""
     fx, fy = _value(view, x), _value(view, y)
 
     def scatter(trials: list[TrialView], name: str, **kw) -> go.Scatter:
@@ -43,12 +53,15 @@ def _traces(view: StudyView, x: str, y: str, prefix: str, color: str, line: bool
 
     best = sorted(front(view), key=lambda t: (fx(t), fy(t)))
     base = [t for t in view.trials if t.is_baseline and t.vector is not None]
+    band = quality_band(view) if y == QUALITY else None
+    bars = {"error_y": {"type": "constant", "value": band, "visible": True, "thickness": 1.5, "width": 6,
+                        "color": color}} if band else {}
     return [
         scatter(view.drawable(), "completed", mode="markers", marker={"size": 9, "symbol": "circle"}),
         scatter(view.drawable("PRUNED"), "pruned (last rung)", mode="markers", opacity=0.35,
                 marker={"size": 8, "symbol": "circle-open"}),
         scatter(best, "Pareto front", mode="lines+markers" if line else "markers", line={"width": 2},
-                marker={"size": 11, "symbol": "diamond"}),
+                marker={"size": 11, "symbol": "diamond"}, **bars),
         scatter(base, "dense baseline", mode="markers",
                 marker={"size": 18, "symbol": "star", "line": {"width": 1, "color": "black"}}),
     ]

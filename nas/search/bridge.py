@@ -287,11 +287,11 @@ class OptunaBridge:
             attrs = {k: v for k, v in trial.user_attrs.items() if k not in (DRIVER_ATTR, WITHDRAWN_ATTR)}
             self.study.enqueue_trial(fixed, user_attrs=attrs)
 
-    def front(self) -> list[optuna.trial.FrozenTrial]:
-        """The Pareto front of completed trials over all objectives, one per configuration, by compute
-        (nas.study_view.front)."""
+    def front(self, margin: float = 0.0) -> list[optuna.trial.FrozenTrial]:
+        """The Pareto front of completed trials over all objectives, one per configuration, by compute, quality
+        differences within `margin` ties (nas.study_view.front)."""
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return front(done, lambda t: t.values)
+        return front(done, lambda t: t.values, margin)
 
     def objectives(self, compute: tuple[float, ...], quality: float | None = None) -> dict[str, float]:
         """Objective name -> value as the store keeps it (quality only when known)."""

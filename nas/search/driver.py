@@ -27,7 +27,7 @@ from nas.search.ray_start import RayStart, check_ray_address
 from nas.search.runner import ProxyRunner, TrialRunner, trainable
 from nas.search.scratch import ray_scratch
 from nas.store import DEFAULT_URL, Store, check_store, shown_url
-from nas.study_view import is_baseline
+from nas.study_view import is_baseline, noise_verdict, quality_margin
 
 # no CSV/JSON/TensorBoard loggers, no progress tables, rare experiment snapshots: the store is the record
 QUIET_TUNE = {
@@ -67,6 +67,7 @@ class SearchResult:
     counts: dict[str, int]
     front: list[dict[str, Any]]
     wall_s: float
+    adequacy: dict[str, Any] | None = None  # the study's adequacy record (its seed noise: the front's tie margin)
 
 
 def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setup:
@@ -171,25 +172,42 @@ def sampler_seed(seed: int, first_driver: bool, n_existing: int) -> int:
 
 
 def check_adequacy(setup: Setup, out: TextIO | None) -> dict[str, Any]:
-    """Run the proxy adequacy check as `adequacy` says; what the study records. SearchError when enforced and failed."""
-    mode = setup.conf.adequacy
+    """Run the proxy adequacy check as `adequacy` says, with the proxy's seed noise (measured beside it, or cached:
+    nas.noise); what the study records. SearchError when enforced and failed. adequacy=skip trains nothing: the
+    noise only when cached."""
+    conf, mode = setup.conf, setup.conf.adequacy
     if mode == "skip":
-        return {"mode": "skip", "passed": None, "summary": "adequacy check skipped (adequacy=skip)", "checks": []}
-    from nas.adequacy import check_adequacy as run_check  # trains the dense baseline: imported when used
+        from nas.noise import read_cached
 
-    conf = setup.conf
-    if out is not None:
-        print(f"adequacy: training the dense baseline at proxy {setup.proxy.name!r} on task {setup.task.name!r} to "
-              f"check it can resolve the {setup.spec.name} knobs...", file=out, flush=True)
-    result = run_check(setup.spec, setup.proxy, setup.task, budget_tokens=conf.budget_tokens, seed=conf.seed,
-                       threads=conf.ray.cpus_per_trial, device=conf.device, progress=False)
-    summary = " ".join(str(result.summary).split())  # one line
-    if out is not None:
-        print(f"adequacy: {summary}", file=out, flush=True)
-    if not result.passed and mode == "enforce":
-        fix = f"; fix: {result.fix}" if result.fix and result.fix not in summary else ""
-        raise SearchError(f"proxy adequacy check failed: {summary}{fix} (adequacy=warn searches anyway)")
-    return {**result.to_dict(), "mode": mode}
+        found: dict[str, Any] = {"mode": "skip", "passed": None, "summary": "adequacy check skipped (adequacy=skip)",
+                                 "checks": []}
+        cached = read_cached(setup.proxy, setup.task, conf.budget_tokens or setup.proxy.budget_tokens, conf.seed)
+        if cached is not None:
+            found["noise"] = cached.to_dict()
+    else:
+        from nas.adequacy import check_adequacy as run_check  # trains the dense baseline: imported when used
+        from nas.noise import NOISE_SEEDS
+
+        if out is not None:
+            print(f"adequacy: training the dense baseline at proxy {setup.proxy.name!r} on task {setup.task.name!r} "
+                  f"to check it can resolve the {setup.spec.name} knobs (and at {NOISE_SEEDS - 1} more seeds in "
+                  "parallel for the proxy's seed noise, unless cached)...", file=out, flush=True)
+        result = run_check(setup.spec, setup.proxy, setup.task, budget_tokens=conf.budget_tokens, seed=conf.seed,
+                           threads=conf.ray.cpus_per_trial, device=conf.device, progress=False)
+        summary = " ".join(str(result.summary).split())  # one line
+        if out is not None:
+            print(f"adequacy: {summary}", file=out, flush=True)
+        if not result.passed and mode == "enforce":
+            fix = f"; fix: {result.fix}" if result.fix and result.fix not in summary else ""
+            raise SearchError(f"proxy adequacy check failed: {summary}{fix} (adequacy=warn searches anyway)")
+        found = {**result.to_dict(), "mode": mode}
+    noise = found.get("noise")
+    if noise and out is not None:
+        qualities = ", ".join(f"{q:.4f}" for q in noise["qualities"])
+        how = ", cached" if noise["cached"] else f", measured in {noise['wall_s']:.0f} s"
+        print(f"noise: dense baseline at seeds {noise['seeds']} = {qualities} (sd {noise['sd']:.4f}{how}): quality "
+              f"differences within {noise['margin']:.4f} are ties on the front", file=out, flush=True)
+    return found
 
 
 def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = None, out: TextIO | None = sys.stdout,
@@ -226,8 +244,10 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
                 ray_start.wait()
             except ConnectionError as err:  # ray.address=auto with no Ray running on this machine
                 raise SearchError(f"ray.address={conf.ray.address!r}: {err}") from err
+            stored = store.study(conf.study)
             state = DriverState(bridge, store, conf.study, conf.seed, conf.ray.cpus_per_trial,
-                                out if conf.progress else None, n_trials=conf.n_trials)
+                                out if conf.progress else None, n_trials=conf.n_trials,
+                                margin=quality_margin(stored.adequacy if stored is not None else None))
             counts = state.counts
             runner = trial_runner or ProxyRunner(setup.proxy, setup.task, conf.budget_tokens, conf.device)
             resources = {"cpu": conf.ray.cpus_per_trial, "gpu": conf.ray.gpus_per_trial}
@@ -253,9 +273,11 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
                 state.close()
     finally:
         ray_start.shutdown()
-    front = [_front_row(t, setup.compute_keys, setup.spec.baseline) for t in bridge.front()]
+    stored = store.study(conf.study)
+    adequacy = stored.adequacy if stored is not None else None
+    front = [_front_row(t, setup.compute_keys, setup.spec.baseline) for t in bridge.front(quality_margin(adequacy))]
     store.close()
-    result = SearchResult(conf.study, setup.url, dict(counts), front, time.perf_counter() - t0)
+    result = SearchResult(conf.study, setup.url, dict(counts), front, time.perf_counter() - t0, adequacy)
     if out is not None:
         _summary(result, setup.compute_keys, out, conf.dashboard)
     return result
@@ -323,6 +345,8 @@ def _fixed(config: dict[str, Any], key: str) -> Any:
     """A setting a resume must match, as compared (objectives: the compute list, also from older studies)."""
     if key == "objectives":
         return list(stored_compute_keys(config))
+    if key == "proxy" and isinstance(config.get(key), dict):  # studies before proxy.seeds trained one seed a trial
+        return {"seeds": 1, **config[key]}
     return config.get(key)
 
 
@@ -355,6 +379,7 @@ def _summary(result: SearchResult, compute_keys: tuple[str, ...], out: TextIO, b
         params = " ".join(f"{k}={v}" for k, v in row["params"].items())
         compute = "".join(f"{row[k]:>20.4f}" for k in compute_keys)
         print(f"{row['number']:>5}  {row['quality']:>8.4f}  {compute}  {params}{tag}", file=out)
+    print(noise_verdict([row["quality"] for row in result.front], result.adequacy), file=out)
     print(f"dashboard: {_dashboard(result) if build_dashboard else _command(result, 'nas.dashboard')}", file=out)
     print(f"optuna-dashboard: {command('optuna-dashboard', shown_url(result.url))}", file=out)
     print(f"export: {_command(result, 'nas.export', policy='knee')}", file=out, flush=True)

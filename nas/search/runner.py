@@ -23,7 +23,14 @@ class TrialRunner(Protocol):
 
 @dataclass
 class ProxyRunner:
-    """The real trial: train the knobs at proxy size on the task, report the task quality at every rung."""
+    """The real trial: train the knobs at proxy size on the task, report the task quality at every rung.
+
+    With proxy.seeds = N the trial trains N models (seeds seed .. seed+N-1) in step and reports, at each rung, the
+    mean of their qualities and metrics, the per-seed qualities (metrics `quality_seeds`) and the tokens of all N.
+    Every trial of a study runs at the study's seed, and its batches come from a generator of that seed alone
+    (nas.optim.seeded_start), apart from the model's initialisation: trials of different knobs see the same data
+    order and the same validation set (common random numbers), seed for seed.
+    """
 
     proxy: ProxySpec
     task: TaskSpec
@@ -32,11 +39,39 @@ class ProxyRunner:
 
     def __call__(self, knobs: dict[str, Any], *, arch: ArchConfig | None, seed: int, threads: int
                  ) -> Iterator[dict[str, Any]]:
-        for report in train_proxy(arch if arch is not None else knobs, self.proxy, self.task,
-                                  budget_tokens=self.budget_tokens, seed=seed, threads=threads, device=self.device):
-            metrics = report.to_dict()
-            yield {"step": report.step, "tokens": report.tokens, "quality": quality(report, self.task),
-                   "final": report.final, "metrics": metrics}
+        runs = [train_proxy(arch if arch is not None else knobs, self.proxy, self.task,
+                            budget_tokens=self.budget_tokens, seed=seed + k, threads=threads, device=self.device)
+                for k in range(self.proxy.seeds)]
+        for reports in zip(*runs):
+            qualities = [quality(r, self.task) for r in reports]
+            metrics = mean_report([r.to_dict() for r in reports])
+            if len(reports) > 1:
+                metrics["quality_seeds"] = qualities
+                metrics["seeds"] = [seed + k for k in range(len(reports))]
+            yield {"step": reports[0].step, "tokens": sum(r.tokens for r in reports),
+                   "quality": sum(qualities) / len(qualities), "final": reports[0].final, "metrics": metrics}
+
+
+def mean_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One rung of several seeds as one report (RungReport.to_dict): every number (and every number in a nested
+    mapping: metrics, gate_stats) the mean over the seeds; the rest, and the step, as the first seed's."""
+    first = reports[0]
+    if len(reports) == 1:
+        return dict(first)
+
+    def mean(values: list[Any]) -> Any:
+        v0 = values[0]
+        if isinstance(v0, dict):
+            return {k: mean([v.get(k) for v in values]) for k in v0}
+        if isinstance(v0, (int, float)) and not isinstance(v0, bool) and \
+                all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return sum(values) / len(values)
+        return v0
+
+    out = {k: mean([r.get(k) for r in reports]) for k in first}
+    for k in ("rung", "step", "tokens", "final", "precision_switch_step"):
+        out[k] = first[k]
+    return out
 
 
 def trainable(config: dict[str, Any], runner: TrialRunner) -> None:

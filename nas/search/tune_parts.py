@@ -42,6 +42,7 @@ class DriverState:
     counts: Counter = field(default_factory=lambda: Counter({"COMPLETE": 0, "PRUNED": 0, "FAIL": 0,
                                                              "infeasible": 0}))
     n_trials: int = 0  # the study's total, across every driver working on it
+    margin: float = 0.0  # the front's tie margin on quality (nas.study_view.quality_margin of the study)
     t0: float = field(default_factory=time.perf_counter)
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
     _waiting_since: float | None = None
@@ -249,5 +250,5 @@ def progress(d: DriverState, s: Sampled, state: str, error: str | None) -> None:
     compute = " ".join(f"{k}={v:.3f}" for k, v in zip(d.bridge.compute_keys, s.compute))
     print(f"[{time.perf_counter() - d.t0:7.1f}s] trial {s.number:3d} {state:8s} {detail}"
           f"{compute} | done {c['COMPLETE'] + c['PRUNED'] + c['FAIL']} "
-          f"(complete {c['COMPLETE']}, pruned {c['PRUNED']}, failed {c['FAIL']}), front {len(d.bridge.front())}",
+          f"(complete {c['COMPLETE']}, pruned {c['PRUNED']}, failed {c['FAIL']}), front {len(d.bridge.front(d.margin))}",
           file=d.out, flush=True)
