@@ -74,7 +74,13 @@ def _train_parent(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], 
 def load_parent(cfg: ArchConfig, proxy: ProxySpec, task: TaskSpec, data: dict[int, TaskData], seed: int,
                 threads: int, device: torch.device, progress: bool = False, parent_dir: str | Path | None = None
                 ) -> tuple[TransformerLM, str]:
-    """The cached dense parent of `cfg`'s sizes for (proxy, task, seed), trained first if missing; (model, digest)."""
+    """The cached dense parent of `cfg`'s sizes for (proxy, task, seed), trained first if missing, or the local
+    checkpoint proxy.parent names (nas.export.hf); (model, digest)."""
+    if proxy.parent is not None:
+        from nas.export.hf import load_hf_parent
+
+        model, digest = load_hf_parent(proxy.parent, proxy.seq_len)
+        return model.to(device).eval(), digest
     digest = parent_digest(cfg, proxy, task, data[proxy.seq_len], seed)
     folder = Path(parent_dir) if parent_dir is not None else default_parent_dir()
     folder.mkdir(parents=True, exist_ok=True)
