@@ -154,5 +154,5 @@ def test_a_search_runs_end_to_end_on_a_checkpoint_parent(corpus, tmp_path) -> No
     assert trials[0].params == {"kv_heads": None, "group_share": "kv"}  # the dense baseline first
     for t in trials:
         assert t.arch["vocab_size"] == 300 and t.arch["d_model"] == 32 and t.arch["qk_norm"]
-        assert [r.parent for r in t.reports] == [digest] * len(t.reports)
+        assert [r.metrics["parent"] for r in t.reports] == [digest] * len(t.reports)  # recorded per rung
     assert time.perf_counter() - start < 120
