@@ -102,7 +102,7 @@ def test_bad_parents_are_one_line(corpus, tmp_path) -> None:
         ProxySpec(**{**base, "parent": f"hf:{folder}", "seq_len": 128})
     proxy = ProxySpec(**{**base, "parent": f"hf:{folder}"})
     assert proxy_arch({}, proxy).d_model == 32  # the checkpoint's sizes, not the proxy file's 64
-    with pytest.raises(ValueError, match=r"do not fit proxy .tiny. with parent=hf:.*kv_heads=3 is invalid: must divide"):
+    with pytest.raises(ValueError, match=r"fit proxy .tiny. with parent=hf:.*kv_heads=3 is invalid: must divide"):
         proxy_arch({"kv_heads": 3}, proxy)
 
 
@@ -156,3 +156,14 @@ def test_a_search_runs_end_to_end_on_a_checkpoint_parent(corpus, tmp_path) -> No
         assert t.arch["vocab_size"] == 300 and t.arch["d_model"] == 32 and t.arch["qk_norm"]
         assert [r.metrics["parent"] for r in t.reports] == [digest] * len(t.reports)  # recorded per rung
     assert time.perf_counter() - start < 120
+
+
+def test_a_knob_the_checkpoint_cannot_take_is_one_line_exit_2(corpus, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    folder = checkpoint(tmp_path / "ckpt", "llama", corpus)
+    proc = subprocess.run([sys.executable, "-m", "nas.proxy", "++proxy.evaluation=inherit", f"parent=hf:{folder}",
+                           f"proxy.seq_len={SEQ}", "arch.kv_heads=3"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert f"parent=hf:{folder} (ArchConfig.kv_heads=3 is invalid: must divide n_heads=4)" in proc.stderr
