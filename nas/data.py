@@ -2,7 +2,8 @@
 
 The default corpus is the running Python's standard-library source (site-packages excluded), split into
 train and validation by file. A corpus is read once and cached as memory-mapped uint8 arrays under
-$NAS_CACHE_DIR (default ~/.cache/nas), keyed by the sha256 of its content and split.
+$NAS_CACHE_DIR (default ~/.cache/nas), keyed by the sha256 of its content and split. Read through a tokenizer.json
+(a Hugging Face parent's), it becomes int32 token ids cached by corpus key and tokenizer digest (tokenize_corpus).
 """
 
 from __future__ import annotations

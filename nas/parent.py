@@ -6,6 +6,8 @@ task and corpus content, seed and PARENT_FORMAT). A process that finds it missin
 <digest>.lock, trains it and writes it atomically (a temporary file renamed into place), so trials that race
 train it once and never read half a file. Each trial converts it to its knobs (nas.inherit) and trains for the
 proxy's budget on the task loss plus KL to the parent's logits; its rung reports carry the parent's digest.
+With proxy.parent=hf:DIR the parent is that local transformers checkpoint instead (nas.export.hf.load_hf_parent),
+nothing is trained or cached, and the digest is the checkpoint's content.
 """
 
 from __future__ import annotations
