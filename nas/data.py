@@ -2,7 +2,8 @@
 
 The default corpus is the running Python's standard-library source (site-packages excluded), split into
 train and validation by file. A corpus is read once and cached as memory-mapped uint8 arrays under
-$NAS_CACHE_DIR (default ~/.cache/nas), keyed by the sha256 of its content and split.
+$NAS_CACHE_DIR (default ~/.cache/nas), keyed by the sha256 of its content and split. Read through a tokenizer.json
+(a Hugging Face parent's), it becomes int32 token ids cached by corpus key and tokenizer digest (tokenize_corpus).
 """
 
 from __future__ import annotations
@@ -159,9 +160,38 @@ def load_corpus(path: str | Path | None = None, *, val_pct: int = 10, cache_dir:
     return corpus
 
 
+_TOKENIZED: dict[tuple[str, str], Corpus] = {}
+
+
+def tokenize_corpus(corpus: Corpus, tokenizer: str | Path, cache_dir: str | Path | None = None) -> Corpus:
+    """The corpus as token ids of a tokenizers `tokenizer.json` (int32 arrays, no special tokens added), encoded
+    once and cached under the corpus key and the tokenizer's sha256; the bytes are read as UTF-8 (invalid bytes
+    replaced)."""
+    from tokenizers import Tokenizer
+
+    blob = Path(tokenizer).read_bytes()
+    key = hashlib.sha256(b"nas-tokens-v1|" + corpus.key.encode() + b"|" + hashlib.sha256(blob).digest()).hexdigest()
+    store = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "corpus" / "tokens"
+    memo = (str(store.resolve()), key)
+    if memo not in _TOKENIZED:
+        encoder = Tokenizer.from_str(blob.decode())
+        for split in ("train", "val"):  # val written last: its presence marks a complete entry
+            path = store / f"{key}.{split}.i32"
+            if not path.exists():
+                text = bytes(getattr(corpus, split)).decode("utf-8", errors="replace")
+                ids = encoder.encode(text, add_special_tokens=False).ids
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _write_atomic(path, np.asarray(ids, dtype=np.int32).tobytes())
+        _TOKENIZED[memo] = Corpus(
+            source=f"{corpus.source} (tokenized by {tokenizer})", key=key,
+            train=np.memmap(store / f"{key}.train.i32", dtype=np.int32, mode="r"),
+            val=np.memmap(store / f"{key}.val.i32", dtype=np.int32, mode="r"))
+    return _TOKENIZED[memo]
+
+
 def lm_batch(data: np.ndarray, batch_size: int, seq_len: int,
              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows of a byte array: inputs (B, S) and next-byte targets (B, S)."""
+    """Random windows of a byte (or token id) array: inputs (B, S) and next-byte targets (B, S)."""
     offsets = torch.randint(0, len(data) - seq_len, (batch_size,), generator=gen).numpy()
     chunk = torch.from_numpy(data[offsets[:, None] + np.arange(seq_len + 1)].astype(np.int64))  # (B, S+1)
     return chunk[:, :-1], chunk[:, 1:]
@@ -325,11 +355,15 @@ class Batch:
 
 
 class TaskData:
-    """Batches of a task at a sequence length: random training batches and a fixed validation set."""
+    """Batches of a task at a sequence length: random training batches and a fixed validation set; with a
+    `tokenizer` (a tokenizer.json) the corpus is its token ids instead of bytes."""
 
-    def __init__(self, task: TaskSpec, seq_len: int, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, task: TaskSpec, seq_len: int, cache_dir: str | Path | None = None,
+                 tokenizer: str | Path | None = None) -> None:
         self.task, self.seq_len = task, seq_len
         self.corpus = load_corpus(task.corpus, val_pct=task.val_pct, cache_dir=cache_dir) if task.uses_lm else None
+        if self.corpus is not None and tokenizer is not None:
+            self.corpus = tokenize_corpus(self.corpus, tokenizer, cache_dir)
         if self.corpus is not None:
             for split in ("train", "val"):
                 self._check_windows(split, 1)

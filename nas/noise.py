@@ -15,8 +15,8 @@ import multiprocessing
 import os
 import statistics
 import time
-from multiprocessing.pool import AsyncResult, Pool
 from dataclasses import asdict, dataclass, field, replace
+from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 from typing import Any
 

@@ -6,6 +6,8 @@ task and corpus content, seed and PARENT_FORMAT). A process that finds it missin
 <digest>.lock, trains it and writes it atomically (a temporary file renamed into place), so trials that race
 train it once and never read half a file. Each trial converts it to its knobs (nas.inherit) and trains for the
 proxy's budget on the task loss plus KL to the parent's logits; its rung reports carry the parent's digest.
+With proxy.parent=hf:DIR the parent is that local transformers checkpoint instead (nas.export.hf.load_hf_parent),
+nothing is trained or cached, and the digest is the checkpoint's content.
 """
 
 from __future__ import annotations
@@ -74,7 +76,13 @@ def _train_parent(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], 
 def load_parent(cfg: ArchConfig, proxy: ProxySpec, task: TaskSpec, data: dict[int, TaskData], seed: int,
                 threads: int, device: torch.device, progress: bool = False, parent_dir: str | Path | None = None
                 ) -> tuple[TransformerLM, str]:
-    """The cached dense parent of `cfg`'s sizes for (proxy, task, seed), trained first if missing; (model, digest)."""
+    """The cached dense parent of `cfg`'s sizes for (proxy, task, seed), trained first if missing, or the local
+    checkpoint proxy.parent names (nas.export.hf); (model, digest)."""
+    if proxy.parent is not None:
+        from nas.export.hf import load_hf_parent
+
+        model, digest = load_hf_parent(proxy.parent, proxy.seq_len)
+        return model.to(device).eval(), digest
     digest = parent_digest(cfg, proxy, task, data[proxy.seq_len], seed)
     folder = Path(parent_dir) if parent_dir is not None else default_parent_dir()
     folder.mkdir(parents=True, exist_ok=True)

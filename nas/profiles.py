@@ -52,14 +52,20 @@ def strict_from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**data)
 
 
+def _quote(value: str) -> str:
+    """`value` as a Hydra override value: as it is when plain, else single-quoted with ' and \\ escaped."""
+    return value if re.fullmatch(r"[A-Za-z0-9_./:+-]+", value) else "'" + re.sub(r"(['\\])", r"\\\1", value) + "'"
+
+
 def expand_hf_target(overrides: list[str]) -> list[str]:
-    """`target=hf:PATH` (a local transformers config) as the overrides Hydra composes: target=hf target.hf_path=PATH."""
+    """`target=hf:PATH` (a local transformers config) and `parent=hf:DIR` (a local checkpoint as the inherit
+    parent) as the overrides Hydra composes: target=hf target.hf_path=PATH, ++proxy.parent=hf:DIR."""
     out = []
     for arg in overrides:
         if arg.startswith("target=hf:"):
-            path = arg[len("target=hf:"):]
-            quoted = path if re.fullmatch(r"[A-Za-z0-9_./+-]+", path) else "'" + re.sub(r"(['\\])", r"\\\1", path) + "'"
-            out += ["target=hf", f"target.hf_path={quoted}"]
+            out += ["target=hf", f"target.hf_path={_quote(arg[len('target=hf:'):])}"]
+        elif arg.startswith("parent=hf:"):
+            out.append(f"++proxy.parent={_quote(arg[len('parent='):])}")
         else:
             out.append(arg)
     return out

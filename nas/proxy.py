@@ -67,6 +67,10 @@ class ProxySpec:
     distill_temperature: float = 1.0
     gate_init: GateInit = "pass_through"  # a converted gate: pass the parent's attention through, or the model's init
     seeds: int = 1  # a search trial's quality is the mean of this many seeds (nas.search.runner.ProxyRunner)
+    # inherit from a local transformers checkpoint (hf:DIR, `parent=hf:DIR` on the command line) instead of training
+    # one: the model sizes and vocabulary are the checkpoint's (n_layers, d_model, n_heads, ffn_mult here are unused),
+    # the corpus is read through its tokenizer.json (bpb terms are then bits per token), its digest its content
+    parent: str | None = None
 
     def context_at(self, phase: int, phases: int) -> int:
         """Training length of rung phase `phase` of `phases`: seq_len halved per remaining rung, >= min_context."""
@@ -107,6 +111,17 @@ class ProxySpec:
                 raise ValueError(f"proxy.{key}={value!r} is invalid: expected a number > {low}")
         if not (isinstance(self.distill_kl_weight, (int, float)) and self.distill_kl_weight >= 0):
             raise ValueError(f"proxy.distill_kl_weight={self.distill_kl_weight!r} is invalid: expected a number >= 0")
+        if self.parent is not None:
+            if self.evaluation != "inherit":
+                raise ValueError(f"proxy.parent={self.parent}: a parent checkpoint needs proxy.evaluation=inherit "
+                                 f"(it is {self.evaluation})")
+            from nas.export.hf import hf_parent_arch, hf_tokenizer_vocab
+
+            vocab = hf_tokenizer_vocab(self.parent)
+            arch = hf_parent_arch(self.parent, self.seq_len)
+            if vocab > arch.vocab_size:
+                raise ValueError(f"parent={self.parent}: its tokenizer.json has {vocab} tokens, more than the "
+                                 f"model's vocab_size={arch.vocab_size}")
 
     @property
     def tokens_per_step(self) -> int:
@@ -126,14 +141,20 @@ def load_proxy(name: str) -> ProxySpec:
 
 
 def proxy_sizes(proxy: ProxySpec) -> dict[str, Any]:
-    """The ArchConfig size fields of a proxy (byte vocabulary)."""
+    """The ArchConfig size fields of a proxy (byte vocabulary), or of its parent checkpoint (proxy.parent)."""
+    if proxy.parent is not None:
+        from nas.export.hf import hf_parent_arch
+        from nas.knobs import sizes_of
+
+        return sizes_of(hf_parent_arch(proxy.parent, proxy.seq_len))
     return {"vocab_size": 256, "seq_len": proxy.seq_len, "n_layers": proxy.n_layers, "d_model": proxy.d_model,
             "n_heads": proxy.n_heads, "ffn_mult": proxy.ffn_mult, "positions": proxy.positions}
 
 
 def proxy_arch(knobs: dict[str, Any] | ArchConfig, proxy: ProxySpec) -> ArchConfig:
     """The knobs of an arch (or of a knob dict, in the proxy's units) at the proxy's size (nas.knobs.carry)."""
-    return carry(knobs, proxy_sizes(proxy), what=f"proxy {proxy.name!r}")
+    what = f"proxy {proxy.name!r}" + (f" with parent={proxy.parent}" if proxy.parent is not None else "")
+    return carry(knobs, proxy_sizes(proxy), what=what)
 
 
 def at_proxy_size(arch: ArchConfig | dict[str, Any], proxy: ProxySpec) -> bool:
@@ -179,7 +200,12 @@ def train_proxy(
     if task.uses_mqar and task.mqar.vocab > cfg.vocab_size:
         raise ValueError(f"task.mqar.vocab={task.mqar.vocab} exceeds the model vocabulary ({cfg.vocab_size})")
     check_int("threads", threads)
-    data = {c: TaskData(task, c, cache_dir=cache_dir)
+    tokenizer = None
+    if proxy.parent is not None:
+        from nas.export.hf import hf_parent_folder
+
+        tokenizer = hf_parent_folder(proxy.parent) / "tokenizer.json"
+    data = {c: TaskData(task, c, cache_dir=cache_dir, tokenizer=tokenizer)
             for c in {proxy.context_at(k, proxy.rungs) for k in range(proxy.rungs)} | {proxy.seq_len}}
     if proxy.evaluation == "inherit":
         from nas.parent import inherit_run

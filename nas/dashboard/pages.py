@@ -161,7 +161,7 @@ def combined_digest(views: Sequence[StudyView]) -> str:
 
 def _noise_line(view: StudyView) -> str:
     """The front's quality spread against the study's seed noise (nas.study_view.noise_verdict)."""
-    return noise_verdict([t.quality for t in front(view)], view.adequacy)
+    return noise_verdict([t.quality for t in front(view) if t.quality is not None], view.adequacy)
 
 
 def _best(view: StudyView, limit: int = 5) -> str:

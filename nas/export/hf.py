@@ -189,43 +189,84 @@ def hf_config(arch: ArchConfig, family: Family) -> Any:
     return getattr(transformers, family.config_class)(**fields)
 
 
+def _weight_names(model: TransformerLM, family: Family) -> list[tuple[str, str]]:
+    """(transformers name, nas state-dict name) of every weight but q/k/v, which split nas's fused wqkv: the one
+    table both directions read (hf_state_dict, load_hf_weights)."""
+    gemma = family.model_type == "gemma3_text"
+    names = [("model.embed_tokens.weight", "tok_emb.weight"), ("model.norm.weight", "norm.weight")]
+    if model.lm_head is not None:
+        names.append(("lm_head.weight", "lm_head"))
+    for i, (a, f) in enumerate(zip(model.attn_map, model.ffn_map)):
+        p, at, ff = f"model.layers.{i}.", f"attns.{a}.", f"ffns.{f}."
+        names += [(p + "input_layernorm.weight", at + "norm.weight"), (p + "self_attn.o_proj.weight", at + "wo.weight"),
+                  (p + "mlp.gate_proj.weight", ff + "fc1_weight"), (p + "mlp.up_proj.weight", ff + "fc3_weight"),
+                  (p + "mlp.down_proj.weight", ff + "fc2_weight")]
+        if model.cfg.qk_norm:
+            names += [(p + "self_attn.q_norm.weight", at + "q_norm.weight"),
+                      (p + "self_attn.k_norm.weight", at + "k_norm.weight")]
+        if gemma:
+            names += [(p + "post_attention_layernorm.weight", at + "post_norm.weight"),
+                      (p + "pre_feedforward_layernorm.weight", ff + "norm.weight"),
+                      (p + "post_feedforward_layernorm.weight", ff + "post_norm.weight")]
+        else:
+            names.append((p + "post_attention_layernorm.weight", ff + "norm.weight"))
+    return names
+
+
+def _affine(name: str, cfg: ArchConfig, family: Family) -> tuple[float, float]:
+    """(div, shift) with transformers' weight = nas's / div + shift: Gemma 3's sqrt(d_model)-scaled embedding and
+    1 + w norms, identity elsewhere."""
+    if family.model_type != "gemma3_text":
+        return 1.0, 0.0
+    if name == "model.embed_tokens.weight":
+        return math.sqrt(cfg.d_model), 0.0
+    return (1.0, -1.0) if name.endswith("norm.weight") else (1.0, 0.0)
+
+
+def _qkv_names(i: int) -> list[str]:
+    return [f"model.layers.{i}.self_attn.{x}_proj.weight" for x in "qkv"]
+
+
 def hf_state_dict(model: TransformerLM, family: Family) -> dict[str, torch.Tensor]:
     """The state dict of the transformers model of `family` holding `model`'s weights (tied head left out).
 
     Gemma 3 scales the embedding by sqrt(d_model) (its table gets ours / sqrt(d_model); the head is untied) and
     weights its norms by 1 + w (they get ours - 1); its post_attention_layernorm is our attention's post norm.
     """
-    cfg = model.cfg
-    H, KV, hd = cfg.n_heads, cfg.n_kv, cfg.hd
-    gemma = family.model_type == "gemma3_text"
-
-    def norm(w: torch.Tensor) -> torch.Tensor:
-        return w - 1 if gemma else w
-
-    sd: dict[str, torch.Tensor] = {
-        "model.embed_tokens.weight": model.tok_emb.weight / (math.sqrt(cfg.d_model) if gemma else 1.0),
-        "model.norm.weight": norm(model.norm.weight)}
-    if model.lm_head is not None:
-        sd["lm_head.weight"] = model.lm_head
-    for i, (a, f) in enumerate(zip(model.attn_map, model.ffn_map)):
-        attn: Any = model.attns[a]  # Attention, FeedForward (ModuleList items are typed as Module)
-        ffn: Any = model.ffns[f]
-        p = f"model.layers.{i}."
-        q, k, v = attn.wqkv.weight.split([H * hd, KV * hd, KV * hd])
-        sd.update({p + "input_layernorm.weight": norm(attn.norm.weight), p + "self_attn.q_proj.weight": q,
-                   p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v,
-                   p + "self_attn.o_proj.weight": attn.wo.weight, p + "mlp.gate_proj.weight": ffn.fc1_weight,
-                   p + "mlp.up_proj.weight": ffn.fc3_weight, p + "mlp.down_proj.weight": ffn.fc2_weight})
-        if attn.q_norm is not None and attn.k_norm is not None:
-            sd.update({p + "self_attn.q_norm.weight": norm(attn.q_norm.weight),
-                       p + "self_attn.k_norm.weight": norm(attn.k_norm.weight)})
-        if gemma:
-            sd.update({p + "post_attention_layernorm.weight": norm(attn.post_norm.weight),
-                       p + "pre_feedforward_layernorm.weight": norm(ffn.norm.weight),
-                       p + "post_feedforward_layernorm.weight": norm(ffn.post_norm.weight)})
-        else:
-            sd[p + "post_attention_layernorm.weight"] = ffn.norm.weight
+    cfg, ours = model.cfg, model.state_dict()
+    sd: dict[str, torch.Tensor] = {}
+    for hf, name in _weight_names(model, family):
+        div, shift = _affine(hf, cfg, family)
+        sd[hf] = ours[name] / div + shift if (div, shift) != (1.0, 0.0) else ours[name]
+    for i, a in enumerate(model.attn_map):
+        parts = ours[f"attns.{a}.wqkv.weight"].split([cfg.n_heads * cfg.hd, cfg.n_kv * cfg.hd, cfg.n_kv * cfg.hd])
+        sd.update(zip(_qkv_names(i), parts))
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in sd.items()}
+
+
+def load_hf_weights(model: TransformerLM, tensors: dict[str, torch.Tensor], family: Family, where: str) -> None:
+    """Load a transformers state dict of `family` into `model` (the inverse of hf_state_dict); ValueError naming
+    the first missing or unexpected weight."""
+    import torch
+
+    cfg = model.cfg
+    wanted = {hf for hf, _ in _weight_names(model, family)} | {n for i in range(cfg.n_layers) for n in _qkv_names(i)}
+    extra, missing = sorted(set(tensors) - wanted), sorted(wanted - set(tensors))
+    if missing or extra:
+        what = (f"lacks {missing[0]}" if missing else
+                f"has {extra[0]}, which a {family.model_type} model of its config has not")
+        raise ValueError(f"{where}: model.safetensors {what}")
+    sd: dict[str, torch.Tensor] = {}
+    for hf, name in _weight_names(model, family):
+        div, shift = _affine(hf, cfg, family)
+        sd[name] = (tensors[hf].float() - shift) * div if (div, shift) != (1.0, 0.0) else tensors[hf].float()
+    for i, a in enumerate(model.attn_map):
+        sd[f"attns.{a}.wqkv.weight"] = torch.cat([tensors[n].float() for n in _qkv_names(i)])
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as err:  # a shape that differs from the config's
+        raise ValueError(f"{where}: model.safetensors does not match its config.json "
+                         f"({' '.join(str(err).split())[:300]})") from err
 
 
 @dataclass(frozen=True)
@@ -283,24 +324,25 @@ def write_hf(arch: ArchConfig, out: str | Path, model: TransformerLM | None = No
 GATED = {v: k for k, v in ACT.items()}  # hidden_act -> gated FFN kind
 
 
-def read_hf_config(path: str | Path) -> Any:
+def read_hf_config(path: str | Path, key: str = "target") -> Any:
     """The transformers config of a local config.json or model folder; ValueError naming the path when unreadable."""
     transformers = require_hf()
     p = Path(path)
     folder = p.parent if p.is_file() else p
     if not (folder / "config.json").is_file():
-        raise ValueError(f"target=hf:{path}: no config.json there (expected a local config.json or model folder)")
+        raise ValueError(f"{key}=hf:{path}: no config.json there (expected a local config.json or model folder)")
     try:
         return transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, TypeError, KeyError) as err:
-        raise ValueError(f"target=hf:{path}: {folder / 'config.json'} is not a transformers config "
+        raise ValueError(f"{key}=hf:{path}: {folder / 'config.json'} is not a transformers config "
                          f"({' '.join(str(err).split())})") from err
 
 
-def arch_from_hf(path: str | Path) -> tuple[ArchConfig, dict[str, Any]]:
-    """A local transformers config as the cost model's dense sizes and the knobs it ships (target units)."""
-    config = read_hf_config(path)
-    where = f"target=hf:{path}"
+def arch_from_hf(path: str | Path, key: str = "target") -> tuple[ArchConfig, dict[str, Any]]:
+    """A local transformers config as the cost model's dense sizes and the knobs it ships (target units); `key`
+    names the setting in errors."""
+    config = read_hf_config(path, key)
+    where = f"{key}=hf:{path}"
     model_type = getattr(config, "model_type", None)
     if model_type not in FAMILIES:
         raise ValueError(f"{where}: model_type={model_type!r} is not supported: expected one of "
@@ -338,3 +380,73 @@ def arch_from_hf(path: str | Path) -> tuple[ArchConfig, dict[str, Any]]:
         raise ValueError(f"{where}: {err}") from err
 
 
+
+
+# ---- import: a local checkpoint as the inherit-and-distill parent -------------------------------------------------
+def hf_parent_folder(spec: str) -> Path:
+    """The folder of a `hf:DIR` parent; ValueError when the value is not of that form or holds no checkpoint."""
+    if not (isinstance(spec, str) and spec.startswith("hf:") and len(spec) > 3):
+        raise ValueError(f"proxy.parent={spec!r} is invalid: expected null or hf:DIR (a local transformers "
+                         "model folder)")
+    folder = Path(spec[3:]).expanduser()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        if not (folder / name).is_file():
+            raise ValueError(f"parent={spec}: no {name} in {folder} (a parent folder holds config.json, "
+                             "model.safetensors and tokenizer.json, as save_pretrained writes them)")
+    return folder
+
+
+def hf_parent_digest(spec: str) -> str:
+    """sha256 of a parent checkpoint's content: its config.json and model.safetensors."""
+    import hashlib
+
+    folder, h = hf_parent_folder(spec), hashlib.sha256(b"nas-hf-parent-v1")
+    for name in ("config.json", "model.safetensors"):
+        data = (folder / name).read_bytes()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def hf_parent_arch(spec: str, seq_len: int) -> ArchConfig:
+    """The dense architecture of a parent checkpoint at the proxy's context; ValueError when it carries knobs (the
+    conversions start from a dense multi-head parent) or is shorter than `seq_len`."""
+    folder = hf_parent_folder(spec)
+    arch, knobs = arch_from_hf(folder, key="parent")
+    if knobs:
+        name, value = next(iter(knobs.items()))
+        raise ValueError(f"parent={spec}: the checkpoint has {name}={value}; inherit converts a dense parent "
+                         "(full attention in every layer, num_key_value_heads = num_attention_heads)")
+    if seq_len > arch.seq_len:
+        raise ValueError(f"parent={spec}: proxy.seq_len={seq_len} exceeds the checkpoint's "
+                         f"max_position_embeddings={arch.seq_len}")
+    return ArchConfig.from_dict({**arch.to_dict(), "seq_len": seq_len})
+
+
+def hf_tokenizer_vocab(spec: str) -> int:
+    """The vocabulary size of a parent's tokenizer.json; ValueError when it is unreadable or exceeds the model's."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as err:
+        raise ValueError(f"parent=hf:DIR needs the `hf` extra (tokenizers is missing): {INSTALL}") from err
+    path = hf_parent_folder(spec) / "tokenizer.json"
+    try:
+        size = Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+    except Exception as err:  # tokenizers raises its own Exception type for a malformed file
+        raise ValueError(f"parent={spec}: {path} is not a tokenizers tokenizer.json ({' '.join(str(err).split())})") \
+            from err
+    return size
+
+
+def load_hf_parent(spec: str, seq_len: int) -> tuple[TransformerLM, str]:
+    """A local checkpoint as nas's TransformerLM at the proxy's context (eval mode, fp32) and its content digest."""
+    require_hf()
+    from safetensors.torch import load_file
+
+    from nas.model.transformer import TransformerLM
+
+    arch = hf_parent_arch(spec, seq_len)
+    family = FAMILIES[read_hf_config(hf_parent_folder(spec), "parent").model_type]
+    model = TransformerLM(arch)
+    load_hf_weights(model, load_file(str(hf_parent_folder(spec) / "model.safetensors")), family, f"parent={spec}")
+    return model.eval(), hf_parent_digest(spec)

@@ -250,5 +250,6 @@ def progress(d: DriverState, s: Sampled, state: str, error: str | None) -> None:
     compute = " ".join(f"{k}={v:.3f}" for k, v in zip(d.bridge.compute_keys, s.compute))
     print(f"[{time.perf_counter() - d.t0:7.1f}s] trial {s.number:3d} {state:8s} {detail}"
           f"{compute} | done {c['COMPLETE'] + c['PRUNED'] + c['FAIL']} "
-          f"(complete {c['COMPLETE']}, pruned {c['PRUNED']}, failed {c['FAIL']}), front {len(d.bridge.front(d.margin))}",
+          f"(complete {c['COMPLETE']}, pruned {c['PRUNED']}, failed {c['FAIL']}), "
+          f"front {len(d.bridge.front(d.margin))}",
           file=d.out, flush=True)
