@@ -78,12 +78,21 @@ PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in the proxy's units (64 po
 }
 
 
-# The base a recorded run's proxy is keyed against (ProxySpec's defaults when the first runs were recorded;
-# ProxySpec has none now): fixed, so the keys in fidelity_runs.jsonl stay stable
-PROXY_KEY_BASE = {"name": "tiny", "n_layers": 2, "d_model": 64, "n_heads": 4, "ffn_mult": 4.0, "seq_len": 128,
-                  "batch_size": 16, "lr": 3e-3, "weight_decay": 0.1, "warmup_steps": 20, "min_lr_ratio": 0.1,
-                  "grad_clip": 1.0, "budget_tokens": 524_288, "rungs": 4, "rung_base": 2.0, "eval_batches": 4,
-                  "positions": "rope", "min_context": None, "seeds": 1}
+# The base a recorded run's proxy is keyed against: ProxySpec's defaults when the first runs were recorded (it
+# has none for its sizes and recipe now), and the default of every field added since (a proxy that leaves a new
+# option at its default keeps its key), so the keys in fidelity_runs.jsonl stay stable
+_FIRST_BASE = {"name": "tiny", "n_layers": 2, "d_model": 64, "n_heads": 4, "ffn_mult": 4.0, "seq_len": 128,
+               "batch_size": 16, "lr": 3e-3, "weight_decay": 0.1, "warmup_steps": 20, "min_lr_ratio": 0.1,
+               "grad_clip": 1.0, "budget_tokens": 524_288, "rungs": 4, "rung_base": 2.0, "eval_batches": 4}
+
+
+def proxy_key_base() -> dict[str, Any]:
+    """The base a recorded run's proxy is keyed against (see _FIRST_BASE)."""
+    from dataclasses import MISSING, fields
+
+    from nas.proxy import ProxySpec
+
+    return {**{f.name: f.default for f in fields(ProxySpec) if f.default is not MISSING}, **_FIRST_BASE}
 
 
 def _non_default(data: dict[str, Any], cls: type | dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +109,7 @@ def run_key(role: str, task: dict[str, Any], knobs: dict[str, Any], seed: int, p
     task = {**_non_default(task, TaskSpec), "mqar": _non_default(task["mqar"], MQARSpec)}
     task.pop("name", None)
     return json.dumps({"role": role, "task": task, "knobs": knobs, "seed": seed,
-                       "proxy": _non_default(proxy, PROXY_KEY_BASE)}, sort_keys=True)
+                       "proxy": _non_default(proxy, proxy_key_base())}, sort_keys=True)
 
 
 def load_runs(path: Path) -> dict[str, dict[str, Any]]:
