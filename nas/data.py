@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import sysconfig
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -115,7 +116,9 @@ def _read_split(root: Path, files: list[Path], desc: str, val_pct: int) -> tuple
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    """Write `path` whole or not at all: a temporary file of this writer's own (process and thread), renamed into
+    place, so writers racing on one cache entry (trials in processes, or threads of one) never share a temp file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
