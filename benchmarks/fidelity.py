@@ -35,6 +35,7 @@ proxy's tau-b minus the best zero-cost tau-b; `nan` where not measured or not de
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -86,6 +87,7 @@ _FIRST_BASE = {"name": "tiny", "n_layers": 2, "d_model": 64, "n_heads": 4, "ffn_
                "grad_clip": 1.0, "budget_tokens": 524_288, "rungs": 4, "rung_base": 2.0, "eval_batches": 4}
 
 
+@functools.cache
 def proxy_key_base() -> dict[str, Any]:
     """The base a recorded run's proxy is keyed against (see _FIRST_BASE)."""
     from dataclasses import MISSING, fields

@@ -26,7 +26,7 @@ from typing import Any
 from nas.cost.counts import core_format, ffn_format, layer_counts, matmuls
 from nas.cost.hardware import Hardware, load_hardware
 from nas.cost.memory import width
-from nas.cost.roofline import Kernel, StepTime, _core_parts, _out_format, forward_matmul, timed
+from nas.cost.roofline import Kernel, StepTime, core_parts, forward_matmul, out_format, timed
 from nas.cost.workload import Serving, Workload
 from nas.model.config import ArchConfig, LayerAttention
 
@@ -76,7 +76,7 @@ def _elementwise(arch: ArchConfig, tokens: int, hw: Hardware) -> list[Kernel]:
     """Forward memory-bound kernels over `tokens`: embedding lookup, norms, residual adds, GELU."""
     d, L, hidden = arch.d_model, arch.n_layers, arch.ffn_hidden
     a, f = hw.storage_bytes(arch.precision.attention), hw.storage_bytes(ffn_format(arch))
-    o_f = hw.storage_bytes(_out_format(ffn_format(arch)))
+    o_f = hw.storage_bytes(out_format(ffn_format(arch)))
     return [
         Kernel("embedding", 0, tokens * d * 8),
         Kernel("norm", 0, tokens * d * (L * (8 + a + f) + 4 + hw.storage_bytes(arch.precision.embed))),
@@ -97,7 +97,7 @@ def prefill_kernels(arch: ArchConfig, serving: Serving, hw: Hardware) -> list[Ke
     B, C, H, KV, hd = serving.batch, serving.context, arch.n_heads, arch.n_kv, arch.hd
     out = _weight_matmuls(arch, B, C, hw) + _elementwise(arch, B * C, hw)
     for layer, n in layer_counts(arch).items():
-        for part in _core_parts(arch, layer, C, hw):
+        for part in core_parts(arch, layer, C, hw):
             c = hw.storage_bytes(part.fmt)
             product = 2 * part.pairs * hd * B * H * n
             q, kv, lse = c * B * C * H * hd * n, c * B * part.keys * KV * hd * n, 4 * B * C * H * n

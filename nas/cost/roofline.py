@@ -56,7 +56,7 @@ class Kernel:
     efficiency: float = 1.0  # fraction of the matmul peak this kernel attains
 
 
-def _out_format(fmt: str) -> str:
+def out_format(fmt: str) -> str:
     return "fp32" if fmt == "fp32" else "bf16"
 
 
@@ -68,7 +68,7 @@ def forward_matmul(mm: Matmul, hw: Hardware) -> Kernel:
     """The forward kernel of a weight matmul: read input and weight (rounded in software where emulated), write
     the output (fp32, or bf16 for a reduced format); every use of a shared weight reads it again."""
     M, K, N, n = mm.tokens, mm.d_in, mm.d_out, mm.count
-    s, o, r = hw.storage_bytes(mm.fmt), hw.storage_bytes(_out_format(mm.fmt)), hw.rounding_bytes(mm.fmt)
+    s, o, r = hw.storage_bytes(mm.fmt), hw.storage_bytes(out_format(mm.fmt)), hw.rounding_bytes(mm.fmt)
     return Kernel(mm.component, mm.flops, n * ((s + r) * (M * K + K * N) + o * M * N), mm.fmt)
 
 
@@ -76,7 +76,7 @@ def _matmul_kernels(arch: ArchConfig, workload: Workload, hw: Hardware) -> list[
     out = []
     for mm in matmuls(arch, workload):
         M, K, N, n = mm.tokens, mm.d_in, mm.d_out, mm.count
-        s, o = hw.storage_bytes(mm.fmt), hw.storage_bytes(_out_format(mm.fmt))
+        s, o = hw.storage_bytes(mm.fmt), hw.storage_bytes(out_format(mm.fmt))
         g = _grad_format(mm.fmt)
         sg, rg = hw.storage_bytes(g), hw.rounding_bytes(g)
         flops = 2 * M * K * N * n
@@ -103,7 +103,7 @@ class _CorePart(NamedTuple):
         return self.kernel != "matmul"
 
 
-def _core_parts(arch: ArchConfig, layer: LayerAttention, seq_len: int, hw: Hardware) -> list[_CorePart]:
+def core_parts(arch: ArchConfig, layer: LayerAttention, seq_len: int, hw: Hardware) -> list[_CorePart]:
     """The attention kernels one layer of this kind runs on this hardware."""
     S = seq_len
     if layer.kind == "global":  # SDPA: a fused flash kernel
@@ -126,7 +126,7 @@ def _attention_kernels(arch: ArchConfig, workload: Workload, hw: Hardware) -> li
     B, S = workload.batch, workload.seq_len
     H, KV, hd = arch.n_heads, arch.n_kv, arch.hd
     out = []
-    parts = [(part, n) for layer, n in layer_counts(arch).items() for part in _core_parts(arch, layer, S, hw)]
+    parts = [(part, n) for layer, n in layer_counts(arch).items() for part in core_parts(arch, layer, S, hw)]
     for part, L in parts:  # L: the layers that run this kernel
         c = hw.storage_bytes(part.fmt)
         product = 2 * part.pairs * hd * B * H * L  # one of QK^T, PV
@@ -160,10 +160,10 @@ def _elementwise_kernels(arch: ArchConfig, workload: Workload, hw: Hardware) -> 
     hidden = arch.ffn_hidden
 
     def norm(fmt: str) -> float:  # fwd: read x, write the normed copy; bwd: read x and the grad, write a grad
-        s, o = hw.storage_bytes(fmt), hw.storage_bytes(_out_format(fmt))
+        s, o = hw.storage_bytes(fmt), hw.storage_bytes(out_format(fmt))
         return T * d * (4 + s + hw.rounding_bytes(fmt) + 8 + o)
 
-    o_f, s_f, o_e = hw.storage_bytes(_out_format(f)), hw.storage_bytes(f), hw.storage_bytes(_out_format(e))
+    o_f, s_f, o_e = hw.storage_bytes(out_format(f)), hw.storage_bytes(f), hw.storage_bytes(out_format(e))
     kernels = [
         Kernel("embedding", 0, T * d * (12 + hw.rounding_bytes(e) + 20)),
         Kernel("norm", 0, L * (norm(a) + norm(f)) + norm(e)),
