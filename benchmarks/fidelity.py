@@ -64,7 +64,7 @@ def _prec(attention: str, ffn: str, embed: str = "fp32", adaptive: str | None = 
 
 PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in the proxy's units (64 positions, 4 heads)
     "sparse_attn": [{}, _lg(4, 0), _lg(4, 4), _lg(6, 2, "dynamic"), _lg(8, 0), _lg(8, 2), _lg(11, 4, "dynamic"),
-                    _lg(16, 0), _lg(16, 4)],
+                    _lg(16, 0), _lg(16, 4), _lg(16, 4, "dynamic")],
     "head_grouping": [{}, {"kv_heads": 2}, {"kv_heads": 1}, {"kv_heads": 2, "group_share": "qkv"},
                       {"kv_heads": 1, "group_share": "qkv"}],  # every distinct configuration at 4 heads
     "sharing": [{}, {"sharing": "all", "sharing_scope": "both"}, {"sharing": "all", "sharing_scope": "ffn"},
@@ -232,9 +232,10 @@ def zero_cost_axes(space: str, proxy: Any) -> tuple[str, list[tuple[str, list[fl
     return f"{coster.target} on {coster.hardware}", axes
 
 
-def reference_adequacy(space: str, proxy: Any, reference: Any, task: Any, dense_metrics: dict[str, float]
-                       ) -> list[dict]:
-    """The space's adequacy checks applied to the reference's dense run (windows carried to its context)."""
+def reference_adequacy(space: str, proxy: Any, reference: Any, task: Any, dense_metrics: dict[str, float],
+                       window_rule: str = "context_share") -> list[dict]:
+    """The space's adequacy checks applied to the reference's dense run (windows carried to its context by
+    `window_rule`)."""
     from nas import adequacy
     from nas.proxy import proxy_arch
     from nas.space import load, path_of
@@ -243,7 +244,7 @@ def reference_adequacy(space: str, proxy: Any, reference: Any, task: Any, dense_
     names = {p.name for p in spec.params}
     checks: list[dict] = []
     if names & set(adequacy.ATTENTION_KNOBS):
-        scale = reference.seq_len // proxy.seq_len
+        scale = reference.seq_len // proxy.seq_len if window_rule == "context_share" else 1
         carried = replace(spec, params=tuple(replace(p, high=p.high * scale) if p.name == "window" else p
                                              for p in spec.params))
         checks += adequacy.attention_checks(dense_metrics, carried, reference, task)[0]
@@ -266,6 +267,7 @@ class Choice:
     proxy_seeds: tuple[str, ...] = ()
     reference_seeds: tuple[str, ...] = ()
     noise_seeds: int = 1  # the dense baseline also trains at seeds seed .. seed + noise_seeds - 1, at both sizes
+    window_rule: str = "context_share"  # how a panel window carries to the reference (nas/knobs.py's rules)
 
     def reference_for(self, space: str) -> str | None:
         """The proxy whose reference ranks `space` (None: the measured proxy's own)."""
@@ -310,10 +312,23 @@ def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
     proxy = space_proxy(space, choice.base, choice.proxy)
     reference_of = choice.reference_for(space)
     reference = reference_proxy(space_proxy(space, choice.base, reference_of) if reference_of else proxy)
-    sizes = {"proxy": asdict(proxy), "reference": asdict(reference)}
-    todo = [(run_key(role, task.to_dict(), knobs, seed, p), role, p, task.to_dict(), knobs, seed)
-            for knobs in PANELS[space] for role, p in sizes.items() for seed in choice.seeds(role, space)]
+    sizes = {"proxy": (proxy, asdict(proxy)), "reference": (reference, asdict(reference))}
+    todo = [(run_key(role, task.to_dict(), units, seed, p), role, p, task.to_dict(), units, seed)
+            for knobs in PANELS[space] for role, (size, p) in sizes.items()
+            for units in [in_units(knobs, proxy, size, choice.window_rule)] for seed in choice.seeds(role, space)]
     return task, proxy, reference, todo
+
+
+def in_units(knobs: dict[str, Any], proxy: Any, size: Any, window_rule: str = "context_share") -> dict[str, Any]:
+    """A panel configuration (knobs in `proxy`'s units) in the units of `size` (the proxy itself or its reference),
+    by nas/knobs.py's rules (the window's as `window_rule` says): only the knobs it names, those whose rule keeps
+    them as they are left as written (so a run's key names what it trained)."""
+    from nas.knobs import carry, knobs_of
+    from nas.model.config import KNOBS
+    from nas.proxy import proxy_arch, proxy_sizes
+
+    carried = knobs_of(carry(proxy_arch(knobs, proxy), proxy_sizes(size), rules={"window": window_rule}))
+    return {k: v if KNOBS[k].scale == "as_is" else carried[k] for k, v in knobs.items()}
 
 
 def noise_runs(space: str, choice: Choice) -> list[tuple]:
@@ -366,8 +381,10 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
 
     task, proxy, reference, _ = panel_runs(space, choice)
     panel = PANELS[space]
-    rows = [(knobs, recorded_runs(runs, "proxy", task, knobs, proxy, choice.seeds("proxy", space)),
-             recorded_runs(runs, "reference", task, knobs, reference, choice.seeds("reference", space)))
+    units = functools.partial(in_units, proxy=proxy, window_rule=choice.window_rule)
+    rows = [(knobs, recorded_runs(runs, "proxy", task, units(knobs, size=proxy), proxy, choice.seeds("proxy", space)),
+             recorded_runs(runs, "reference", task, units(knobs, size=reference), reference,
+                           choice.seeds("reference", space)))
             for knobs in panel]
     mean = lambda rs: sum(r["quality"] for r in rs) / len(rs)  # noqa: E731
     pq, rq = [mean(p) for _, p, _ in rows], [mean(r) for _, _, r in rows]
@@ -379,14 +396,19 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     out.append("|---|---:|---:|---:|---:|")
     for (knobs, _, _), p, pr, r, rr in zip(rows, pq, rank(pq), rq, rank(rq)):
         out.append(f"| {json.dumps(knobs) if knobs else 'dense baseline'} | {p:.4f} | {pr} | {r:.4f} | {rr} |")
-    checks = reference_adequacy(space, proxy, reference, task, rows[0][2][0]["metrics"])
+    windows = sorted({(k["window"], units(k, size=reference)["window"]) for k in panel if k.get("window")})
+    if windows:
+        out.append(f"reference windows ({choice.window_rule} rule of nas/knobs.py): "
+                   + ", ".join(f"{w} -> {rw}" for w, rw in windows) + f" (of {proxy.seq_len} -> {reference.seq_len})")
+    checks = reference_adequacy(space, proxy, reference, task, rows[0][2][0]["metrics"], choice.window_rule)
     for c in checks:
         out.append(f"reference adequacy: {c['name']} = {c['measured']:.3f} (needs {c['threshold']:.3f}): "
                    f"{'pass' if c['passed'] else 'FAIL'}")
     shown = range(choice.seed, choice.seed + NOISE_SEEDS_SHOWN)
     out.extend(noise_lines({role: recorded_runs(runs, role, task, {}, size, shown)
                             for role, size in (("proxy", proxy), ("reference", reference))}))
-    sds = {role: pooled_seed_sd([recorded_runs(runs, role, task, knobs, size, shown) for knobs in panel])
+    sds = {role: pooled_seed_sd([recorded_runs(runs, role, task, units(knobs, size=size), size, shown)
+                                 for knobs in panel])
            for role, size in (("proxy", proxy), ("reference", reference))}  # each proxy kind's seed noise, as recorded
     for (role, sd), size in zip(sds.items(), (proxy, reference)):
         out.append(f"{role} seed sd {sd[0]:.4f} ({size.name}: pooled over the panel's recorded seeds, dof {sd[1]})"
@@ -480,7 +502,7 @@ NOISE_SEEDS_SHOWN = 10  # recorded dense runs at up to this many seeds are repor
 def recorded_runs(runs: dict[str, dict[str, Any]], role: str, task: Any, knobs: dict[str, Any], size: Any,
                   seeds: range) -> list[dict[str, Any]]:
     """The recorded runs of one configuration in one role at `size` (a proxy spec), at those of `seeds` run."""
-    keys = (run_key(role, task.to_dict(), knobs, seed, asdict(size)) for seed in seeds)
+    keys = (run_key(role, task.to_dict(), knobs, seed, asdict(size)) for seed in seeds)  # knobs in size's units
     return [runs[k] for k in keys if k in runs]
 
 
@@ -529,6 +551,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reference-of", action="append", metavar="[SPACE=]PROXY",
                         help="rank SPACE (default: every space) against the reference of PROXY (e.g. a recorded one) "
                              "instead of the measured proxy's own")
+    parser.add_argument("--reference-window-rule", choices=("context_share", "context_tokens"), default="context_share",
+                        help="how a panel window carries to the reference: the same share of its context (the "
+                             "search's rule) or the same count of tokens (the reference runs recorded before "
+                             "2026-12-03 trained this way)")
     parser.add_argument("--regenerate", type=Path, metavar="FILE",
                         help="rewrite a results file (e.g. benchmarks/results/fidelity_cpu.txt): its # lines kept, "
                              "after each '#   python benchmarks/fidelity.py --report-only ...' line the report "
@@ -560,7 +586,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
     start = time.perf_counter()
     runs = load_runs(runs_path)
     choice = Choice(proxy, args.seed, args.proxy, tuple(args.reference_of or ()), tuple(args.proxy_seeds),
-                    tuple(args.reference_seeds), args.noise_seeds)
+                    tuple(args.reference_seeds), args.noise_seeds, args.reference_window_rule)
     if trains:
         runs_path.parent.mkdir(parents=True, exist_ok=True)
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1 per run")
