@@ -44,7 +44,7 @@ import shlex
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,8 @@ def _prec(attention: str, ffn: str, embed: str = "fp32", adaptive: str | None = 
     return {"precision": {**p, "adaptive_format": adaptive} if adaptive else p}
 
 
-PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in the proxy's units (64 positions, 4 heads)
+PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in panel_units' (the space's default proxy), each carried to a
+    # proxy or reference of other sizes by nas/knobs.py
     "sparse_attn": [{}, _lg(4, 0), _lg(4, 4), _lg(6, 2, "dynamic"), _lg(8, 0), _lg(8, 2), _lg(11, 4, "dynamic"),
                     _lg(16, 0), _lg(16, 4), _lg(16, 4, "dynamic")],
     "head_grouping": [{}, {"kv_heads": 2}, {"kv_heads": 1}, {"kv_heads": 2, "group_share": "qkv"},
@@ -136,12 +137,32 @@ def train_one(key: str, role: str, proxy: dict[str, Any], task: dict[str, Any], 
 
     torch.set_num_threads(threads)
     spec, task_spec = ProxySpec.from_dict(proxy), TaskSpec.from_dict(task)
+    parent = ready_parent(spec, task_spec, seed, device) if spec.evaluation == "inherit" else None
     start = time.perf_counter()
     reports = list(train_proxy(knobs, spec, task_spec, seed=seed, threads=threads, device=device))
     final = reports[-1]
-    return {"key": key, "role": role, "proxy": spec.name, "task": task_spec.name, "knobs": knobs, "seed": seed,
-            "arch": proxy_arch(knobs, spec).to_dict(), "quality": quality(final, task_spec),
-            "metrics": final.metrics, "wall_s": time.perf_counter() - start, "device": device}
+    wall = time.perf_counter() - start
+    row = {"key": key, "role": role, "proxy": spec.name, "task": task_spec.name, "knobs": knobs, "seed": seed,
+           "arch": proxy_arch(knobs, spec).to_dict(), "quality": quality(final, task_spec),
+           "metrics": final.metrics, "wall_s": wall, "device": device}
+    if parent is not None:  # inherit: the cached parent's digest and its one-off training time (not in wall_s)
+        row |= {"parent": parent[0], "parent_wall_s": parent[1]}
+    return row
+
+
+def ready_parent(proxy: Any, task: Any, seed: int, device: str = "cpu") -> tuple[str, float]:
+    """Train (or find) an inherit proxy's dense parent before any trial is timed: its digest and its recorded
+    training time (once per proxy, task and seed)."""
+    import torch
+
+    from nas.data import TaskData
+    from nas.device import resolve_device
+    from nas.parent import default_parent_dir, load_parent
+    from nas.proxy import proxy_arch
+
+    _, digest = load_parent(proxy_arch({}, proxy), proxy, task, {proxy.seq_len: TaskData(task, proxy.seq_len)},
+                            seed, 1, resolve_device(device))
+    return digest, float(torch.load(default_parent_dir() / f"{digest}.pt", weights_only=True)["wall_s"])
 
 
 def space_proxy(space: str, base: Any, name: str | None = None) -> Any:
@@ -225,8 +246,9 @@ def zero_cost_axes(space: str, proxy: Any) -> tuple[str, list[tuple[str, list[fl
     from nas.space import default_choice, load, path_of
 
     coster = Coster(default_choice(space, "target") or "gpt_1b")  # conf/search.yaml's target; its hardware
+    units = panel_units(space)  # the panel's own units: every proxy kind is ranked against the same costs
     spec = load(path_of(space), proxy_arch({}, proxy))
-    costs = [coster.estimate(proxy_arch(knobs, proxy)) for knobs in PANELS[space]]
+    costs = [coster.estimate(proxy_arch(knobs, units)) for knobs in PANELS[space]]
     axes = [(key, [float(getattr(c, key)) for c in costs]) for key in spec.objectives]
     axes.append(("non-embedding params", [float(non_embedding_params(c.params)) for c in costs]))
     return f"{coster.target} on {coster.hardware}", axes
@@ -313,21 +335,32 @@ def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
     reference_of = choice.reference_for(space)
     reference = reference_proxy(space_proxy(space, choice.base, reference_of) if reference_of else proxy)
     sizes = {"proxy": (proxy, asdict(proxy)), "reference": (reference, asdict(reference))}
+    written_in = panel_units(space)
     todo = [(run_key(role, task.to_dict(), units, seed, p), role, p, task.to_dict(), units, seed)
             for knobs in PANELS[space] for role, (size, p) in sizes.items()
-            for units in [in_units(knobs, proxy, size, choice.window_rule)] for seed in choice.seeds(role, space)]
+            for units in [in_units(knobs, written_in, size, choice.window_rule)] for seed in choice.seeds(role, space)]
     return task, proxy, reference, todo
 
 
-def in_units(knobs: dict[str, Any], proxy: Any, size: Any, window_rule: str = "context_share") -> dict[str, Any]:
-    """A panel configuration (knobs in `proxy`'s units) in the units of `size` (the proxy itself or its reference),
-    by nas/knobs.py's rules (the window's as `window_rule` says): only the knobs it names, those whose rule keeps
+def panel_units(space: str) -> Any:
+    """The proxy whose units a space's panel is written in: the space's default proxy (sparse_attn's tiny_2m, of
+    tiny's sizes; sharing's tiny_deep: its patterns' unique layers are those of 4 layers)."""
+    from nas.proxy import load_proxy
+    from nas.space import default_choice
+
+    return load_proxy(default_choice(space, "proxy") or "tiny")
+
+
+def in_units(knobs: dict[str, Any], units: Any, size: Any, window_rule: str = "context_share") -> dict[str, Any]:
+    """A panel configuration (knobs in the proxy `units`' units) in the units of `size` (a proxy or a reference), by
+    nas/knobs.py's rules (the window's as `window_rule` says): only the knobs it names, those whose rule keeps
     them as they are left as written (so a run's key names what it trained)."""
     from nas.knobs import carry, knobs_of
     from nas.model.config import KNOBS
     from nas.proxy import proxy_arch, proxy_sizes
 
-    carried = knobs_of(carry(proxy_arch(knobs, proxy), proxy_sizes(size), rules={"window": window_rule}))
+    carried = knobs_of(carry(proxy_arch(knobs, units), proxy_sizes(size),
+                             rules={"window": window_rule}))
     return {k: v if KNOBS[k].scale == "as_is" else carried[k] for k, v in knobs.items()}
 
 
@@ -372,6 +405,9 @@ class Figures:
     margin: float | None  # that minus the best zero-cost ranking's tau-b
     iso_accuracy: float | None  # share of the iso-compute pairs the reference resolves that the proxy orders right
     regret: float | None  # the proxy's largest decision regret over the budgets
+    scores: dict[str, Score] = field(default_factory=dict)  # every ranking's score, the proxy's first
+    trial_wall_s: float = 0.0  # the proxy's mean wall time per configuration, its seeds summed
+    parent_wall_s: float = 0.0  # an inherit proxy's parent(s): training time once per task and seed
 
 
 def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: list[str]) -> Figures:
@@ -381,7 +417,7 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
 
     task, proxy, reference, _ = panel_runs(space, choice)
     panel = PANELS[space]
-    units = functools.partial(in_units, proxy=proxy, window_rule=choice.window_rule)
+    units = functools.partial(in_units, units=panel_units(space), window_rule=choice.window_rule)
     rows = [(knobs, recorded_runs(runs, "proxy", task, units(knobs, size=proxy), proxy, choice.seeds("proxy", space)),
              recorded_runs(runs, "reference", task, units(knobs, size=reference), reference,
                            choice.seeds("reference", space)))
@@ -396,7 +432,8 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     out.append("|---|---:|---:|---:|---:|")
     for (knobs, _, _), p, pr, r, rr in zip(rows, pq, rank(pq), rq, rank(rq)):
         out.append(f"| {json.dumps(knobs) if knobs else 'dense baseline'} | {p:.4f} | {pr} | {r:.4f} | {rr} |")
-    windows = sorted({(k["window"], units(k, size=reference)["window"]) for k in panel if k.get("window")})
+    windows = sorted({(units(k, size=proxy)["window"], units(k, size=reference)["window"])
+                      for k in panel if k.get("window")})
     if windows:
         out.append(f"reference windows ({choice.window_rule} rule of nas/knobs.py): "
                    + ", ".join(f"{w} -> {rw}" for w, rw in windows) + f" (of {proxy.seq_len} -> {reference.seq_len})")
@@ -421,6 +458,9 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
                   "(no seed-noise estimate: every pair counts)"))
     ranking_lines, figures = rankings(space, proxy, pq, rq, noise)
     out.extend(ranking_lines)
+    parents = {r["parent"]: r["parent_wall_s"] for _, p, _ in rows for r in p if "parent" in r}
+    figures = replace(figures, trial_wall_s=sum(r["wall_s"] for _, p, _ in rows for r in p) / len(rows),
+                      parent_wall_s=sum(parents.values()))
     out.append(f"Kendall tau-b = {figures.tau if figures.tau is None else f'{figures.tau:.3f}'}; top-3 agreement = "
                f"{top_k_agreement(pq, rq):.2f}"
                + ("" if all(c["passed"] for c in checks) else " (the reference fails adequacy: not a fidelity figure)"))
@@ -493,7 +533,45 @@ def rankings(space: str, proxy: Any, pq: list[float], rq: list[float], noise: fl
                  f"{fmt(margin, '+.3f')}")
     right, n = own[1].iso_resolved
     regrets = [g for g in own[1].regrets if g is not None]
-    return lines, Figures(own[1].tau, margin, right / n if n else None, max(regrets) if regrets else None)
+    return lines, Figures(own[1].tau, margin, right / n if n else None, max(regrets) if regrets else None, scores)
+
+
+def compare_kinds(space: str, kinds: list[str], choice: Choice, runs: dict[str, dict[str, Any]], out: list[str]
+                  ) -> None:
+    """One table of proxy kinds (NAME, or NAME:N for its quality averaged over N seeds) against one reference (the
+    one choice names for the space, else the space's default proxy's), each at its recorded wall time per trial,
+    with the zero-cost rankings below them: what a trial's compute buys over the free ranking."""
+    from nas.space import default_choice
+
+    reference_of = choice.reference_for(space) or default_choice(space, "proxy") or "tiny"
+    out.append(f"## {space}: proxy kinds against the reference of {reference_of} (windows to it by "
+               f"{choice.window_rule}); wall per trial: the mean over the panel of a configuration's runs, its seeds "
+               f"summed (1 thread a run, 2 runs sharing 2 cores)")
+    out.append("| ranking | wall per trial (s) | Kendall tau-b | margin | resolved pairs right | iso-compute pairs "
+               "right (resolved) | regret max |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    fmt = lambda x, spec=".3f": "-" if x is None else format(x, spec)  # noqa: E731
+    ratio = lambda pair: f"{pair[0]}/{pair[1]}"  # noqa: E731
+    zero_cost: dict[str, Score] = {}
+    for kind in kinds:
+        name, _, n = kind.partition(":")
+        k_choice = replace(choice, proxy=name, proxy_seeds=(f"{space}={n or 1}",), reference_of=(reference_of,))
+        todo = panel_runs(space, k_choice)[3]
+        if not all(t[0] in runs for t in todo):
+            out.append(f"| proxy {kind}: {sum(t[0] in runs for t in todo)} of {len(todo)} runs recorded | | | | | | |")
+            continue
+        figures = report(space, k_choice, runs, [])
+        (_, own), *baselines = figures.scores.items()
+        zero_cost = dict(baselines)
+        regrets = [g for g in own.regrets if g is not None]
+        parent = f" + parent {figures.parent_wall_s:.0f} once" if figures.parent_wall_s else ""
+        out.append(f"| proxy {name}{f' (mean of {n} seeds)' if n else ''} | {figures.trial_wall_s:.0f}{parent} | "
+                   f"{fmt(own.tau)} | {fmt(figures.margin, '+.3f')} | {ratio(own.resolved)} | {ratio(own.iso)} "
+                   f"({ratio(own.iso_resolved)}) | {fmt(max(regrets) if regrets else None, '.4f')} |")
+    for label, sc in zero_cost.items():
+        regrets = [g for g in sc.regrets if g is not None]
+        out.append(f"| zero-cost: {label} | 0 | {fmt(sc.tau)} | - | {ratio(sc.resolved)} | {ratio(sc.iso)} "
+                   f"({ratio(sc.iso_resolved)}) | {fmt(max(regrets) if regrets else None, '.4f')} |")
 
 
 NOISE_SEEDS_SHOWN = 10  # recorded dense runs at up to this many seeds are reported
@@ -555,6 +633,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help="how a panel window carries to the reference: the same share of its context (the "
                              "search's rule) or the same count of tokens (the reference runs recorded before "
                              "2026-12-03 trained this way)")
+    parser.add_argument("--kinds", default=None, metavar="NAME[:N],...",
+                        help="report only a table of these proxy kinds (N: seeds averaged) against one reference, "
+                             "each at its wall time per trial, beside the zero-cost rankings (trains nothing)")
     parser.add_argument("--regenerate", type=Path, metavar="FILE",
                         help="rewrite a results file (e.g. benchmarks/results/fidelity_cpu.txt): its # lines kept, "
                              "after each '#   python benchmarks/fidelity.py --report-only ...' line the report "
@@ -592,6 +673,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1 per run")
         train_missing(args.space or list(SPACES), choice, args.workers, runs_path, runs, args.device, args.role)
     for space in args.space or SPACES:
+        if args.kinds:
+            compare_kinds(space, args.kinds.split(","), choice, runs, out)
+            out.append("")
+            continue
         todo = panel_runs(space, choice)[3]
         if not all(t[0] in runs for t in todo):
             done = sum(t[0] in runs for t in todo)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity import PANELS, RUNS, _non_default, load_runs
+from fidelity import PANELS, RUNS, _non_default, load_runs, ready_parent
 
 RESULTS = Path(__file__).resolve().parent / "results"
 INHERIT_RUNS = RESULTS / "inherit_runs.jsonl"
@@ -74,17 +74,9 @@ def run_one(knobs: dict[str, Any], proxy: Any, carry: str, seed: int) -> dict[st
 
 def parent_wall(proxy: Any, seed: int) -> float:
     """Train (or find) the proxy's parent first, so no trial's wall time includes it; its recorded training time."""
-    import torch
+    from nas.data import load_task
 
-    from nas.data import TaskData, load_task
-    from nas.device import resolve_device
-    from nas.parent import default_parent_dir, load_parent
-    from nas.proxy import proxy_arch
-
-    task = load_task(TASK)
-    _, digest = load_parent(proxy_arch({}, proxy), proxy, task, {proxy.seq_len: TaskData(task, proxy.seq_len)},
-                            seed, 1, resolve_device("cpu"))
-    return float(torch.load(default_parent_dir() / f"{digest}.pt", weights_only=True)["wall_s"])
+    return ready_parent(proxy, load_task(TASK), seed)[1]
 
 
 def flops_ratios() -> list[float]:
