@@ -167,15 +167,16 @@ def ready_parent(proxy: Any, task: Any, seed: int, device: str = "cpu") -> tuple
 
 def space_proxy(space: str, base: Any, name: str | None = None) -> Any:
     """The space's default proxy (its defaults list, else tiny; `name` overrides it) with the rungs, evaluation and
-    context growth of `base`, its steps scaled as `base`'s are from the tiny proxy's (1 unless --quick)."""
+    context growth of `base`, its steps (and an inherit parent's) scaled as `base`'s are from the tiny proxy's (1
+    unless --quick)."""
     from nas.proxy import load_proxy
     from nas.space import default_choice
 
     proxy = replace(load_proxy(name or default_choice(space, "proxy") or "tiny"), min_context=base.min_context)
-    steps = max(1, round(proxy.budget_tokens * base.budget_tokens / load_proxy("tiny").budget_tokens
-                         / proxy.tokens_per_step))
-    return replace(proxy, budget_tokens=steps * proxy.tokens_per_step, rungs=base.rungs,
-                   eval_batches=base.eval_batches)
+    scale = base.budget_tokens / load_proxy("tiny").budget_tokens
+    steps = lambda tokens: max(1, round(tokens * scale / proxy.tokens_per_step)) * proxy.tokens_per_step  # noqa: E731
+    return replace(proxy, budget_tokens=steps(proxy.budget_tokens), rungs=base.rungs, eval_batches=base.eval_batches,
+                   parent_budget_tokens=steps(proxy.parent_budget_tokens))
 
 
 def top_k_agreement(a: list[float], b: list[float], k: int = 3) -> float:
