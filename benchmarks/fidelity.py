@@ -92,7 +92,7 @@ def proxy_key_base() -> dict[str, Any]:
     """The base a recorded run's proxy is keyed against (see _FIRST_BASE)."""
     from dataclasses import MISSING, fields
 
-    from nas.proxy import ProxySpec
+    from nas.evaluation.proxy import ProxySpec
 
     return {**{f.name: f.default for f in fields(ProxySpec) if f.default is not MISSING}, **_FIRST_BASE}
 
@@ -106,7 +106,7 @@ def _non_default(data: dict[str, Any], cls: type | dict[str, Any]) -> dict[str, 
 
 def run_key(role: str, task: dict[str, Any], knobs: dict[str, Any], seed: int, proxy: dict[str, Any]) -> str:
     """Identity of one training run (the task without its name: equal tasks share runs)."""
-    from nas.data import MQARSpec, TaskSpec
+    from nas.evaluation.data import MQARSpec, TaskSpec
 
     task = {**_non_default(task, TaskSpec), "mqar": _non_default(task["mqar"], MQARSpec)}
     task.pop("name", None)
@@ -130,9 +130,9 @@ def train_one(key: str, role: str, proxy: dict[str, Any], task: dict[str, Any], 
     """Train one configuration; its final quality, metrics and wall time."""
     import torch
 
-    from nas.data import TaskSpec
-    from nas.objective import quality
-    from nas.proxy import ProxySpec, proxy_arch, train_proxy
+    from nas.evaluation.data import TaskSpec
+    from nas.evaluation.proxy import ProxySpec, proxy_arch, train_proxy
+    from nas.evaluation.scoring import quality
 
     torch.set_num_threads(threads)
     spec, task_spec = ProxySpec.from_dict(proxy), TaskSpec.from_dict(task)
@@ -147,8 +147,8 @@ def train_one(key: str, role: str, proxy: dict[str, Any], task: dict[str, Any], 
 def space_proxy(space: str, base: Any, name: str | None = None) -> Any:
     """The space's default proxy (its defaults list, else tiny; `name` overrides it) with the rungs, evaluation and
     context growth of `base`, its steps scaled as `base`'s are from the tiny proxy's (1 unless --quick)."""
-    from nas.proxy import load_proxy
-    from nas.space import default_choice
+    from nas.evaluation.proxy import load_proxy
+    from nas.study.space import default_choice
 
     proxy = replace(load_proxy(name or default_choice(space, "proxy") or "tiny"), min_context=base.min_context)
     steps = max(1, round(proxy.budget_tokens * base.budget_tokens / load_proxy("tiny").budget_tokens
@@ -221,8 +221,8 @@ def zero_cost_axes(space: str, proxy: Any) -> tuple[str, list[tuple[str, list[fl
     compute objective of the space (primary first), then unique non-embedding parameters, the value of each
     configuration; and the target and hardware they were costed on."""
     from nas.cost import Coster
-    from nas.proxy import proxy_arch
-    from nas.space import default_choice, load, path_of
+    from nas.evaluation.proxy import proxy_arch
+    from nas.study.space import default_choice, load, path_of
 
     coster = Coster(default_choice(space, "target") or "gpt_1b")  # conf/search.yaml's target; its hardware
     spec = load(path_of(space), proxy_arch({}, proxy))
@@ -236,9 +236,9 @@ def reference_adequacy(space: str, proxy: Any, reference: Any, task: Any, dense_
                        window_rule: str = "context_share") -> list[dict]:
     """The space's adequacy checks applied to the reference's dense run (windows carried to its context by
     `window_rule`)."""
-    from nas import adequacy
-    from nas.proxy import proxy_arch
-    from nas.space import load, path_of
+    from nas.evaluation import adequacy
+    from nas.evaluation.proxy import proxy_arch
+    from nas.study.space import load, path_of
 
     spec = load(path_of(space), proxy_arch({}, proxy))
     names = {p.name for p in spec.params}
@@ -304,9 +304,9 @@ def for_space(entries: tuple[str, ...], space: str) -> str | None:
 def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
     """The space's task, proxy, reference and its runs: (key, role, proxy dict, task dict, knobs, seed) per run,
     per configuration its proxy seeds then its reference."""
-    from nas.data import load_task
-    from nas.reference import reference_proxy
-    from nas.space import default_choice
+    from nas.evaluation.data import load_task
+    from nas.evaluation.reference import reference_proxy
+    from nas.study.space import default_choice
 
     task = load_task(default_choice(space, "task") or "lm")
     proxy = space_proxy(space, choice.base, choice.proxy)
@@ -323,9 +323,9 @@ def in_units(knobs: dict[str, Any], proxy: Any, size: Any, window_rule: str = "c
     """A panel configuration (knobs in `proxy`'s units) in the units of `size` (the proxy itself or its reference),
     by nas/knobs.py's rules (the window's as `window_rule` says): only the knobs it names, those whose rule keeps
     them as they are left as written (so a run's key names what it trained)."""
+    from nas.evaluation.proxy import proxy_arch, proxy_sizes
     from nas.knobs import carry, knobs_of
     from nas.model.config import KNOBS
-    from nas.proxy import proxy_arch, proxy_sizes
 
     carried = knobs_of(carry(proxy_arch(knobs, proxy), proxy_sizes(size), rules={"window": window_rule}))
     return {k: v if KNOBS[k].scale == "as_is" else carried[k] for k, v in knobs.items()}
@@ -377,7 +377,7 @@ class Figures:
 def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: list[str]) -> Figures:
     """Print one recorded space's tables: the panel at both sizes, then every ranking (the proxy's and each
     zero-cost one) against the reference; its headline figures."""
-    from nas.reference import describe
+    from nas.evaluation.reference import describe
 
     task, proxy, reference, _ = panel_runs(space, choice)
     panel = PANELS[space]
@@ -565,7 +565,7 @@ def make_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
     """Train what the arguments ask (progress printed as it goes); the report of their spaces, summary line last.
     Without training, the report depends only on the recorded runs (no machine or wall-time lines)."""
-    from nas.proxy import load_proxy
+    from nas.evaluation.proxy import load_proxy
 
     proxy = replace(load_proxy("tiny"), min_context=args.min_context)
     runs_path = RUNS
