@@ -3,7 +3,7 @@
     python benchmarks/adequacy.py            # recorded run (~5 min on one core without the layout space;
                                              # that one took 515 s alone, machine shared)
 
-Runs nas.adequacy.check_adequacy for every shipped space on its default proxy and task (as
+Runs nas.evaluation.adequacy.check_adequacy for every shipped space on its default proxy and task (as
 `python -m nas.search search_space=NAME` would before its first trial), plus sparse_attn on its proxy
 with learned absolute positions instead of rotary ones, and sharing on the 2-layer tiny proxy (the structural
 check only). Prints each check's measured value and threshold.
@@ -17,10 +17,10 @@ import platform
 import time
 from dataclasses import replace
 
-from nas.adequacy import check_adequacy, depth_check
-from nas.data import load_task
-from nas.proxy import load_proxy, proxy_arch
-from nas.space import default_choice, load, path_of
+from nas.evaluation.adequacy import check_adequacy, depth_check
+from nas.evaluation.data import load_task
+from nas.evaluation.proxy import load_proxy, proxy_arch
+from nas.study.space import default_choice, load, path_of
 
 SPACES = ("sparse_attn", "head_grouping", "sharing", "precision", "layout")
 

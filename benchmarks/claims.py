@@ -5,12 +5,13 @@
     python benchmarks/claims.py --report-only        # the verdicts from the stored studies, training nothing
     python benchmarks/claims.py --quick              # smoke run: tiny budgets, a scratch store and report
 
-Per claim and seed, the real search (nas.replay.record: Ray Tune trials, Optuna, the SQL store) trains every
+Per claim and seed, the real search (nas.bench.replay.record: Ray Tune trials, Optuna, the SQL store) trains every
 configuration of benchmarks/spaces/claims/<claim>.yaml once at the claim's proxy; the first seed's study runs the
 proxy adequacy check (enforced: a proxy that cannot resolve the knobs stops the claim), the others share its
-proxy and skip it. nas.claims then applies `policy=min_compute min_quality_ratio=<the claim's bound>` to each
-seed's study and gives the verdict: PASS / FAIL / NOT MEASURABLE HERE with the reason (see nas/claims.py for what
-is measured and what is modelled). Writes benchmarks/results/claims_cpu.md and dashboards/claims.html.
+proxy and skip it. nas.bench.recipe_claims then applies `policy=min_compute min_quality_ratio=<the claim's bound>`
+to each seed's study and gives the verdict: PASS / FAIL / NOT MEASURABLE HERE with the reason (see
+nas/bench/recipe_claims.py for what is measured and what is modelled). Writes benchmarks/results/claims_cpu.md and
+dashboards/claims.html.
 Last line: `claims passed=N failed=N unmeasurable=N`.
 """
 
@@ -30,7 +31,7 @@ RESULTS = REPO / "benchmarks" / "results"
 
 def grid_size(cfg, space: Path) -> int:
     """How many configurations the claim's space holds at its proxy."""
-    from nas.replay import grid_points
+    from nas.bench.replay import grid_points
     from nas.search import validate
 
     return len(grid_points(validate(cfg, str(space)).spec))
@@ -38,9 +39,9 @@ def grid_size(cfg, space: Path) -> int:
 
 def run_claim_studies(claim, seeds: list[int], url: str, extra: list[str], adequacy: str = "enforce") -> None:
     """Train every configuration of the claim's space once per seed (studies already complete are kept)."""
-    from nas.claims import study_name
-    from nas.replay import compose_search, record
-    from nas.store import Store
+    from nas.bench.recipe_claims import study_name
+    from nas.bench.replay import compose_search, record
+    from nas.study.store import Store
 
     space = SPACES / f"{claim.key}.yaml"
     for i, seed in enumerate(seeds):
@@ -62,7 +63,7 @@ def run_claim_studies(claim, seeds: list[int], url: str, extra: list[str], adequ
 
 
 def main(argv: list[str] | None = None) -> None:
-    from nas.claims import CLAIMS
+    from nas.bench.recipe_claims import CLAIMS
 
     keys = [c.key for c in CLAIMS]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -104,10 +105,10 @@ def report(claims, seeds: list[int], url: str, out: Path, page: Path, wall_s: fl
     """Evaluate the claims from the store; write the markdown report and the dashboard page; print both lines."""
     import torch
 
-    from nas.claims import evaluate, markdown, summary_line
-    from nas.dashboard.claims import PAGE, claims_page
+    from nas.bench.claims_page import PAGE, claims_page
+    from nas.bench.recipe_claims import evaluate, markdown, summary_line
     from nas.dashboard.pages import write_plotlyjs, write_text
-    from nas.store import Store
+    from nas.study.store import Store
 
     store = Store(url)
     try:
@@ -121,7 +122,7 @@ def report(claims, seeds: list[int], url: str, out: Path, page: Path, wall_s: fl
               f"{', '.join(map(str, seeds))}; "
               + (f"wall {wall_s:.0f} s this run" if wall_s is not None
                  else f"verdicts read from the studies in {source}")
-              + ". How each figure is measured or modelled: nas/claims.py.\n\n")
+              + ". How each figure is measured or modelled: nas/bench/recipe_claims.py.\n\n")
     text = header + markdown(results) + f"\n\n{summary}\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, text)

@@ -2,7 +2,7 @@
 
     python benchmarks/concurrent_open.py [--runs 150] [--openers 8]
 
-Each run makes a fresh folder, starts `--openers` processes that import nas.store, wait for a common start
+Each run makes a fresh folder, starts `--openers` processes that import nas.study.store, wait for a common start
 time and open `Store(sqlite:///<folder>/nas.db)` (create, WAL journal, Alembic tables). A run fails when
 any opener raises or the file is not a complete store afterwards. The last line is the summary.
 """
@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 
 def _open_at(url: str, start: float, results: mp.Queue) -> None:
-    from nas.store import Store
+    from nas.study.store import Store
 
     while time.time() < start:
         pass
@@ -35,11 +35,11 @@ def _open_at(url: str, start: float, results: mp.Queue) -> None:
 
 def _run(folder: Path, openers: int) -> list[str]:
     """The failures of one run (empty when every opener opened the store and it is whole)."""
-    from nas.store import Store
+    from nas.study.store import Store
 
     url = f"sqlite:///{folder / 'nas.db'}"
     results: mp.Queue = mp.Queue()
-    start = time.time() + 1.0  # after every process has imported nas.store
+    start = time.time() + 1.0  # after every process has imported nas.study.store
     procs = [mp.Process(target=_open_at, args=(url, start, results)) for _ in range(openers)]
     for p in procs:
         p.start()

@@ -16,30 +16,30 @@ same number of recall queries. The task is sparse_attn's default, long_range (co
 each batch stdlib text, half MQAR recall.
 
 How the two halves scale with S, and which rule each favours by construction:
-- Recall (MQAR, nas/data.py): 4 pairs a sequence, each queried once at a distance drawn log-uniformly from 4 to
-  S - 2. A window of W reaches a query at distance d <= W (a key at p, its value at p + 1, the query at p + d; a
-  query at i sees the positions j with i - W < j <= i), so the share beyond it is about 1 - ln((W+1)/4) /
+- Recall (MQAR, nas/evaluation/data.py): 4 pairs a sequence, each queried once at a distance drawn log-uniformly
+  from 4 to S - 2. A window of W reaches a query at distance d <= W (a key at p, its value at p + 1, the query at
+  p + d; a query at i sees the positions j with i - W < j <= i), so the share beyond it is about 1 - ln((W+1)/4) /
   ln((S-1)/4) (beyond_window; tests/test_context_ladder.py checks it against sampled batches): log-uniform
   distances are not spread evenly over the context, so neither rule keeps that share fixed (1/8 of the context:
   0.71, 0.58, 0.49 at 64, 128, 256; 16 tokens: 0.48, 0.58, 0.65). The report prints this share per
   configuration and the verdict the spreads of it alone would give (a slight lean to the count rule), beside the
   measured one. Also, every sequence holds 4 queries whatever S, so at equal tokens a longer context trains on
   fewer recall queries (1/4 as many at 256 as at 64): dense recall itself may fall with S.
-- Text (bpb_late, nas/objective.py): bits per byte over positions S/2 .. S-1. Its dependencies are in tokens (a
+- Text (bpb_late, nas/evaluation/scoring.py): bits per byte over positions S/2 .. S-1. Its dependencies are in tokens (a
   byte's predictability from what lies d bytes back does not know S), so a window of W tokens loses the same
   near context at every S, and the far context it loses matters less the farther it is: the count rule by
   construction, up to the extra far context the late half has at larger S.
 
 The cost of a window is its quality minus the dense quality at the same context and seed, for the task's quality
-(nas.objective.quality: bpb_late + mqar_error), recall (mqar_error = 1 - mqar_acc) and text (bpb_late) each. Each
-rule says which configurations are equivalent: equal share W/S ((8,64), (16,128), (32,256); (16,64), (32,128);
-(8,128), (16,256)), or equal count W (8 and 16 at 64, 128, 256; 32 at 128, 256). The statistic, without a fit: per
-rule, the mean absolute difference of the seed-mean cost over every pair of configurations that rule calls
+(nas.evaluation.scoring.quality: bpb_late + mqar_error), recall (mqar_error = 1 - mqar_acc) and text (bpb_late)
+each. Each rule says which configurations are equivalent: equal share W/S ((8,64), (16,128), (32,256); (16,64),
+(32,128); (8,128), (16,256)), or equal count W (8 and 16 at 64, 128, 256; 32 at 128, 256). The statistic, without a
+fit: per rule, the mean absolute difference of the seed-mean cost over every pair of configurations that rule calls
 equivalent (its spread); the noise: two standard errors of a difference of two seed-mean costs, from the seed
 standard deviation of a cost pooled over the windowed configurations. The rule whose spread is lower by more than
-the noise wins; otherwise the ladder is undecided at this proxy and the default (context_share) stays. At tiny's
-1M tokens the dense model's recall beyond 16 of 64 positions is marginal (conf/proxy/tiny_2m.yaml), so recall
-costs may sit near the noise; `--proxy tiny_2m` runs the ladder at twice the tokens (twice the wall).
+the noise wins; otherwise the ladder is undecided at this proxy and the default (context_share) stays. At tiny's 1M
+tokens the dense model's recall beyond 16 of 64 positions is marginal (conf/proxy/tiny_2m.yaml), so recall costs may
+sit near the noise; `--proxy tiny_2m` runs the ladder at twice the tokens (twice the wall).
 
 Every run is appended to benchmarks/results/context_ladder_runs.jsonl (keyed as benchmarks/fidelity.py keys its
 runs: role "ladder", task, knobs, seed, proxy sizes), so the ladder resumes where it stopped; the report depends
@@ -196,7 +196,7 @@ def decide(seed_costs: Mapping[Cell, list[float]]) -> dict[str, Any]:
 
 def beyond_window(window: int, seq_len: int, min_distance: int, max_distance: int | None) -> float:
     """Share of MQAR queries a window of `window` cannot reach (distance > window) when distances are drawn
-    log-uniformly from [min_distance, min(max_distance or S, S - 2)] (nas.data.mqar_batch's law)."""
+    log-uniformly from [min_distance, min(max_distance or S, S - 2)] (nas.evaluation.data.mqar_batch's law)."""
     hi = min(max_distance or seq_len, seq_len - 2)
     within = (math.log(window + 1) - math.log(min_distance)) / (math.log(hi + 1) - math.log(min_distance))
     return 1.0 - min(1.0, max(0.0, within))
@@ -297,8 +297,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.workers < 1:
         parser.error(f"--workers={args.workers} is invalid: expected an integer >= 1")
-    from nas.data import load_task
-    from nas.proxy import load_proxy
+    from nas.evaluation.data import load_task
+    from nas.evaluation.proxy import load_proxy
 
     try:
         base = load_proxy(args.proxy)

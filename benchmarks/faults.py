@@ -42,7 +42,7 @@ DRIVER = textwrap.dedent("""
     from ray import cloudpickle
     from hydra import compose, initialize_config_dir
     from nas.profiles import conf_dir
-    from nas.search import config, run_search
+    from nas.search import run_search, schema
 
     class Synthetic:
         '''4 rungs of 0.4 s; quality from the knobs (narrower windows are worse early and better late).'''
@@ -56,7 +56,7 @@ DRIVER = textwrap.dedent("""
                 yield {{"step": step, "tokens": 100 * step, "quality": q, "final": step == 8, "metrics": {{}}}}
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    config.register()
+    schema.register()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose("search", overrides={overrides!r})
     run_search(cfg, trial_runner=Synthetic(), out=sys.stdout)
@@ -79,7 +79,7 @@ def worker_pids(driver_pid: int) -> list[int]:
 
 
 def complete_rows(url: str, study: str) -> dict[int, tuple]:
-    from nas.store import Store
+    from nas.study.store import Store
 
     store = Store(url)
     try:
@@ -116,7 +116,7 @@ def main() -> None:
     from sqlalchemy import create_engine, text
 
     from nas.search.bridge import DUPLICATE_ATTR, WITHDRAWN_ATTR, never_trained
-    from nas.store import Store
+    from nas.study.store import Store
 
     rng = random.Random(args.seed)
     admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")

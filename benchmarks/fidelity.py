@@ -9,11 +9,11 @@
     python benchmarks/fidelity.py --regenerate benchmarks/results/fidelity_cpu.txt  # its reports, from the run log
 
 For each space (sparse_attn, head_grouping, sharing, precision), every configuration of a fixed panel spanning
-the space is trained at the default proxy (conf/proxy/tiny.yaml) and at its reference (nas/reference.py: 4x
+the space is trained at the default proxy (conf/proxy/tiny.yaml) and at its reference (nas/evaluation/reference.py: 4x
 depth, 4x context, 8x tokens), both on the space's default task (the space file's defaults list) with the
 same seed, and scored with the task's objective. The panel is written in proxy units; a configuration carries
 to the reference by the one rule of nas/knobs.py. The reference's dense configuration must itself pass the
-space's adequacy checks (nas/adequacy.py); a reference that fails them is reported, and its tau is not a
+space's adequacy checks (nas/evaluation/adequacy.py); a reference that fails them is reported, and its tau is not a
 fidelity figure.
 
 A trained signal must beat the free one: beside the proxy, the panel is ranked by each of the space's compute
@@ -93,7 +93,7 @@ def proxy_key_base() -> dict[str, Any]:
     """The base a recorded run's proxy is keyed against (see _FIRST_BASE)."""
     from dataclasses import MISSING, fields
 
-    from nas.proxy import ProxySpec
+    from nas.evaluation.proxy import ProxySpec
 
     return {**{f.name: f.default for f in fields(ProxySpec) if f.default is not MISSING}, **_FIRST_BASE}
 
@@ -107,7 +107,7 @@ def _non_default(data: dict[str, Any], cls: type | dict[str, Any]) -> dict[str, 
 
 def run_key(role: str, task: dict[str, Any], knobs: dict[str, Any], seed: int, proxy: dict[str, Any]) -> str:
     """Identity of one training run (the task without its name: equal tasks share runs)."""
-    from nas.data import MQARSpec, TaskSpec
+    from nas.evaluation.data import MQARSpec, TaskSpec
 
     task = {**_non_default(task, TaskSpec), "mqar": _non_default(task["mqar"], MQARSpec)}
     task.pop("name", None)
@@ -131,9 +131,9 @@ def train_one(key: str, role: str, proxy: dict[str, Any], task: dict[str, Any], 
     """Train one configuration; its final quality, metrics and wall time."""
     import torch
 
-    from nas.data import TaskSpec
-    from nas.objective import quality
-    from nas.proxy import ProxySpec, proxy_arch, train_proxy
+    from nas.evaluation.data import TaskSpec
+    from nas.evaluation.proxy import ProxySpec, proxy_arch, train_proxy
+    from nas.evaluation.scoring import quality
 
     torch.set_num_threads(threads)
     spec, task_spec = ProxySpec.from_dict(proxy), TaskSpec.from_dict(task)
@@ -155,10 +155,10 @@ def ready_parent(proxy: Any, task: Any, seed: int, device: str = "cpu") -> tuple
     training time (once per proxy, task and seed)."""
     import torch
 
-    from nas.data import TaskData
     from nas.device import resolve_device
-    from nas.parent import default_parent_dir, load_parent
-    from nas.proxy import proxy_arch
+    from nas.evaluation.data import TaskData
+    from nas.evaluation.parent import default_parent_dir, load_parent
+    from nas.evaluation.proxy import proxy_arch
 
     _, digest = load_parent(proxy_arch({}, proxy), proxy, task, {proxy.seq_len: TaskData(task, proxy.seq_len)},
                             seed, 1, resolve_device(device))
@@ -169,8 +169,8 @@ def space_proxy(space: str, base: Any, name: str | None = None) -> Any:
     """The space's default proxy (its defaults list, else tiny; `name` overrides it) with the rungs, evaluation and
     context growth of `base`, its steps (and an inherit parent's) scaled as `base`'s are from the tiny proxy's (1
     unless --quick)."""
-    from nas.proxy import load_proxy
-    from nas.space import default_choice
+    from nas.evaluation.proxy import load_proxy
+    from nas.study.space import default_choice
 
     proxy = replace(load_proxy(name or default_choice(space, "proxy") or "tiny"), min_context=base.min_context)
     scale = base.budget_tokens / load_proxy("tiny").budget_tokens
@@ -243,8 +243,8 @@ def zero_cost_axes(space: str, proxy: Any) -> tuple[str, list[tuple[str, list[fl
     compute objective of the space (primary first), then unique non-embedding parameters, the value of each
     configuration; and the target and hardware they were costed on."""
     from nas.cost import Coster
-    from nas.proxy import proxy_arch
-    from nas.space import default_choice, load, path_of
+    from nas.evaluation.proxy import proxy_arch
+    from nas.study.space import default_choice, load, path_of
 
     coster = Coster(default_choice(space, "target") or "gpt_1b")  # conf/search.yaml's target; its hardware
     units = panel_units(space)  # the panel's own units: every proxy kind is ranked against the same costs
@@ -259,9 +259,9 @@ def reference_adequacy(space: str, proxy: Any, reference: Any, task: Any, dense_
                        window_rule: str = "context_share") -> list[dict]:
     """The space's adequacy checks applied to the reference's dense run (windows carried to its context by
     `window_rule`)."""
-    from nas import adequacy
-    from nas.proxy import proxy_arch
-    from nas.space import load, path_of
+    from nas.evaluation import adequacy
+    from nas.evaluation.proxy import proxy_arch
+    from nas.study.space import load, path_of
 
     spec = load(path_of(space), proxy_arch({}, proxy))
     names = {p.name for p in spec.params}
@@ -327,9 +327,9 @@ def for_space(entries: tuple[str, ...], space: str) -> str | None:
 def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
     """The space's task, proxy, reference and its runs: (key, role, proxy dict, task dict, knobs, seed) per run,
     per configuration its proxy seeds then its reference."""
-    from nas.data import load_task
-    from nas.reference import reference_proxy
-    from nas.space import default_choice
+    from nas.evaluation.data import load_task
+    from nas.evaluation.reference import reference_proxy
+    from nas.study.space import default_choice
 
     task = load_task(default_choice(space, "task") or "lm")
     proxy = space_proxy(space, choice.base, choice.proxy)
@@ -346,8 +346,8 @@ def panel_runs(space: str, choice: Choice) -> tuple[Any, Any, Any, list[tuple]]:
 def panel_units(space: str) -> Any:
     """The proxy whose units a space's panel is written in: the space's default proxy (sparse_attn's tiny_2m, of
     tiny's sizes; sharing's tiny_deep: its patterns' unique layers are those of 4 layers)."""
-    from nas.proxy import load_proxy
-    from nas.space import default_choice
+    from nas.evaluation.proxy import load_proxy
+    from nas.study.space import default_choice
 
     return load_proxy(default_choice(space, "proxy") or "tiny")
 
@@ -356,9 +356,9 @@ def in_units(knobs: dict[str, Any], units: Any, size: Any, window_rule: str = "c
     """A panel configuration (knobs in the proxy `units`' units) in the units of `size` (a proxy or a reference), by
     nas/knobs.py's rules (the window's as `window_rule` says): only the knobs it names, those whose rule keeps
     them as they are left as written (so a run's key names what it trained)."""
+    from nas.evaluation.proxy import proxy_arch, proxy_sizes
     from nas.knobs import carry, knobs_of
     from nas.model.config import KNOBS
-    from nas.proxy import proxy_arch, proxy_sizes
 
     carried = knobs_of(carry(proxy_arch(knobs, units), proxy_sizes(size),
                              rules={"window": window_rule}))
@@ -414,7 +414,7 @@ class Figures:
 def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: list[str]) -> Figures:
     """Print one recorded space's tables: the panel at both sizes, then every ranking (the proxy's and each
     zero-cost one) against the reference; its headline figures."""
-    from nas.reference import describe
+    from nas.evaluation.reference import describe
 
     task, proxy, reference, _ = panel_runs(space, choice)
     panel = PANELS[space]
@@ -542,7 +542,7 @@ def compare_kinds(space: str, kinds: list[str], choice: Choice, runs: dict[str, 
     """One table of proxy kinds (NAME, or NAME:N for its quality averaged over N seeds) against one reference (the
     one choice names for the space, else the space's default proxy's), each at its recorded wall time per trial,
     with the zero-cost rankings below them: what a trial's compute buys over the free ranking."""
-    from nas.space import default_choice
+    from nas.study.space import default_choice
 
     reference_of = choice.reference_for(space) or default_choice(space, "proxy") or "tiny"
     out.append(f"## {space}: proxy kinds against the reference of {reference_of} (windows to it by "
@@ -647,7 +647,7 @@ def make_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
     """Train what the arguments ask (progress printed as it goes); the report of their spaces, summary line last.
     Without training, the report depends only on the recorded runs (no machine or wall-time lines)."""
-    from nas.proxy import load_proxy
+    from nas.evaluation.proxy import load_proxy
 
     proxy = replace(load_proxy("tiny"), min_context=args.min_context)
     runs_path = RUNS

@@ -41,7 +41,7 @@ ISO = 0.05  # configurations within 5% FLOPs of each other are of equal compute
 
 def variant_key(proxy: Any, carry: str, seed: int = 0) -> str:
     """Identity of one proxy variant (its non-default fields, the carry rule and a seed other than 0)."""
-    from nas.proxy import ProxySpec
+    from nas.evaluation.proxy import ProxySpec
 
     return json.dumps({"proxy": _non_default(asdict(proxy), ProxySpec), "carry": carry}
                       | ({"seed": seed} if seed else {}), sort_keys=True)
@@ -49,7 +49,7 @@ def variant_key(proxy: Any, carry: str, seed: int = 0) -> str:
 
 def trial_arch(knobs: dict[str, Any], proxy: Any, carry: str) -> Any:
     """The panel configuration at the proxy: as is (raw) or with its window's share of the context (share)."""
-    from nas.proxy import load_proxy, proxy_arch, proxy_sizes
+    from nas.evaluation.proxy import load_proxy, proxy_arch, proxy_sizes
 
     source = {**proxy_sizes(load_proxy(UNITS)), **knobs} if carry == "share" else knobs
     return proxy_arch(source, proxy)
@@ -57,9 +57,9 @@ def trial_arch(knobs: dict[str, Any], proxy: Any, carry: str) -> Any:
 
 def run_one(knobs: dict[str, Any], proxy: Any, carry: str, seed: int) -> dict[str, Any]:
     """Train one panel configuration with the inherit proxy; its quality, metrics, wall time and parent."""
-    from nas.data import load_task
-    from nas.objective import quality
-    from nas.proxy import train_proxy
+    from nas.evaluation.data import load_task
+    from nas.evaluation.proxy import train_proxy
+    from nas.evaluation.scoring import quality
 
     task = load_task(TASK)
     arch = trial_arch(knobs, proxy, carry)
@@ -74,7 +74,7 @@ def run_one(knobs: dict[str, Any], proxy: Any, carry: str, seed: int) -> dict[st
 
 def parent_wall(proxy: Any, seed: int) -> float:
     """Train (or find) the proxy's parent first, so no trial's wall time includes it; its recorded training time."""
-    from nas.data import load_task
+    from nas.evaluation.data import load_task
 
     return ready_parent(proxy, load_task(TASK), seed)[1]
 
@@ -82,7 +82,7 @@ def parent_wall(proxy: Any, seed: int) -> float:
 def flops_ratios() -> list[float]:
     """The panel's flops_ratio at the target (its knobs in tiny_2m's units, as a search costs them)."""
     from nas.cost import estimate
-    from nas.proxy import load_proxy, proxy_arch
+    from nas.evaluation.proxy import load_proxy, proxy_arch
 
     units = load_proxy(UNITS)
     return [estimate(proxy_arch(k, units), TARGET).flops_ratio for k in PANELS[SPACE]]
@@ -204,7 +204,7 @@ def main() -> None:
     import torch
     import yaml
 
-    from nas.proxy import load_proxy
+    from nas.evaluation.proxy import load_proxy
 
     torch.set_num_threads(1)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other "

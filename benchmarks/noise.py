@@ -3,8 +3,9 @@
     python benchmarks/noise.py [--spaces sparse_attn precision]     # recorded run: benchmarks/results/noise_cpu.txt
 
 For each space, at its default proxy and task (as `python -m nas.search search_space=NAME` runs it): the adequacy
-check alone (one seed of the dense baseline), then the check with the seed noise (nas.noise: the study's seed and
-NOISE_SEEDS - 1 more, trained beside it in worker processes), into a fresh cache, then once more from the cache.
+check alone (one seed of the dense baseline), then the check with the seed noise (nas.evaluation.noise: the study's
+seed and NOISE_SEEDS - 1 more, trained beside it in worker processes), into a fresh cache, then once more from the
+cache.
 Prints the dense baseline's quality per seed, the seed sd, the front's tie margin (2 sqrt(2) sd) and the wall times.
 Last line: `noise <space>_sd=... <space>_margin=... <space>_extra_s=... ...` (extra_s: the noise's added wall time).
 """
@@ -18,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from nas.adequacy import check_adequacy
-from nas.data import load_task
-from nas.proxy import load_proxy, proxy_arch
-from nas.space import default_choice, load, path_of
+from nas.evaluation.adequacy import check_adequacy
+from nas.evaluation.data import load_task
+from nas.evaluation.proxy import load_proxy, proxy_arch
+from nas.study.space import default_choice, load, path_of
 
 
 def main() -> None:

@@ -74,9 +74,9 @@ def compose(*overrides: str):
     from hydra import initialize_config_dir
 
     from nas.profiles import conf_dir
-    from nas.search import config
+    from nas.search import schema
 
-    config.register()
+    schema.register()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose("search", overrides=["dashboard=false", *overrides])
 
@@ -114,7 +114,7 @@ def timed_ray_start(overlap: bool):
 def search(name: str, url: str, n: int, conc: int, runner, *extra: str) -> tuple[float, list, float]:
     """(wall seconds, per trial the work spans of its reports, start time) of one search."""
     from nas.search import run_search
-    from nas.store import Store
+    from nas.study.store import Store
 
     start = time.time()
     run_search(compose(f"study={name}", f"store.url={url}", f"n_trials={n}", f"ray.max_concurrent={conc}", *extra),

@@ -1,4 +1,5 @@
-"""Proxy-trainer throughput on CPU: tokens/s of nas.proxy against a minimal plain training loop of the same model.
+"""Proxy-trainer throughput on CPU: tokens/s of nas.evaluation.proxy against a minimal plain training loop of the same
+model.
 
     python benchmarks/proxy.py                 # recorded run (quiet machine, ~3 min)
     python benchmarks/proxy.py --quick         # smoke run
@@ -21,8 +22,8 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
+from nas.evaluation.proxy import ProxySpec, load_proxy, proxy_arch, train_proxy
 from nas.model import TransformerLM
-from nas.proxy import ProxySpec, load_proxy, proxy_arch, train_proxy
 
 
 def plain_tok_s(proxy: ProxySpec, steps: int, seed: int = 0) -> float:

@@ -1,4 +1,4 @@
-"""Search efficiency of samplers x pruners, replayed on a recorded table (nas/replay.py).
+"""Search efficiency of samplers x pruners, replayed on a recorded table (nas/bench/replay.py).
 
     python benchmarks/search_efficiency.py [--table FILE] [--seeds 50] [--trials 16] [--sweep] [--out NAME]
     python benchmarks/search_efficiency.py record [--space FILE] [--db FILE] [--table FILE] [hydra overrides...]
@@ -35,9 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nas.cli import fail  # noqa: E402
-from nas.profiles import read_profile  # noqa: E402
-from nas.replay import (  # noqa: E402
+from nas.bench.replay import (  # noqa: E402
     Table,
     compose_search,
     export_table,
@@ -48,7 +46,9 @@ from nas.replay import (  # noqa: E402
     replay,
     tokens_to_reach,
 )
-from nas.search.config import PrunerConf, SamplerConf  # noqa: E402
+from nas.cli import fail  # noqa: E402
+from nas.profiles import read_profile  # noqa: E402
+from nas.search.schema import PrunerConf, SamplerConf  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_SPACE = REPO / "benchmarks" / "spaces" / "sparse_attn_grid.yaml"
@@ -243,8 +243,8 @@ def cmd_record(args: argparse.Namespace) -> None:
     """Record the table: the real search over every configuration of the space, then export from the store."""
     import yaml
 
-    from nas.proxy import ProxySpec, proxy_arch
-    from nas.space import load
+    from nas.evaluation.proxy import ProxySpec, proxy_arch
+    from nas.study.space import load
 
     space = Path(args.space).resolve()
     url = f"sqlite:///{Path(args.db).resolve()}"

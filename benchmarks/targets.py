@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nas.cost import Coster, estimate, load_target, param_counts, published_arch  # noqa: E402
-from nas.proxy import load_proxy, proxy_arch  # noqa: E402
+from nas.evaluation.proxy import load_proxy, proxy_arch  # noqa: E402
 from tests.test_targets import TARGETS, hf_config, hf_param_count  # noqa: E402  (the published configs)
 
 RESULTS = REPO / "benchmarks" / "results" / "targets_cpu.txt"

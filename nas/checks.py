@@ -12,7 +12,7 @@ def check_int(key: str, value: Any, low: int = 1) -> None:
 
 
 def check_recipe(prefix: str, lr: Any, min_lr_ratio: Any, grad_clip: Any, weight_decay: Any) -> None:
-    """The optimiser recipe a proxy and the trainer share (nas/optim.py): ValueError naming `prefix`+key."""
+    """The optimiser recipe a proxy and the trainer share (nas/evaluation/optim.py): ValueError naming `prefix`+key."""
     for key, value, ok, valid in (
             ("lr", lr, lambda v: v > 0, "a number > 0"),
             ("grad_clip", grad_clip, lambda v: v > 0, "a number > 0"),

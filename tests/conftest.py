@@ -13,7 +13,8 @@ torch.set_num_threads(1)
 REPO = str(Path(__file__).resolve().parents[1])
 # a CLI test's subprocess must run this tree's code, also when the installed (editable) package is another checkout
 os.environ["PYTHONPATH"] = os.pathsep.join([REPO, *filter(None, [os.environ.get("PYTHONPATH")])])
-# the proxy seed-noise cache (nas.noise): the tests' own, not the checkout's trials_db/noise/ (subprocesses too)
+# the proxy seed-noise cache (nas.evaluation.noise): the tests' own, not the checkout's trials_db/noise/
+# (subprocesses too)
 os.environ["NAS_NOISE_DIR"] = tempfile.mkdtemp(prefix="nas-test-noise-")
 
 

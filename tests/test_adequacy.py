@@ -1,4 +1,4 @@
-"""nas.adequacy: each check against known metrics, the structural depth check, and one real (micro) run."""
+"""nas.evaluation.adequacy: each check against known metrics, the structural depth check, and one real (micro) run."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from nas import adequacy
-from nas.data import TaskSpec
-from nas.proxy import ProxySpec, load_proxy, proxy_arch
-from nas.space import load, path_of
+from nas.evaluation import adequacy
+from nas.evaluation.data import TaskSpec
+from nas.evaluation.proxy import ProxySpec, load_proxy, proxy_arch
+from nas.study.space import load, path_of
 
 TINY = load_proxy("tiny")
 LONG = TaskSpec(name="long_range", kind="mixed", mqar={"vocab": 16, "num_pairs": 4, "min_distance": 4},

@@ -75,7 +75,7 @@ def test_statistic_by_hand():
 
 
 def test_beyond_window_matches_mqar_batches():
-    from nas.data import MQARSpec, mqar_batch
+    from nas.evaluation.data import MQARSpec, mqar_batch
 
     spec = MQARSpec(num_pairs=4)
     for s, w in ((64, 8), (256, 32)):
@@ -86,7 +86,7 @@ def test_beyond_window_matches_mqar_batches():
 
 
 def test_ladder_proxy_keeps_tokens_per_step_and_validation_sequences():
-    from nas.proxy import load_proxy
+    from nas.evaluation.proxy import load_proxy
 
     base = load_proxy("tiny")
     for s in L.CONTEXTS:
@@ -97,8 +97,8 @@ def test_ladder_proxy_keeps_tokens_per_step_and_validation_sequences():
 
 def test_report_from_a_synthetic_log():
     """The report reads a log of 22 runs and its last line carries the verdict of their costs."""
-    from nas.data import load_task
-    from nas.proxy import load_proxy
+    from nas.evaluation.data import load_task
+    from nas.evaluation.proxy import load_proxy
 
     base, task = load_proxy("tiny"), load_task("long_range")
     runs = {}

@@ -1,4 +1,4 @@
-"""nas.data: MQAR layout, corpus split and content-keyed cache, bad inputs."""
+"""nas.evaluation.data: MQAR layout, corpus split and content-keyed cache, bad inputs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas.data import (
+from nas.evaluation.data import (
     IGNORE,
     MQARSpec,
     TaskData,

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from nas.export.cli import export, run_from_config
+from nas.export.command import export, run_from_config
 from nas.export.fidelity import kendall_tau_b, top_points
 from nas.export.front import Policy, knee, load_points, pareto_front
 from nas.model.config import ArchConfig
-from nas.store import Store
+from nas.study.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 PROXY = dict(name="micro", n_layers=1, d_model=16, n_heads=2, ffn_mult=2.0, seq_len=32, batch_size=4, lr=3e-3,
@@ -283,16 +283,16 @@ def test_top_points_fills_from_the_rest(store):
 
 
 def test_verify_retrains_top_k_at_the_reference_proxy_and_stores_tau(store, tmp_path):
-    from nas.data import TaskSpec
-    from nas.objective import quality
-    from nas.proxy import ProxySpec, train_proxy
+    from nas.evaluation.data import TaskSpec
+    from nas.evaluation.proxy import ProxySpec, train_proxy
+    from nas.evaluation.scoring import quality
 
     done = run_from_config({"study": "s1", "store": {"url": store.url}, "model_dir": str(tmp_path), "name": "v",
                             "verify": True, "verify_top_k": 3, "device": "cpu"},
                            out=open(tmp_path / "log.txt", "w"))
     fid = done.fidelity
     assert fid.trials == [0, 1, 2] and fid.proxy_quality == [1.00, 1.02, 1.10]
-    # nas.reference's definition: 4x the depth, 4x the context, 8x the study's tokens
+    # nas.evaluation.reference's definition: 4x the depth, 4x the context, 8x the study's tokens
     assert (fid.reference["name"], fid.reference["n_layers"], fid.reference["seq_len"]) == ("micro-reference", 4, 128)
     assert fid.budget_tokens == fid.reference["budget_tokens"] == 8 * PROXY["budget_tokens"]
     assert fid.budget_factor == 8.0
@@ -325,7 +325,7 @@ def test_records_tables_come_from_the_migrations_and_start_empty(store):
 
 
 def test_export_from_a_store_that_does_not_exist_creates_nothing(tmp_path):
-    from nas.export.cli import run_from_config
+    from nas.export.command import run_from_config
 
     missing = tmp_path / "typo" / "nas.db"
     with pytest.raises(ValueError, match=r"typo/nas.db does not exist"):

@@ -113,7 +113,7 @@ def test_non_embedding_params_equal_the_models_tensors_without_the_tables(change
 
 
 def test_zero_cost_axes_are_the_spaces_objectives_then_parameters():
-    from nas.proxy import load_proxy
+    from nas.evaluation.proxy import load_proxy
 
     where, axes = F.zero_cost_axes("sharing", load_proxy("tiny_deep"))
     assert where == "llama3.2_1b_32k on h100_sxm"  # the space's own target

@@ -1,4 +1,4 @@
-"""Hugging Face export and import (nas.export.hf): transformers' own models are the oracle.
+"""Hugging Face export and import (nas.model.hf): transformers' own models are the oracle.
 
 Every exported family and knob gives nas's logits (fp32, CPU) when transformers loads the folder with
 AutoModelForCausalLM.from_pretrained (no custom code), including positions beyond the window; cached greedy
@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from nas.cost import load_target, param_counts, published_arch
-from nas.export.cli import run_from_config
-from nas.export.hf import (
+from nas.export.command import run_from_config
+from nas.model import ArchConfig, TransformerLM
+from nas.model.hf import (
     ExportRefused,
     choose_family,
     hf_config,
@@ -26,8 +27,7 @@ from nas.export.hf import (
     require_hf,
     write_hf,
 )
-from nas.model import ArchConfig, TransformerLM
-from nas.store import Store
+from nas.study.store import Store
 from tests.test_export import seed_study
 
 transformers = pytest.importorskip("transformers")
@@ -241,7 +241,7 @@ def test_trained_model_loads_in_transformers_with_its_logits(tmp_path, monkeypat
     """nas.train export=hf -> <out_dir>/hf, and nas.export checkpoint=... format=hf: from_pretrained gives the
     trained model's logits; an architecture no family expresses is refused before training."""
     from nas.train import run_from_config as train_from_config
-    from nas.trainer.checkpoint import load_checkpoint
+    from nas.train.checkpoint import load_checkpoint
 
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
     corpus = tmp_path / "corpus.txt"
@@ -350,7 +350,7 @@ def test_search_config_takes_target_hf_path(tmp_path):
     from omegaconf import OmegaConf
 
     from nas.profiles import conf_dir
-    from nas.search import config as search_config
+    from nas.search import schema as search_config
 
     search_config.register()
     check_overrides("search", args)  # composes (exits 2 otherwise)

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from nas.data import TaskData, TaskSpec, stdlib_root
-from nas.export.hf import RMS_EPS, hf_parent_digest, load_hf_parent
+from nas.evaluation.data import TaskData, TaskSpec, stdlib_root
+from nas.evaluation.proxy import ProxySpec, load_proxy, proxy_arch, train_proxy
+from nas.model.hf import RMS_EPS, hf_parent_digest, load_hf_parent
 from nas.profiles import expand_hf_target
-from nas.proxy import ProxySpec, load_proxy, proxy_arch, train_proxy
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -129,7 +129,7 @@ def test_an_inherit_run_from_a_checkpoint_reads_its_tokens_and_reports_its_diges
 def test_a_search_runs_end_to_end_on_a_checkpoint_parent(corpus, tmp_path) -> None:
     import ray
 
-    from nas.store import Store
+    from nas.study.store import Store
     from tests.test_search import compose_cfg
 
     folder = checkpoint(tmp_path / "ckpt", "qwen3", corpus)
@@ -163,7 +163,8 @@ def test_a_knob_the_checkpoint_cannot_take_is_one_line_exit_2(corpus, tmp_path) 
     import sys
 
     folder = checkpoint(tmp_path / "ckpt", "llama", corpus)
-    proc = subprocess.run([sys.executable, "-m", "nas.proxy", "++proxy.evaluation=inherit", f"parent=hf:{folder}",
-                           f"proxy.seq_len={SEQ}", "arch.kv_heads=3"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "nas.evaluation.proxy", "++proxy.evaluation=inherit",
+                           f"parent=hf:{folder}", f"proxy.seq_len={SEQ}", "arch.kv_heads=3"],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert f"parent=hf:{folder} (ArchConfig.kv_heads=3 is invalid: must divide n_heads=4)" in proc.stderr

@@ -10,7 +10,7 @@ from nas.cost import Coster, Serving, Workload, estimate, inference, kv_cache_by
 from nas.cost.inference import cached_positions, decode_kernels, layer_attention, prefill_kernels
 from nas.model import ArchConfig, TransformerLM
 from nas.model.kv_cache import KVCache
-from nas.objectives import COMPUTE_KEYS
+from nas.study.objectives import COMPUTE_KEYS
 
 TINY = dict(seq_len=64, n_layers=2, d_model=32, n_heads=4, ffn_mult=2.0)  # head_dim 8
 DENSE_FP32 = 2 * 2 * 4 * 8 * 64 * 4  # layers x (K, V) x heads x head_dim x positions x bytes

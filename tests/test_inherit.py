@@ -1,4 +1,5 @@
-"""nas.inherit: conversions from a dense parent, checked against the parent's own logits and the cost model."""
+"""nas.evaluation.inherit: conversions from a dense parent, checked against the parent's own logits and the cost
+model."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from nas.cost import param_counts
-from nas.inherit import GATE_EPS, convert, global_mass, parent_arch
+from nas.evaluation.inherit import GATE_EPS, convert, global_mass, parent_arch
 from nas.model import ArchConfig, TransformerLM
 from nas.model.sharing import sublayer_maps
 

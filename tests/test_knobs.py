@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from nas.cost import apply_knobs, load_target
+from nas.evaluation.proxy import load_proxy, proxy_arch
 from nas.knobs import carry, nearest_divisor, sizes_of
 from nas.model.config import ArchConfig
-from nas.proxy import load_proxy, proxy_arch
 
 
 def test_nearest_divisor_breaks_ties_upwards() -> None:

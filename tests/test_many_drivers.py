@@ -12,8 +12,8 @@ import optuna
 import pytest
 from test_search import dead_pid
 
+from nas.bench.replay import config_key, grid_points
 from nas.model.config import ArchConfig
-from nas.replay import config_key, grid_points
 from nas.search.bridge import (
     DRIVER_ATTR,
     DUPLICATE_ATTR,
@@ -26,10 +26,10 @@ from nas.search.bridge import (
     make_storage,
     never_trained,
 )
-from nas.search.config import PrunerConf, SamplerConf
 from nas.search.driver import sampler_seed
-from nas.space import load, path_of
-from nas.store import Store
+from nas.search.schema import PrunerConf, SamplerConf
+from nas.study.space import load, path_of
+from nas.study.store import Store
 
 NONE = lambda *a: None  # noqa: E731
 

@@ -1,5 +1,5 @@
-"""nas.noise and the search runner's seeds: common random numbers across trials, proxy.seeds averaging, and the
-proxy's seed noise measured once (beside the adequacy check, in worker processes) and cached."""
+"""nas.evaluation.noise and the search runner's seeds: common random numbers across trials, proxy.seeds averaging, and
+the proxy's seed noise measured once (beside the adequacy check, in worker processes) and cached."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nas import adequacy, noise
-from nas.data import TaskData, TaskSpec
-from nas.proxy import ProxySpec, load_proxy, proxy_arch
+from nas.evaluation import adequacy, noise
+from nas.evaluation.data import TaskData, TaskSpec
+from nas.evaluation.proxy import ProxySpec, load_proxy, proxy_arch
 from nas.search.runner import ProxyRunner
-from nas.space import load, path_of
+from nas.study.space import load, path_of
 
 MICRO = replace(load_proxy("tiny"), name="micro", n_layers=2, d_model=32, n_heads=4, seq_len=32, batch_size=4,
                 warmup_steps=2, budget_tokens=12 * 4 * 32, rungs=3, eval_batches=1)

@@ -1,4 +1,4 @@
-"""nas.parent: the inherit-and-distill proxy kind (the parent's cache, its digest, the rung reports)."""
+"""nas.evaluation.parent: the inherit-and-distill proxy kind (the parent's cache, its digest, the rung reports)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-import nas.parent as parent_mod
-from nas.data import TaskData, TaskSpec
+import nas.evaluation.parent as parent_mod
 from nas.device import resolve_device
-from nas.proxy import ProxySpec, distill_loss, load_proxy, proxy_arch, train_proxy
+from nas.evaluation.data import TaskData, TaskSpec
+from nas.evaluation.proxy import ProxySpec, distill_loss, load_proxy, proxy_arch, train_proxy
 
 INHERIT = replace(load_proxy("tiny"), name="micro_inherit", n_layers=2, d_model=32, n_heads=4, seq_len=32,
                   batch_size=4, warmup_steps=2, budget_tokens=8 * 4 * 32, rungs=2, eval_batches=1, evaluation="inherit",

@@ -1,4 +1,4 @@
-"""nas.pareto: the one dominance rule, against a hand-computed 3-objective front and Optuna's best_trials."""
+"""nas.study.dominance: the one dominance rule, against a hand-computed 3-objective front and Optuna's best_trials."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import optuna
 import pytest
 
-from nas.pareto import dominates, dominates_by_margin, pareto_front
+from nas.study.dominance import dominates, dominates_by_margin, pareto_front
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -56,7 +56,7 @@ def test_hypervolume_matches_closed_forms_and_optunas() -> None:
     import numpy as np
     from optuna._hypervolume import compute_hypervolume  # oracle only: Optuna's own (private) implementation
 
-    from nas.pareto import hypervolume
+    from nas.study.dominance import hypervolume
 
     assert hypervolume([(1.0, 1.0)], (3.0, 2.0)) == pytest.approx(2.0)  # one box: (3-1) x (2-1)
     assert hypervolume([(1.0, 2.0), (2.0, 1.0)], (3.0, 3.0)) == pytest.approx(3.0)  # boxes 2 + 2, overlap 1

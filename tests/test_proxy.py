@@ -1,4 +1,4 @@
-"""nas.proxy: rungs, determinism, bad inputs, and the MQAR / unigram-entropy oracles."""
+"""nas.evaluation.proxy: rungs, determinism, bad inputs, and the MQAR / unigram-entropy oracles."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from nas.data import TaskSpec, load_corpus
+from nas.evaluation.data import TaskSpec, load_corpus
+from nas.evaluation.proxy import load_proxy, proxy_arch, rung_steps, train_proxy
+from nas.evaluation.scoring import NonFiniteLoss, quality
 from nas.model import ArchConfig
-from nas.objective import NonFiniteLoss, quality
-from nas.proxy import load_proxy, proxy_arch, rung_steps, train_proxy
 
 MICRO = replace(load_proxy("tiny"), name="micro", n_layers=2, d_model=32, n_heads=4, seq_len=32, batch_size=4,
                 warmup_steps=2, budget_tokens=16 * 4 * 32, rungs=3, eval_batches=1)
@@ -138,7 +138,7 @@ def test_command_line_runs_one_proxy_without_littering(tmp_path) -> None:
     env = {**os.environ, "NAS_CACHE_DIR": str(tmp_path / "cache")}
     (tmp_path / "c.txt").write_text("print('hello')\n" * 500)
     out = subprocess.run(
-        [sys.executable, "-m", "nas.proxy", "proxy.eval_batches=1", "budget_tokens=16384",
+        [sys.executable, "-m", "nas.evaluation.proxy", "proxy.eval_batches=1", "budget_tokens=16384",
          "arch.attention=local_global", "arch.window=16", f"task.corpus={tmp_path / 'c.txt'}", "progress=false"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )

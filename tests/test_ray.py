@@ -26,7 +26,7 @@ from test_search import STEPS, FakeRunner, compose_cfg
 from nas.search import run_search
 from nas.search.bridge import RUNG_SUFFIX
 from nas.search.ray_start import SINGLE_MACHINE_ENV, RayStart
-from nas.store import Store
+from nas.study.store import Store
 
 HERE = Path(__file__).resolve().parent
 RAY_CLI = str(Path(sys.executable).with_name("ray"))

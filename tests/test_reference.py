@@ -1,11 +1,11 @@
-"""nas.reference: the reference is 4x deeper, 4x longer in context and trained on 8x the tokens."""
+"""nas.evaluation.reference: the reference is 4x deeper, 4x longer in context and trained on 8x the tokens."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from nas.proxy import load_proxy, proxy_arch
-from nas.reference import describe, reference_proxy
+from nas.evaluation.proxy import load_proxy, proxy_arch
+from nas.evaluation.reference import describe, reference_proxy
 
 
 def test_the_reference_is_clearly_higher_fidelity_than_its_proxy() -> None:

@@ -1,4 +1,4 @@
-"""Record / replay (nas/replay.py): grid points, the table, token accounting, and replay == the real search."""
+"""Record / replay (nas/bench/replay.py): grid points, the table, token accounting, and replay == the real search."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import pytest
 import ray
 import yaml
 
-from nas.pareto import dominates_by_margin
-from nas.profiles import REPO_ROOT
-from nas.replay import (
+from nas.bench.replay import (
     Entry,
     Rung,
     Table,
@@ -27,10 +25,12 @@ from nas.replay import (
     replay,
     tokens_to_reach,
 )
+from nas.profiles import REPO_ROOT
 from nas.search import run_search
 from nas.search.bridge import RUNG_SUFFIX
-from nas.search.config import PrunerConf, SamplerConf
-from nas.store import Store
+from nas.search.schema import PrunerConf, SamplerConf
+from nas.study.dominance import dominates_by_margin
+from nas.study.store import Store
 
 SPACE = REPO_ROOT / "benchmarks" / "spaces" / "sparse_attn_grid.yaml"
 STEPS = (128, 256, 512, 1024)
@@ -48,9 +48,9 @@ def curve(params: dict) -> tuple[Rung, ...]:
 
 def synthetic_table(compute: dict[str, float] | None = None) -> Table:
     """Every configuration of the grid space with a synthetic curve; compute = the window share (or given)."""
+    from nas.evaluation.proxy import ProxySpec, proxy_arch
     from nas.profiles import read_profile
-    from nas.proxy import ProxySpec, proxy_arch
-    from nas.space import load
+    from nas.study.space import load
 
     proxy = read_profile("proxy", "tiny")[1]
     spec = load(SPACE, proxy_arch({}, ProxySpec.from_dict(proxy)))

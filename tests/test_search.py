@@ -24,12 +24,11 @@ import yaml
 from hydra import compose, initialize_config_dir
 from ray import cloudpickle
 
+from nas.evaluation.proxy import proxy_arch
 from nas.model.config import ArchConfig
-from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
 from nas.profiles import conf_dir
-from nas.proxy import proxy_arch
 from nas.search import SearchError, run_search, validate
-from nas.search import config as search_config
+from nas.search import schema as search_config
 from nas.search.bridge import (
     DUPLICATE_ATTR,
     INTERRUPTED,
@@ -40,10 +39,11 @@ from nas.search.bridge import (
     make_storage,
     never_trained,
 )
-from nas.search.config import PrunerConf, SamplerConf
-from nas.space import SpaceError, load, path_of
-from nas.store import Store
-from nas.study_view import config_key
+from nas.search.schema import PrunerConf, SamplerConf
+from nas.study.pruner import COMPUTE_ATTR, ParetoPruner
+from nas.study.space import SpaceError, load, path_of
+from nas.study.store import Store
+from nas.study.view import config_key
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = (1, 2, 4, 8)
@@ -335,7 +335,7 @@ def test_a_bad_store_ends_the_cli_with_one_line_and_leaves_the_file_alone(tmp_pa
 def test_a_relative_corpus_reaches_the_trials_as_an_absolute_path(tmp_path, monkeypatch):
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "text.txt").write_bytes((REPO / "nas" / "data.py").read_bytes())
+    (tmp_path / "text.txt").write_bytes((REPO / "nas" / "evaluation" / "data.py").read_bytes())
     setup = validate(compose_cfg("task.corpus=text.txt"))
     assert setup.task.corpus == setup.plain["task"]["corpus"] == str(tmp_path / "text.txt")
 
@@ -586,7 +586,7 @@ def _bridge2(tmp_path, name, pruner=NO_PRUNER):
 
 
 def test_a_two_compute_objective_study_tells_three_values_and_its_front_is_optunas(tmp_path):
-    from nas.pareto import pareto_front
+    from nas.study.dominance import pareto_front
 
     bridge = _bridge2(tmp_path, "k2")
     bridge.enqueue_baseline()
@@ -623,7 +623,8 @@ def test_pareto_pruner_with_two_compute_objectives():
 
 
 def _fake_adequacy(monkeypatch, passed: bool, calls: list, noise: dict | None = None) -> None:
-    """nas.adequacy replaced by a stand-in with its API (check_adequacy -> Adequacy; `noise`: its seed noise)."""
+    """nas.evaluation.adequacy replaced by a stand-in with its API (check_adequacy -> Adequacy; `noise`: its seed
+    noise)."""
     import types
     from dataclasses import asdict, dataclass
 
@@ -648,9 +649,9 @@ def _fake_adequacy(monkeypatch, passed: bool, calls: list, noise: dict | None = 
         return Adequacy(False, f"proxy {proxy.name} cannot resolve {spec.name}: gap 0.001 < 0.005",
                         "proxy.seq_len=512", checks)
 
-    module = types.ModuleType("nas.adequacy")
+    module = types.ModuleType("nas.evaluation.adequacy")
     module.Adequacy, module.check_adequacy = Adequacy, check_adequacy
-    monkeypatch.setitem(sys.modules, "nas.adequacy", module)
+    monkeypatch.setitem(sys.modules, "nas.evaluation.adequacy", module)
 
 
 def test_a_failed_adequacy_check_stops_a_new_study_before_anything_is_written(tmp_path, monkeypatch):
@@ -724,7 +725,7 @@ def test_warn_records_a_failed_check_and_a_two_objective_search_runs_to_its_page
 
 
 def test_skip_records_that_no_check_ran(tmp_path, monkeypatch):
-    from nas import noise
+    from nas.evaluation import noise
     from nas.search.driver import check_adequacy
 
     monkeypatch.setattr(noise, "NOISE_DIR", tmp_path / "noise")
@@ -734,7 +735,7 @@ def test_skip_records_that_no_check_ran(tmp_path, monkeypatch):
 
 
 def _noise_record(sd: float, setup) -> dict:
-    from nas import noise
+    from nas.evaluation import noise
 
     seeds = [0, 1, 2]
     qualities = [2.5, 2.5 + sd, 2.5 - sd]  # sample sd: exactly sd
@@ -744,7 +745,7 @@ def _noise_record(sd: float, setup) -> dict:
 
 
 def test_skip_still_reads_a_cached_noise(tmp_path, monkeypatch):
-    from nas import noise
+    from nas.evaluation import noise
     from nas.search.driver import check_adequacy
 
     monkeypatch.setattr(noise, "NOISE_DIR", tmp_path / "noise")

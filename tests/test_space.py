@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from nas.model.config import ArchConfig
-from nas.space import SpaceError, load, parse, path_of
+from nas.study.space import SpaceError, load, parse, path_of
 
 BASE = ArchConfig(seq_len=64, n_layers=2, d_model=64, n_heads=4)  # the tiny proxy's dense architecture
 SHIPPED = ("sparse_attn", "head_grouping", "sharing", "precision", "full", "layout")
@@ -56,7 +56,7 @@ SPARSE_DIGEST = "fd6eb8a5b42d220cf0dc346d2d29b2930f5d1ebb1980d1efab99fd41dc9018a
 
 
 def test_the_stored_copy_of_a_space_parses_back_to_the_same_space():
-    from nas.space import parse
+    from nas.study.space import parse
 
     for name in SHIPPED:
         spec = load(path_of(name), base_of(name))
@@ -191,7 +191,7 @@ DECLARED = {
 def test_every_declared_compute_objective_moves_with_the_knobs(name):
     """The point of a space's `objectives`: each one varies across its choices, at gpt_1b and at its own target."""
     from nas.cost import estimate
-    from nas.proxy import load_proxy, proxy_arch
+    from nas.evaluation.proxy import load_proxy, proxy_arch
 
     spec = load(path_of(name), base_of(name))
     keys, task, target = DECLARED[name]

@@ -12,8 +12,8 @@ import optuna
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from nas import store as store_module
-from nas.store import (
+from nas.study import store as store_module
+from nas.study.store import (
     VERSION_TABLE,
     Base,
     Store,
@@ -108,7 +108,7 @@ def test_bad_writes_name_what_is_wrong(store_url):
 
 
 def test_revision_0003_upgrades_a_0002_database_keeping_its_rows(url, tmp_path):
-    from nas.store import Fidelity
+    from nas.study.store import Fidelity
 
     (tmp_path / "db").mkdir()
     engine = make_engine(url)
@@ -221,14 +221,14 @@ def test_a_file_of_random_bytes_is_refused_and_left_as_it_was(tmp_path):
 def test_a_store_that_fails_while_being_created_leaves_no_file_or_folder(tmp_path, monkeypatch):
     from sqlalchemy.exc import OperationalError
 
-    import nas.store
+    import nas.study.store
 
     def broken(engine, revision="head"):
         with engine.connect():  # the file exists now
             pass
         raise OperationalError("ALTER TABLE", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(nas.store, "upgrade_schema", broken)
+    monkeypatch.setattr(nas.study.store, "upgrade_schema", broken)
     url = f"sqlite:///{tmp_path / 'new' / 'deeper' / 'nas.db'}"
     with pytest.raises(StoreError) as err:
         Store(url)
@@ -263,12 +263,12 @@ def test_a_new_sqlite_store_is_created_by_one_opener_at_a_time(tmp_path):
 
 
 def test_an_opener_that_fails_leaves_the_file_another_opener_created_while_it_waited(tmp_path, monkeypatch):
-    import nas.store
+    import nas.study.store
 
     def broken(engine, revision="head"):
         raise OperationalError("CREATE TABLE", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(nas.store, "upgrade_schema", broken)
+    monkeypatch.setattr(nas.study.store, "upgrade_schema", broken)
     path = tmp_path / "nas.db"
     failed: list[BaseException] = []
 

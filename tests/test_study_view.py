@@ -1,4 +1,4 @@
-"""nas.study_view: the one view of a study's results, on hand-built tiny studies, and its readers agreeing on it
+"""nas.study.view: the one view of a study's results, on hand-built tiny studies, and its readers agreeing on it
 (the search's summary, export, the dashboard, replay)."""
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import optuna
 import pytest
 import yaml
 
-from nas import study_view
-from nas.dashboard.data import StoreReader
+from nas.bench.replay import Entry, Rung, Table, hv_curve
+from nas.dashboard.front_plot import front as dashboard_front
 from nas.dashboard.hypervolume import hypervolume_history as dashboard_history
-from nas.dashboard.pareto import front as dashboard_front
+from nas.dashboard.reader import StoreReader
 from nas.export.front import load_points
 from nas.export.front import pareto_front as export_front
-from nas.pareto import hypervolume
-from nas.replay import Entry, Rung, Table, hv_curve
 from nas.search.bridge import OptunaBridge
-from nas.store import Store
+from nas.study import view as study_view
+from nas.study.dominance import hypervolume
+from nas.study.store import Store
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -69,14 +69,14 @@ class P:
 
 
 def test_config_key_is_canonical_and_the_one_every_reader_uses() -> None:
-    import nas.replay
+    import nas.bench.replay
     import nas.search.bridge
 
     a = {"window": 16, "attention": "local_global", "gate": "none"}
     b = {"gate": "none", "attention": "local_global", "window": 16}
     assert study_view.config_key(a) == study_view.config_key(b) == json.dumps(a, sort_keys=True, default=str)
     assert study_view.config_key(a) != study_view.config_key({**a, "window": 8})
-    assert nas.replay.config_key is study_view.config_key  # replay's tables and grid points
+    assert nas.bench.replay.config_key is study_view.config_key  # replay's tables and grid points
     assert nas.search.bridge.config_key is study_view.config_key  # the bridge's duplicate answers and front
     assert study_view.is_baseline({"attention": "dense"}, DENSE) and not study_view.is_baseline(lg(4), DENSE)
     assert not study_view.is_baseline(DENSE, None)  # a space without a baseline has none
@@ -235,8 +235,8 @@ def test_the_verdict_says_when_the_front_is_within_noise() -> None:
 
 
 def test_the_dashboard_front_uses_the_stored_noise(tmp_path) -> None:
+    from nas.dashboard.front_plot import plot_pareto_front, quality_band
     from nas.dashboard.pages import study_page
-    from nas.dashboard.pareto import plot_pareto_front, quality_band
 
     url = f"sqlite:///{tmp_path / 'noise.db'}"
     store = Store(url)

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from nas.cost import estimate, load_target, param_counts, published_arch
-from nas.export.hf import FAMILIES, hf_state_dict
 from nas.model import ArchConfig, TransformerLM
 from nas.model.config import LayerAttention
+from nas.model.hf import FAMILIES, hf_state_dict
 from nas.profiles import profile_names, read_profile
 
 transformers = pytest.importorskip("transformers")
@@ -156,7 +156,7 @@ def test_logits_equal_transformers_with_the_same_weights(family, arch, extra):
     if not extra:
         fields.update(hidden_act="silu", rope_theta=arch.rope_theta)
     hf = transformers.AutoModelForCausalLM.from_config(getattr(transformers, family)(**fields, **extra)).eval()
-    state = hf_state_dict(ours, FAMILIES[hf.config.model_type])  # nas.export.hf's weight mapping
+    state = hf_state_dict(ours, FAMILIES[hf.config.model_type])  # nas.model.hf's weight mapping
     missing, unexpected = hf.load_state_dict(state, strict=False)
     assert unexpected == [] and missing == ([] if not arch.tie_embeddings else ["lm_head.weight"])
     idx = torch.randint(0, arch.vocab_size, (2, arch.seq_len))

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.export.cli import export
+from nas.export.command import export
 from nas.model import ArchConfig, TransformerLM
-from nas.store import Store
-from nas.train import TrainSpec, sized_arch, train
-from nas.trainer import loop
-from nas.trainer.checkpoint import CheckpointError, checkpoints, load_checkpoint
+from nas.study.store import Store
+from nas.train import TrainSpec, loop, sized_arch, train
+from nas.train.checkpoint import CheckpointError, checkpoints, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = dict(seq_len=32, n_layers=2, d_model=16, n_heads=4, ffn_mult=2.0, attention="local_global", window=8,

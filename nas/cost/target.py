@@ -27,7 +27,7 @@ def _hf_target(data: dict[str, Any]) -> tuple[ArchConfig, Workload, dict[str, An
     """A transformers config as a target: its sizes, a workload (unset: one sequence of the config's context per
     step, 20 training tokens per parameter) and the knobs it ships."""
     from nas.cost.counts import param_counts
-    from nas.export.hf import arch_from_hf
+    from nas.model.hf import arch_from_hf
 
     path, work = data["hf_path"], dict(data.get("workload") or {})
     if not path:

@@ -6,7 +6,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from nas.dashboard.data import DashboardError, StoreReader, StudyView, TrialView
 from nas.dashboard.pages import (
     BUILD_JSON,
     combined_digest,
@@ -18,6 +17,7 @@ from nas.dashboard.pages import (
     write_plotlyjs,
     write_text,
 )
+from nas.dashboard.reader import DashboardError, StoreReader, StudyView, TrialView
 from nas.profiles import REPO_ROOT
 
 __all__ = ["DEFAULT_OUT", "DashboardError", "StudyView", "TrialView", "build", "build_comparison"]
@@ -27,7 +27,7 @@ DEFAULT_OUT = REPO_ROOT / "dashboards"
 
 def _prepare(store_url: str | None, names: Sequence[str], out_dir: str | Path | None) -> tuple[StoreReader, Path]:
     """Open the store, check the study names, then make the output folder with plotly.js in it."""
-    from nas.store import DEFAULT_URL
+    from nas.study.store import DEFAULT_URL
 
     reader = StoreReader(store_url or DEFAULT_URL)
     try:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from nas import study_view
-from nas.dashboard.data import StudyView
+from nas.dashboard.reader import StudyView
 from nas.dashboard.style import esc
+from nas.study import view as study_view
 
 
 @dataclass(frozen=True)
@@ -23,14 +23,14 @@ class HypervolumeHistory:
 
 
 def reference_point(view: StudyView) -> tuple[float, ...] | None:
-    """(quality, *compute) just beyond the worst completed values (nas.study_view.reference_point); None without
+    """(quality, *compute) just beyond the worst completed values (nas.study.view.reference_point); None without
     completed trials."""
     return study_view.reference_point([t.vector for t in view.drawable() if t.vector is not None])
 
 
 def hypervolume_history(view: StudyView) -> HypervolumeHistory:
     """The hypervolume of the completed points over all objectives after each finished trial
-    (nas.study_view.hypervolume_history)."""
+    (nas.study.view.hypervolume_history)."""
     ref = reference_point(view)
     finished = [t for t in view.trials if t.state != "RUNNING"]
     tokens, values = study_view.hypervolume_history(

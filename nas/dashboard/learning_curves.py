@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from nas.dashboard.data import QUALITY, StudyView
+from nas.dashboard.reader import QUALITY, StudyView
 from nas.dashboard.style import esc, params_text
 
 DASH = {"COMPLETE": "solid", "PRUNED": "dot", "FAIL": "dash", "RUNNING": "longdash"}

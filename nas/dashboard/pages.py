@@ -12,16 +12,16 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from nas.dashboard.checks import adequacy_html, fidelity_html
-from nas.dashboard.data import StudyView
+from nas.dashboard.front_plot import front, plot_pareto_front
 from nas.dashboard.hypervolume import plot_hypervolume
 from nas.dashboard.importance import param_importances, plot_importances
 from nas.dashboard.learning_curves import plot_learning_curves
 from nas.dashboard.parallel import plot_parallel_coordinates
-from nas.dashboard.pareto import front, plot_pareto_front
+from nas.dashboard.proxy_checks import adequacy_html, fidelity_html
+from nas.dashboard.reader import StudyView
 from nas.dashboard.style import esc, num, params_text
 from nas.dashboard.table import SORTER, trial_table
-from nas.study_view import noise_verdict
+from nas.study.view import noise_verdict
 
 PLOTLY_JS = "plotly.min.js"
 BUILD_JSON = "build.json"  # page file -> digest of its data; a served page reloads when its entry changes
@@ -160,7 +160,7 @@ def combined_digest(views: Sequence[StudyView]) -> str:
 
 
 def _noise_line(view: StudyView) -> str:
-    """The front's quality spread against the study's seed noise (nas.study_view.noise_verdict)."""
+    """The front's quality spread against the study's seed noise (nas.study.view.noise_verdict)."""
     return noise_verdict([t.quality for t in front(view) if t.quality is not None], view.adequacy)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from nas.dashboard.data import StudyView
+from nas.dashboard.reader import StudyView
 from nas.dashboard.style import esc
 
 

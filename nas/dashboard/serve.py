@@ -10,7 +10,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
 
-from nas.dashboard.data import DashboardError
+from nas.dashboard.reader import DashboardError
 
 HOST = "127.0.0.1"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from nas.dashboard.data import ABSOLUTE_OF, StudyView, TrialView
+from nas.dashboard.reader import ABSOLUTE_OF, StudyView, TrialView
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 COST_KEYS = ("train_flops", "step_flops", "params_unique", "params_total", "memory_bytes", "step_time_s")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nas.dashboard.data import ABSOLUTE_OF, StudyView, TrialView
-from nas.dashboard.pareto import front
+from nas.dashboard.front_plot import front
+from nas.dashboard.reader import ABSOLUTE_OF, StudyView, TrialView
 from nas.dashboard.style import esc, num
 
 SORTER = """

@@ -1,1 +1,2 @@
-"""`python -m nas.export`: the study's front and export policies (front), the model file (cli), proxy fidelity."""
+"""`python -m nas.export`: the study's front and export policies (front), the command and model file (command),
+proxy fidelity (fidelity)."""

@@ -1,5 +1,5 @@
 """`python -m nas.export`."""
 
-from nas.export.cli import main
+from nas.export.command import main
 
 main()

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from nas.checks import check_int
-from nas.data import TaskSpec
+from nas.evaluation.data import TaskSpec
+from nas.evaluation.proxy import ProxySpec, train_proxy
+from nas.evaluation.reference import reference_proxy
+from nas.evaluation.scoring import quality
 from nas.export.front import Point, StudyPoints, load_points, pareto_front
-from nas.objective import quality
-from nas.proxy import ProxySpec, train_proxy
-from nas.reference import reference_proxy
-from nas.store import Fidelity, Store, code_version, now
+from nas.study.store import Fidelity, Store, code_version, now
 
 
 def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -74,7 +74,8 @@ def plan_verify(sp: StudyPoints, top_k: int) -> VerifyPlan:
 
 def verify(store: Store, study: str, top_k: int = 3, *, device: str = "auto", threads: int = 1,
            progress: bool = False) -> Fidelity:
-    """Retrain the top-k points at the reference proxy (nas.reference); Kendall tau-b of proxy vs reference quality."""
+    """Retrain the top-k points at the reference proxy (nas.evaluation.reference); Kendall tau-b of proxy vs reference
+    quality."""
     plan = plan_verify(load_points(store, study), top_k)
     reference = plan.reference
     reference_quality = []

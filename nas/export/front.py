@@ -2,7 +2,7 @@
 
 Every objective is minimised: quality (the proxy task's objective, e.g. bits per byte) and one or more compute
 ratios to the dense target (e.g. flops_ratio), the first of them the space's primary. The front is over all
-objectives (nas.study_view: one point per configuration). The policies read the primary compute objective: knee is
+objectives (nas.study.view: one point per configuration). The policies read the primary compute objective: knee is
 the knee of the front of quality against it, max_quality bounds it, min_compute minimises it; ties go to the lower
 other compute objectives in order. The quality ratio of a point is dense_quality / quality: 1.0 is as good as the dense
 baseline, 0.97 means a 3% worse objective (for lower-is-better quality).
@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nas import pareto, study_view
 from nas.checks import check_int
-from nas.objectives import QUALITY, stored_compute_keys
-from nas.store import Store, Study, Trial, shown_url
+from nas.study import dominance
+from nas.study import view as study_view
+from nas.study.objectives import QUALITY, stored_compute_keys
+from nas.study.store import Store, Study, Trial, shown_url
 
 POLICIES = ("knee", "max_quality", "min_compute", "trial")
 
@@ -72,7 +73,7 @@ class StudyPoints:
 
 
 def load_points(store: Store, study: str) -> StudyPoints:
-    """The study's COMPLETE trials with finite objectives (nas.study_view.trial_objectives); ValueError naming the
+    """The study's COMPLETE trials with finite objectives (nas.study.view.trial_objectives); ValueError naming the
     valid studies when unknown."""
     meta = store.study(study)
     if meta is None:
@@ -90,7 +91,7 @@ def load_points(store: Store, study: str) -> StudyPoints:
 
 def pareto_front(points: list[Point]) -> list[Point]:
     """The points no other point dominates over all objectives, one per configuration, by increasing compute
-    (primary first): nas.study_view.front."""
+    (primary first): nas.study.view.front."""
     return study_view.front(points)
 
 
@@ -101,7 +102,7 @@ def knee(points: list[Point]) -> Point:
     Both are normalised to [0, 1] over that front. Ties (a front of one or two points, or points on the line)
     go to the point nearest the ideal (0, 0), then to the lower compute objectives in order.
     """
-    front = [points[i] for i in pareto.pareto_front([(p.quality, p.primary) for p in points])]
+    front = [points[i] for i in dominance.pareto_front([(p.quality, p.primary) for p in points])]
     lo_c, hi_c = min(p.primary for p in front), max(p.primary for p in front)
     lo_q, hi_q = min(p.quality for p in front), max(p.quality for p in front)
 

@@ -269,7 +269,7 @@ class TransformerLM(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=std_resid if resid else std)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits (B, S, vocab); the loss is the task's (nas.objective.train_loss). With an empty `cache`, the
+        """Logits (B, S, vocab); the loss is the task's (nas.evaluation.scoring.train_loss). With an empty `cache`, the
         prompt's keys and values are written there (a prefill; continue with decode_step)."""
         B, S = idx.shape
         if S > self.cfg.seq_len:

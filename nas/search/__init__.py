@@ -16,14 +16,14 @@ def main() -> None:
     from omegaconf import DictConfig, open_dict
 
     from nas.profiles import hydra_entry
-    from nas.search import config
+    from nas.search import schema
 
     def name_task(cfg: DictConfig) -> None:
         with open_dict(cfg):
             cfg.task.setdefault("name", HydraConfig.get().runtime.choices.get("task"))  # task files carry none
 
     def run(plain: dict[str, Any]) -> None:
-        choice = HydraConfig.get().runtime.choices.get(config.GROUP)
-        run_search(plain, space_source=str(Path(config.spaces_dir()) / f"{choice}.yaml"))
+        choice = HydraConfig.get().runtime.choices.get(schema.GROUP)
+        run_search(plain, space_source=str(Path(schema.spaces_dir()) / f"{choice}.yaml"))
 
-    hydra_entry("search", run, prepare=config.register, adjust=name_task)
+    hydra_entry("search", run, prepare=schema.register, adjust=name_task)

@@ -25,13 +25,13 @@ from optuna.storages import InMemoryStorage, RDBStorage
 from optuna.trial import TrialState
 
 from nas.model.config import ArchConfig
-from nas.objectives import QUALITY, names, values_dict
-from nas.pareto_pruner import COMPUTE_ATTR, ParetoPruner
 from nas.search import optuna_compat
-from nas.search.config import PrunerConf, SamplerConf
-from nas.space import MAX_GRID, SearchSpec, SpaceError
-from nas.store import engine_kwargs, folder_lock, sqlite_file, tune_sqlite
-from nas.study_view import config_key, front
+from nas.search.schema import PrunerConf, SamplerConf
+from nas.study.objectives import QUALITY, names, values_dict
+from nas.study.pruner import COMPUTE_ATTR, ParetoPruner
+from nas.study.space import MAX_GRID, SearchSpec, SpaceError
+from nas.study.store import engine_kwargs, folder_lock, sqlite_file, tune_sqlite
+from nas.study.view import config_key, front
 
 RUNG_SUFFIX = ".rungs"
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
@@ -289,7 +289,7 @@ class OptunaBridge:
 
     def front(self, margin: float = 0.0) -> list[optuna.trial.FrozenTrial]:
         """The Pareto front of completed trials over all objectives, one per configuration, by compute, quality
-        differences within `margin` ties (nas.study_view.front)."""
+        differences within `margin` ties (nas.study.view.front)."""
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         return front(done, lambda t: t.values, margin)
 

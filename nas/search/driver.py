@@ -13,21 +13,21 @@ from typing import Any, TextIO, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from nas import space
 from nas.cli import command
 from nas.cost import Coster
-from nas.data import TaskSpec, check_task_data
+from nas.evaluation.data import TaskSpec, check_task_data
+from nas.evaluation.proxy import ProxySpec, proxy_arch
 from nas.model.config import ArchConfig
-from nas.objectives import check_compute, stored_compute_keys
-from nas.pareto_pruner import COMPUTE_ATTR, compute_vector
-from nas.proxy import ProxySpec, proxy_arch
 from nas.search.bridge import INTERRUPTED, OptunaBridge, make_pruner, make_sampler, make_storage
-from nas.search.config import SearchConf
 from nas.search.ray_start import RayStart, check_ray_address
 from nas.search.runner import ProxyRunner, TrialRunner, trainable
+from nas.search.schema import SearchConf
 from nas.search.scratch import ray_scratch
-from nas.store import DEFAULT_URL, Store, check_store, shown_url
-from nas.study_view import is_baseline, noise_verdict, quality_margin
+from nas.study import space
+from nas.study.objectives import check_compute, stored_compute_keys
+from nas.study.pruner import COMPUTE_ATTR, compute_vector
+from nas.study.store import DEFAULT_URL, Store, check_store, shown_url
+from nas.study.view import is_baseline, noise_verdict, quality_margin
 
 # no CSV/JSON/TensorBoard loggers, no progress tables, rare experiment snapshots: the store is the record
 QUIET_TUNE = {
@@ -173,11 +173,11 @@ def sampler_seed(seed: int, first_driver: bool, n_existing: int) -> int:
 
 def check_adequacy(setup: Setup, out: TextIO | None) -> dict[str, Any]:
     """Run the proxy adequacy check as `adequacy` says, with the proxy's seed noise (measured beside it, or cached:
-    nas.noise); what the study records. SearchError when enforced and failed. adequacy=skip trains nothing: the
-    noise only when cached."""
+    nas.evaluation.noise); what the study records. SearchError when enforced and failed. adequacy=skip trains nothing:
+    the noise only when cached."""
     conf, mode = setup.conf, setup.conf.adequacy
     if mode == "skip":
-        from nas.noise import read_cached
+        from nas.evaluation.noise import read_cached
 
         found: dict[str, Any] = {"mode": "skip", "passed": None, "summary": "adequacy check skipped (adequacy=skip)",
                                  "checks": []}
@@ -185,8 +185,8 @@ def check_adequacy(setup: Setup, out: TextIO | None) -> dict[str, Any]:
         if cached is not None:
             found["noise"] = cached.to_dict()
     else:
-        from nas.adequacy import check_adequacy as run_check  # trains the dense baseline: imported when used
-        from nas.noise import NOISE_SEEDS
+        from nas.evaluation.adequacy import check_adequacy as run_check  # trains the dense baseline: imported when used
+        from nas.evaluation.noise import NOISE_SEEDS
 
         if out is not None:
             print(f"adequacy: training the dense baseline at proxy {setup.proxy.name!r} on task {setup.task.name!r} "

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from nas.data import TaskSpec
+from nas.evaluation.data import TaskSpec
+from nas.evaluation.proxy import ProxySpec, train_proxy
+from nas.evaluation.scoring import quality
 from nas.model.config import ArchConfig
-from nas.objective import quality
-from nas.proxy import ProxySpec, train_proxy
 
 
 class TrialRunner(Protocol):
@@ -28,8 +28,8 @@ class ProxyRunner:
     With proxy.seeds = N the trial trains N models (seeds seed .. seed+N-1) in step and reports, at each rung, the
     mean of their qualities and metrics, the per-seed qualities (metrics `quality_seeds`) and the tokens of all N.
     Every trial of a study runs at the study's seed, and its batches come from a generator of that seed alone
-    (nas.optim.seeded_start), apart from the model's initialisation: trials of different knobs see the same data
-    order and the same validation set (common random numbers), seed for seed.
+    (nas.evaluation.optim.seeded_start), apart from the model's initialisation: trials of different knobs see the same
+    data order and the same validation set (common random numbers), seed for seed.
     """
 
     proxy: ProxySpec

@@ -20,7 +20,7 @@ from ray.tune.search import Searcher
 from sqlalchemy.exc import IntegrityError
 
 from nas.search.bridge import INTERRUPTED, RECLAIMED, OptunaBridge, Sampled, SpaceExhausted
-from nas.store import Store
+from nas.study.store import Store
 
 _DRIVERS: dict[str, "DriverState"] = {}
 WORKER_RETRIES = 1  # a trial whose worker process dies (not one that raises) runs once more before it is FAIL
@@ -42,7 +42,7 @@ class DriverState:
     counts: Counter = field(default_factory=lambda: Counter({"COMPLETE": 0, "PRUNED": 0, "FAIL": 0,
                                                              "infeasible": 0}))
     n_trials: int = 0  # the study's total, across every driver working on it
-    margin: float = 0.0  # the front's tie margin on quality (nas.study_view.quality_margin of the study)
+    margin: float = 0.0  # the front's tie margin on quality (nas.study.view.quality_margin of the study)
     t0: float = field(default_factory=time.perf_counter)
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
     _waiting_since: float | None = None

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from dashboard_seed import BETA, EVIL, GAMMA, GAMMA_KEYS, KNOWN, Seed, lg, seed_study
 
-from nas.dashboard.data import StoreReader
+from nas.dashboard.reader import StoreReader
 
 
 @dataclass(frozen=True)

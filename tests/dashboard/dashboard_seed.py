@@ -9,7 +9,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from nas.store import Store
+from nas.study.store import Store
 
 SPACE = {"name": "sparse_attn", "params": {}, "fixed": {}, "baseline": {"attention": "dense"}}
 DISTRIBUTIONS = {"attention": CategoricalDistribution(["dense", "local_global"]),

@@ -19,7 +19,7 @@ from dashboard_seed import EVIL, KNOWN
 from nas.dashboard import build, build_comparison
 from nas.dashboard.pages import page_name
 from nas.dashboard.serve import DashboardServer, serve
-from nas.store import Store
+from nas.study.store import Store
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed "
                                 "(CI installs it with .ci/system-deps: apt-get install chromium)")

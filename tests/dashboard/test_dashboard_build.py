@@ -14,7 +14,7 @@ from dashboard_seed import EVIL, Seed, lg, seed_study
 
 from nas.dashboard import DashboardError, build, build_comparison
 from nas.dashboard.pages import page_name
-from nas.store import Store
+from nas.study.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,7 +123,7 @@ def test_cli_builds_pages_and_fails_cleanly(seeded, tmp_path: Path) -> None:
 def test_a_study_page_shows_the_latest_fidelity_check_and_the_adequacy_record(tmp_path: Path) -> None:
     import datetime as dt
 
-    from nas.store import Fidelity
+    from nas.study.store import Fidelity
 
     url = f"sqlite:///{tmp_path / 'f.db'}"
     seed_study(url, "checked", [Seed(0, "COMPLETE", lg(8), 1.0, 0.5), Seed(1, "COMPLETE", lg(16), 0.9, 0.6)])
@@ -157,7 +157,7 @@ def test_a_store_from_before_revision_0003_still_loads_read_only(seeded, tmp_pat
     shutil.copy(seeded.path, db)
     store = Store(f"sqlite:///{db}")
     cfg = Config()
-    cfg.set_main_option("script_location", str(REPO / "nas" / "migrations"))
+    cfg.set_main_option("script_location", str(REPO / "nas" / "study" / "migrations"))
     with store.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0002")

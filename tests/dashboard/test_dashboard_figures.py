@@ -10,14 +10,14 @@ import pytest
 from dashboard_seed import EVIL, GAMMA, GAMMA_FRONT, KNOWN, KNOWN_FRONT
 from optuna.distributions import FloatDistribution
 
-from nas.dashboard.data import StudyView, TrialView
+from nas.dashboard.front_plot import front, objective_pairs, plot_pareto_front
 from nas.dashboard.hypervolume import hypervolume_history, plot_hypervolume, reference_point
 from nas.dashboard.importance import param_importances, plot_importances
 from nas.dashboard.learning_curves import plot_learning_curves
 from nas.dashboard.parallel import plot_parallel_coordinates
-from nas.dashboard.pareto import front, objective_pairs, plot_pareto_front
+from nas.dashboard.reader import StudyView, TrialView
 from nas.dashboard.table import trial_table
-from nas.store import Report
+from nas.study.store import Report
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -4,8 +4,8 @@ absolute columns, with costs from the real cost model."""
 from __future__ import annotations
 
 from nas.cost import Coster
-from nas.dashboard.data import StudyView, TrialView
-from nas.dashboard.pareto import front, objective_pairs, plot_pareto_front
+from nas.dashboard.front_plot import front, objective_pairs, plot_pareto_front
+from nas.dashboard.reader import StudyView, TrialView
 from nas.dashboard.table import trial_table
 
 KEYS = ("flops_ratio", "kv_cache_ratio", "decode_time_ratio")

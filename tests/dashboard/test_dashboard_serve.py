@@ -14,7 +14,7 @@ import pytest
 
 from nas.dashboard import DashboardError, build
 from nas.dashboard.serve import DashboardServer, serve
-from nas.store import Store
+from nas.study.store import Store
 
 
 def _get(url: str) -> str:

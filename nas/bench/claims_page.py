@@ -1,5 +1,5 @@
 """The recipe-claims page: per claim, every configuration of every seed as quality ratio against its compute axis,
-with the claim's bounds drawn, and the verdict table (nas.claims)."""
+with the claim's bounds drawn, and the verdict table (nas.bench.recipe_claims)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from nas.claims import COMPUTE_AXIS, ClaimResult
+from nas.bench.recipe_claims import COMPUTE_AXIS, ClaimResult
 from nas.dashboard.pages import document, figure_html
 from nas.dashboard.style import COLORS, esc
 

@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.objectives import QUALITY, stored_compute_keys
-from nas.store import Report, shown_url
-from nas.study_view import is_baseline, trial_objectives, vector
+from nas.study.objectives import QUALITY, stored_compute_keys
+from nas.study.store import Report, shown_url
+from nas.study.view import is_baseline, trial_objectives, vector
 
 ABSOLUTE_OF = {  # compute ratio -> the absolute cost figure it divides by the dense baseline's
     "flops_ratio": "step_flops",
@@ -70,7 +70,7 @@ class StudyView:
     trials: tuple[TrialView, ...]
     space: str = ""
     adequacy: dict[str, Any] | None = None  # nas_study.adequacy
-    fidelity: Any = None  # the latest nas.store.Fidelity
+    fidelity: Any = None  # the latest nas.study.store.Fidelity
     n_fidelity: int = 0  # fidelity checks stored
 
     @property
@@ -105,7 +105,7 @@ def quality_label(config: dict[str, Any]) -> str:
 
 
 def trial_view(t: Any, compute_keys: tuple[str, ...], baseline: dict[str, Any] | None) -> TrialView:
-    """A store Trial as a TrialView (its objectives read by nas.study_view.trial_objectives)."""
+    """A store Trial as a TrialView (its objectives read by nas.study.view.trial_objectives)."""
     reports = tuple(Report(r.step, r.tokens, dict(r.metrics)) for r in t.reports)
     quality, compute = trial_objectives(t, compute_keys)
     return TrialView(t.number, t.state, dict(t.params), quality, compute, dict(t.cost or {}), reports,
@@ -118,7 +118,7 @@ class StoreReader:
     def __init__(self, url: str) -> None:
         from sqlalchemy.exc import SQLAlchemyError
 
-        from nas.store import Store, StoreError
+        from nas.study.store import Store, StoreError
 
         self.url = url
         try:

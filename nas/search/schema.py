@@ -11,8 +11,8 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from nas import space
 from nas.profiles import REPO_ROOT
+from nas.study import space
 
 GROUP = "search_space"  # the Hydra group name; its options are the files of the top-level folder search_spaces/
 
@@ -70,7 +70,7 @@ class ObjectivesConf:
     # None: the search space's own `objectives` list; else one name or a list of names from
     # flops_ratio | time_ratio | memory_ratio | unique_params_ratio | kv_cache_ratio | prefill_time_ratio |
     # decode_time_ratio (Any: OmegaConf has no str-or-list type, so
-    # nas.objectives.check_compute does the type check in validate)
+    # nas.study.objectives.check_compute does the type check in validate)
     compute: Any = None
 
 

@@ -10,17 +10,17 @@ from collections.abc import Callable, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from nas import study_view
-from nas.dashboard.data import StudyView, TrialView
+from nas.dashboard.reader import StudyView, TrialView
 from nas.dashboard.style import COLORS, esc, hover_text
-from nas.objectives import QUALITY
+from nas.study import view as study_view
+from nas.study.objectives import QUALITY
 
 GRID_COLS = 3
 
 
 def front(view: StudyView) -> list[TrialView]:
     """The study's COMPLETE trials no other dominates over all its objectives, one per configuration, by increasing
-    compute, quality differences within the study's seed noise ties (nas.study_view.front, quality_margin)."""
+    compute, quality differences within the study's seed noise ties (nas.study.view.front, quality_margin)."""
     return study_view.front(view.drawable(), margin=study_view.quality_margin(view.adequacy))
 
 

@@ -1,10 +1,10 @@
-"""Alembic environment for the nas_* tables; run programmatically by nas.store.upgrade_schema."""
+"""Alembic environment for the nas_* tables; run programmatically by nas.study.store.upgrade_schema."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from nas.store import VERSION_TABLE, Base, make_engine
+from nas.study.store import VERSION_TABLE, Base, make_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -26,6 +26,6 @@ elif "connection" in config.attributes:
     _run(config.attributes["connection"])
 else:
     url = config.get_main_option("sqlalchemy.url")
-    assert url is not None, "nas.store sets sqlalchemy.url on the Alembic config"
+    assert url is not None, "nas.study.store sets sqlalchemy.url on the Alembic config"
     with make_engine(url).connect() as conn:
         _run(conn)

@@ -2,7 +2,7 @@
 
 Each claim has a small finite search space (benchmarks/spaces/claims/<key>.yaml): the dense baseline and the
 recipe's configurations. `benchmarks/claims.py` trains every configuration once per seed with the real search
-(one study per claim and seed, nas.replay.record), then this module reads the studies back and asks the
+(one study per claim and seed, nas.bench.replay.record), then this module reads the studies back and asks the
 export policy the claim implies, `policy=min_compute min_quality_ratio=<the claim's quality bound>`, per seed.
 
 Figures and their kind:
@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas.cost.report import Coster
+from nas.evaluation.reference import describe
 from nas.export.front import Point, Policy, StudyPoints, load_points, select
 from nas.model.config import ArchConfig
-from nas.reference import describe
-from nas.store import Store
-from nas.study_view import same_config
+from nas.study.store import Store
+from nas.study.view import same_config
 
 PASS, FAIL, UNMEASURABLE = "PASS", "FAIL", "NOT MEASURABLE HERE"
 BF16_DENSE = {"precision": {"attention": "bf16", "ffn": "bf16", "embed": "bf16"}}

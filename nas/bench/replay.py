@@ -24,16 +24,16 @@ from omegaconf import DictConfig
 
 from nas.checks import check_int
 from nas.model.config import ArchConfig
-from nas.pareto import hypervolume
 from nas.search.bridge import OptunaBridge, SpaceExhausted, make_pruner, make_sampler, make_storage
-from nas.search.config import PrunerConf, SamplerConf
-from nas.space import SearchSpec, SpaceError
-from nas.store import Store
-from nas.study_view import config_key, hypervolume_history, reference_point
+from nas.search.schema import PrunerConf, SamplerConf
+from nas.study.dominance import hypervolume
+from nas.study.space import SearchSpec, SpaceError
+from nas.study.store import Store
+from nas.study.view import config_key, hypervolume_history, reference_point
 
 FORMAT = 1  # the table file's format version
 
-__all__ = ["config_key"]  # re-exported: a configuration's identity, owned by nas.study_view
+__all__ = ["config_key"]  # re-exported: a configuration's identity, owned by nas.study.view
 
 
 def grid_points(spec: SearchSpec) -> list[dict[str, Any]]:
@@ -63,13 +63,13 @@ def compose_search(overrides: Sequence[str], spaces: Path | None = None) -> Dict
     from hydra import compose, initialize_config_dir
 
     from nas.profiles import conf_dir
-    from nas.search import config
+    from nas.search import schema
 
     saved = os.environ.get("NAS_SEARCH_SPACES")
     if spaces is not None:
         os.environ["NAS_SEARCH_SPACES"] = str(spaces)
     try:
-        config.register()  # the spaces folder's files become options of the search_space group
+        schema.register()  # the spaces folder's files become options of the search_space group
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             return compose("search", overrides=list(overrides))
     finally:
@@ -149,7 +149,7 @@ class Table:
     entries: list[Entry]
     meta: dict[str, Any] = field(default_factory=dict)
     reference: tuple[float, ...] = ()  # hypervolume reference point (quality, *compute); empty: the entries'
-    # nas.study_view.reference_point
+    # nas.study.view.reference_point
 
     def __post_init__(self) -> None:
         self.by_key = {config_key(e.params): e for e in self.entries}
@@ -228,7 +228,7 @@ def export_table(url: str, study: str, space: Mapping[str, Any]) -> Table:
     `space` is the search-space mapping (its YAML file) the study ran on, checked against the stored digest
     (the store's own copy of a space is not re-parseable: it drops bounds equal to 0).
     """
-    from nas.objectives import stored_compute_keys
+    from nas.study.objectives import stored_compute_keys
 
     store = Store(url)
     try:
@@ -264,8 +264,8 @@ def export_table(url: str, study: str, space: Mapping[str, Any]) -> Table:
 
 def _spec(space: Mapping[str, Any], proxy: Mapping[str, Any] | None) -> SearchSpec:
     """The table's search space, validated against the sizes of the proxy it was recorded on."""
-    from nas.proxy import ProxySpec, proxy_arch
-    from nas.space import parse
+    from nas.evaluation.proxy import ProxySpec, proxy_arch
+    from nas.study.space import parse
 
     if not isinstance(proxy, Mapping):
         raise ValueError(f"table space {space.get('name')!r}: the table names no proxy (its `meta.proxy`), so its "

@@ -1,6 +1,6 @@
 """The training objective: the task's loss, the validation metrics, the quality a study ranks, rung reports.
 
-Shared by the proxy trainer (nas.proxy) and the main trainer (nas.trainer): one definition of what a model is
+Shared by the proxy trainer (nas.evaluation.proxy) and the main trainer (nas.train): one definition of what a model is
 trained on and scored by.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
-from nas.data import IGNORE, Batch, TaskSpec
+from nas.evaluation.data import IGNORE, Batch, TaskSpec
 from nas.model import TransformerLM
 
 _LN2 = math.log(2.0)

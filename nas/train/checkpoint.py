@@ -1,4 +1,5 @@
-"""Checkpoints of the main trainer: model, optimizer, step, RNG and data-sampler states, written atomically.
+"""Checkpoints of the main trainer: model, optimizer, step, RNG and data-sampler states, written atomically;
+export_checkpoint writes one as a transformers model folder (nas.model.hf).
 
 Everything in a checkpoint is a tensor or a plain Python value, so it loads with torch.load(weights_only=True):
 a crafted file cannot run code.
@@ -133,3 +134,20 @@ def resume_state(resume: bool | str, out_dir: str | Path, out: TextIO | None = N
         return path, state
     raise ValueError(f"resume=true but no checkpoint in {checkpoint_dir(out_dir)} is intact ({len(found)} tried; "
                      f"newest: {bad[0]}): drop resume=true to start a new run")
+
+
+def export_checkpoint(checkpoint: str, out: str, force: bool = False, report: TextIO = sys.stdout) -> Path:
+    """Write a nas.train checkpoint's architecture and weights as a transformers model folder `out`."""
+    from nas.model.config import ArchConfig
+    from nas.model.hf import write_hf
+    from nas.model.transformer import TransformerLM
+
+    state = load_checkpoint(checkpoint)
+    arch = ArchConfig.from_dict(state["arch"])
+    model = TransformerLM(arch)
+    model.load_state_dict(state["model"])
+    written = write_hf(arch, out, model=model, force=force)
+    print(f"exported {checkpoint} (step {state['step']}) -> {written.out}\nfamily: {written.family.architecture} "
+          f"(model_type {written.family.model_type}): {written.reason}\nload it: "
+          f"transformers.AutoModelForCausalLM.from_pretrained({str(written.out)!r})", file=report, flush=True)
+    return written.out

@@ -8,7 +8,7 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.pareto import dominates_by_margin
+from nas.study.dominance import dominates_by_margin
 
 COMPUTE_ATTR = "compute"  # user attr: the trial's compute objectives (a list), known analytically before training
 
@@ -22,7 +22,7 @@ class ParetoPruner(BasePruner):
     """At each reported step (a rung), prune when >= min_dominators trials that reached the rung dominate.
 
     Trial j dominates trial t at step s by `margin` when compute_j <= compute_t on every compute objective and
-    quality_j(s) < quality_t(s) - margin * |quality_t(s)| (nas.pareto.dominates_by_margin; quality lower is
+    quality_j(s) < quality_t(s) - margin * |quality_t(s)| (nas.study.dominance.dominates_by_margin; quality lower is
     better; the study's objective is the rung quality). Nothing is pruned before `n_warmup_steps`, or at a rung
     that fewer than `n_startup_trials` other trials have reached.
     """

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nas.dashboard.data import StudyView
+from nas.dashboard.reader import StudyView
 from nas.dashboard.style import esc, num
-from nas.reference import describe
+from nas.evaluation.reference import describe
 
 VERDICT = {True: "PASSED", False: "FAILED", None: "not run"}
 

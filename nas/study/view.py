@@ -4,11 +4,11 @@ It owns:
 - the configuration key: a configuration's identity (its parameters as canonical JSON);
 - baseline detection: a trial is the dense baseline when its configuration is the search space's baseline;
 - a trial's objective vector (quality, *compute), read one way from a store row;
-- the Pareto front: non-dominated over every objective (nas.pareto, the one dominance rule), one trial per
+- the Pareto front: non-dominated over every objective (nas.study.dominance, the one dominance rule), one trial per
   configuration (the earliest: a configuration trained again with the same seed lands on the same point), by
   increasing compute (primary first), then quality, then trial number;
 - the quality noise: the study's tie margin on quality (`quality_margin`, from the proxy's seed noise stored with
-  the study, nas.noise) under which quality differences are ties when the front is built, and the summary's
+  the study, nas.evaluation.noise) under which quality differences are ties when the front is built, and the summary's
   verdict on the front's spread (`noise_verdict`);
 - the hypervolume reference point and the hypervolume history, with one reference rule (`reference_point`).
 """
@@ -20,8 +20,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-from nas.objectives import QUALITY
-from nas.pareto import hypervolume, pareto_front
+from nas.study.dominance import hypervolume, pareto_front
+from nas.study.objectives import QUALITY
 
 REFERENCE_MARGIN = 0.1  # the reference point lies this share of each objective's range beyond its worst value
 TIE_SE = 2.0  # quality differences within this many standard errors of a difference of two trials are ties
@@ -61,7 +61,7 @@ def _finite(value: Any) -> float | None:
 
 
 def trial_objectives(trial: Any, compute_keys: Sequence[str]) -> tuple[float | None, tuple[float, ...] | None]:
-    """(quality, compute) of a stored trial (nas.store.Trial); None for what is unknown or not finite.
+    """(quality, compute) of a stored trial (nas.study.store.Trial); None for what is unknown or not finite.
 
     Quality: a COMPLETE trial's objective; a PRUNED or RUNNING trial's last reported rung; a FAIL trial has none.
     Compute: each of `compute_keys` from the trial's objectives, else from its cost (the same ratios, recorded
@@ -105,7 +105,7 @@ def front(points: Sequence[P], vector_of: Callable[[P], Vector] = _own_vector, m
     """The points no other dominates over all objectives, one per configuration (the earliest trial of it), by
     increasing compute (primary first), then quality, then trial number. `vector_of` gives (quality, *compute);
     `margin` (the study's `quality_margin`): a point is dominated only by one no worse in every compute objective
-    and better in quality by at least `margin` (nas.pareto.dominates): differences within it are ties."""
+    and better in quality by at least `margin` (nas.study.dominance.dominates): differences within it are ties."""
     vectors = [tuple(vector_of(p)) for p in points]
     keep = sorted(pareto_front(vectors, margin), key=lambda i: points[i].number)
     first: dict[str, int] = {}
@@ -151,8 +151,8 @@ def tie_margin(sd: float, seeds_per_trial: int = 1) -> float:
 
 
 def study_noise(adequacy: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """The proxy's seed noise stored with a study (nas.noise.SeedNoise as a dict, in its adequacy record), or None
-    (not measured: adequacy=skip with nothing cached, or a study that predates it)."""
+    """The proxy's seed noise stored with a study (nas.evaluation.noise.SeedNoise as a dict, in its adequacy record), or
+    None (not measured: adequacy=skip with nothing cached, or a study that predates it)."""
     noise = (adequacy or {}).get("noise")
     return noise if isinstance(noise, Mapping) and _finite(noise.get("margin")) is not None else None
 

@@ -5,10 +5,10 @@ above min_quality_ratio of the dense quality; or a trial number. With several co
 max_compute and min_compute read the primary one (the first of the study's list). The file is the chosen trial's
 target-size ArchConfig (what its compute objective describes), with provenance in a header comment;
 `python -m nas.train model=<name>` trains it. `verify=true` also measures the proxy's fidelity against a
-reference proxy (nas.reference).
+reference proxy (nas.evaluation.reference).
 
 `format=hf out=DIR` writes the chosen point as a Hugging Face transformers config.json + generation_config.json
-instead (nas.export.hf picks the family and refuses, by name, a knob none can express; the policies then choose
+instead (nas.model.hf picks the family and refuses, by name, a knob none can express; the policies then choose
 among the points the format can express). `checkpoint=PATH format=hf out=DIR` writes a nas.train checkpoint's
 architecture and trained weights (model.safetensors), for `AutoModelForCausalLM.from_pretrained(DIR)`.
 """
@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from nas.checks import check_bool, check_int
+from nas.evaluation.reference import describe
 from nas.export.front import Point, Policy, StudyPoints, load_points, select, select_expressible
 from nas.model.config import ArchConfig
 from nas.profiles import conf_dir, hydra_entry, strict_from_dict
-from nas.reference import describe
-from nas.store import DEFAULT_URL, Fidelity, Store, StoreError, code_version, shown_url, sqlite_file
+from nas.study.store import DEFAULT_URL, Fidelity, Store, StoreError, code_version, shown_url, sqlite_file
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FORMATS = ("nas", "hf")
@@ -120,7 +120,7 @@ class Options:
                     raise ValueError(f"{key}={getattr(self, key)!r} needs format=hf (format=nas writes "
                                      "conf/model/<name>.yaml)")
             return
-        from nas.export.hf import check_out, require_hf
+        from nas.model.hf import check_out, require_hf
 
         require_hf()
         if self.out is None:
@@ -208,7 +208,7 @@ def export_hf(store: Store, study: str, policy: Policy, out: str, *, force: bool
               report: Any = sys.stdout) -> Exported:
     """Choose, among the points a transformers family expresses, a point of the study by `policy`, write its
     config.json + generation_config.json to `out` and record the export; `report` gets the points passed over."""
-    from nas.export.hf import refusal, write_hf
+    from nas.model.hf import refusal, write_hf
 
     sp = load_points(store, study)
     point, passed = select_expressible(sp, policy, lambda p: refusal(point_arch(p)), "hf")
@@ -220,23 +220,6 @@ def export_hf(store: Store, study: str, policy: Policy, out: str, *, force: bool
     print(f"family: {written.family.architecture} (model_type {written.family.model_type}): {written.reason}",
           file=report, flush=True)
     return Exported(point, sp.compute_keys, written.out.name, written.out)
-
-
-def export_checkpoint(checkpoint: str, out: str, force: bool = False, report: Any = sys.stdout) -> Path:
-    """Write a nas.train checkpoint's architecture and weights as a transformers model folder `out`."""
-    from nas.export.hf import write_hf
-    from nas.model.transformer import TransformerLM
-    from nas.trainer.checkpoint import load_checkpoint
-
-    state = load_checkpoint(checkpoint)
-    arch = ArchConfig.from_dict(state["arch"])
-    model = TransformerLM(arch)
-    model.load_state_dict(state["model"])
-    written = write_hf(arch, out, model=model, force=force)
-    print(f"exported {checkpoint} (step {state['step']}) -> {written.out}\nfamily: {written.family.architecture} "
-          f"(model_type {written.family.model_type}): {written.reason}\nload it: "
-          f"transformers.AutoModelForCausalLM.from_pretrained({str(written.out)!r})", file=report, flush=True)
-    return written.out
 
 
 def open_existing(url: str) -> Store:
@@ -256,6 +239,8 @@ def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported | P
     """
     opts = Options.from_conf(conf)
     if opts.checkpoint is not None:
+        from nas.train.checkpoint import export_checkpoint
+
         assert opts.out is not None  # Options checked it
         return export_checkpoint(opts.checkpoint, opts.out, opts.force, report=out)
     store = open_existing(opts.url)

@@ -2,7 +2,7 @@
 
 `train_proxy` returns an iterator of RungReport; the caller stops a run early by not iterating further
 (that is how the search prunes). A NaN or inf training loss raises NonFiniteLoss; the reports already
-yielded are the partial learning curve. `python -m nas.proxy arch.attention=local_global proxy=tiny task=lm`
+yielded are the partial learning curve. `python -m nas.evaluation.proxy arch.attention=local_global proxy=tiny task=lm`
 runs one trial from the command line (Hydra, conf/proxy_run.yaml).
 """
 
@@ -19,14 +19,14 @@ import torch
 from tqdm import tqdm
 
 from nas.checks import check_int, check_recipe
-from nas.data import TaskData, TaskSpec, load_task
 from nas.device import resolve_device
+from nas.evaluation.data import TaskData, TaskSpec, load_task
+from nas.evaluation.optim import lr_at, seeded_start, set_lr
+from nas.evaluation.scoring import NonFiniteLoss, RungReport, batch_to, evaluate, quality, train_loss
 from nas.knobs import carry
 from nas.model import ArchConfig, TransformerLM
 from nas.model.config import POSITIONS, Positions
 from nas.model.precision import AdaptivePrecision
-from nas.objective import NonFiniteLoss, RungReport, batch_to, evaluate, quality, train_loss
-from nas.optim import lr_at, seeded_start, set_lr
 from nas.profiles import hydra_entry, read_profile, strict_from_dict
 
 Evaluation = Literal["scratch", "inherit"]
@@ -57,7 +57,7 @@ class ProxySpec:
     positions: Positions = "rope"  # the model family's position encoding (ArchConfig.positions)
     min_context: int | None = None  # multi-fidelity along context: rung phases train at growing lengths from here
     # evaluation: scratch (a model of the trial's knobs trained from its init) or inherit (the space's dense parent,
-    # trained once on parent_budget_tokens and cached, converted to the knobs by nas.inherit and trained for
+    # trained once on parent_budget_tokens and cached, converted to the knobs by nas.evaluation.inherit and trained for
     # budget_tokens on the task loss + distill_kl_weight * KL(parent || trial) at distill_temperature)
     evaluation: Evaluation = "scratch"
     parent_budget_tokens: int = 4_194_304
@@ -115,7 +115,7 @@ class ProxySpec:
             if self.evaluation != "inherit":
                 raise ValueError(f"proxy.parent={self.parent}: a parent checkpoint needs proxy.evaluation=inherit "
                                  f"(it is {self.evaluation})")
-            from nas.export.hf import hf_parent_arch, hf_tokenizer_vocab
+            from nas.model.hf import hf_parent_arch, hf_tokenizer_vocab
 
             vocab = hf_tokenizer_vocab(self.parent)
             arch = hf_parent_arch(self.parent, self.seq_len)
@@ -143,8 +143,8 @@ def load_proxy(name: str) -> ProxySpec:
 def proxy_sizes(proxy: ProxySpec) -> dict[str, Any]:
     """The ArchConfig size fields of a proxy (byte vocabulary), or of its parent checkpoint (proxy.parent)."""
     if proxy.parent is not None:
-        from nas.export.hf import hf_parent_arch
         from nas.knobs import sizes_of
+        from nas.model.hf import hf_parent_arch
 
         return sizes_of(hf_parent_arch(proxy.parent, proxy.seq_len))
     return {"vocab_size": 256, "seq_len": proxy.seq_len, "n_layers": proxy.n_layers, "d_model": proxy.d_model,
@@ -186,7 +186,7 @@ def train_proxy(
     Inputs are checked here, before the first report; NaN / inf training loss raises NonFiniteLoss.
     `model_sink`, when given, receives the model once it is built (to inspect it after training).
     With proxy.evaluation=inherit the dense parent is trained first unless `parent_dir` (default
-    trials_db/parents) holds it already (nas.parent).
+    trials_db/parents) holds it already (nas.evaluation.parent).
     """
     proxy = load_proxy(proxy) if isinstance(proxy, str) else proxy
     task = load_task(task) if isinstance(task, str) else task
@@ -202,13 +202,13 @@ def train_proxy(
     check_int("threads", threads)
     tokenizer = None
     if proxy.parent is not None:
-        from nas.export.hf import hf_parent_folder
+        from nas.model.hf import hf_parent_folder
 
         tokenizer = hf_parent_folder(proxy.parent) / "tokenizer.json"
     data = {c: TaskData(task, c, cache_dir=cache_dir, tokenizer=tokenizer)
             for c in {proxy.context_at(k, proxy.rungs) for k in range(proxy.rungs)} | {proxy.seq_len}}
     if proxy.evaluation == "inherit":
-        from nas.parent import inherit_run
+        from nas.evaluation.parent import inherit_run
 
         return inherit_run(cfg, proxy, task, data, total_steps, seed, threads, resolve_device(device), progress,
                            model_sink, parent_dir)
@@ -332,7 +332,7 @@ def register_arch_knobs() -> None:
 
 
 def main() -> None:
-    """`python -m nas.proxy`: one proxy run from conf/proxy_run.yaml; bad input ends as one line, exit 2."""
+    """`python -m nas.evaluation.proxy`: one proxy run from conf/proxy_run.yaml; bad input ends as one line, exit 2."""
     hydra_entry("proxy_run", run_from_config, prepare=register_arch_knobs)
 
 

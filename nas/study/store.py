@@ -414,7 +414,7 @@ def tune_sqlite(engine: Engine) -> None:
 
 
 def upgrade_schema(engine: Engine, revision: str = "head", attempts: int = 3) -> None:
-    """Bring the nas_* tables to an Alembic revision shipped in nas/migrations (default: the newest).
+    """Bring the nas_* tables to an Alembic revision shipped in nas/study/migrations (default: the newest).
 
     Two drivers opening a new database at once both try to create the tables; the loser's transaction fails
     and is retried, when it finds them made.

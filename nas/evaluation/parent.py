@@ -4,9 +4,9 @@ The parent is trained once with the proxy's recipe on proxy.parent_budget_tokens
 trials_db/parents/<digest>.pt, the digest a sha256 of everything that determines it (its architecture, recipe,
 task and corpus content, seed and PARENT_FORMAT). A process that finds it missing takes an exclusive lock on
 <digest>.lock, trains it and writes it atomically (a temporary file renamed into place), so trials that race
-train it once and never read half a file. Each trial converts it to its knobs (nas.inherit) and trains for the
-proxy's budget on the task loss plus KL to the parent's logits; its rung reports carry the parent's digest.
-With proxy.parent=hf:DIR the parent is that local transformers checkpoint instead (nas.export.hf.load_hf_parent),
+train it once and never read half a file. Each trial converts it to its knobs (nas.evaluation.inherit) and trains for
+the proxy's budget on the task loss plus KL to the parent's logits; its rung reports carry the parent's digest.
+With proxy.parent=hf:DIR the parent is that local transformers checkpoint instead (nas.model.hf.load_hf_parent),
 nothing is trained or cached, and the digest is the checkpoint's content.
 """
 
@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from nas.data import TaskData, TaskSpec
-from nas.inherit import convert, parent_arch
+from nas.evaluation.data import TaskData, TaskSpec
+from nas.evaluation.inherit import convert, parent_arch
+from nas.evaluation.scoring import RungReport
 from nas.model import ArchConfig, TransformerLM
-from nas.objective import RungReport
 from nas.profiles import REPO_ROOT
 
 if TYPE_CHECKING:
-    from nas.proxy import ProxySpec
+    from nas.evaluation.proxy import ProxySpec
 
 PARENT_FORMAT = 1  # bump when a change to the code makes an old parent different from what it would train now
 
@@ -63,7 +63,7 @@ def parent_digest(cfg: ArchConfig, proxy: ProxySpec, task: TaskSpec, data: TaskD
 def _train_parent(cfg: ArchConfig, proxy: ProxySpec, data: dict[int, TaskData], seed: int, threads: int,
                   device: torch.device, progress: bool) -> tuple[TransformerLM, dict]:
     """Train the dense parent; the model and its final report."""
-    from nas.proxy import _run
+    from nas.evaluation.proxy import _run
 
     recipe = parent_recipe(proxy)
     models: list[TransformerLM] = []
@@ -77,9 +77,9 @@ def load_parent(cfg: ArchConfig, proxy: ProxySpec, task: TaskSpec, data: dict[in
                 threads: int, device: torch.device, progress: bool = False, parent_dir: str | Path | None = None
                 ) -> tuple[TransformerLM, str]:
     """The cached dense parent of `cfg`'s sizes for (proxy, task, seed), trained first if missing, or the local
-    checkpoint proxy.parent names (nas.export.hf); (model, digest)."""
+    checkpoint proxy.parent names (nas.model.hf); (model, digest)."""
     if proxy.parent is not None:
-        from nas.export.hf import load_hf_parent
+        from nas.model.hf import load_hf_parent
 
         model, digest = load_hf_parent(proxy.parent, proxy.seq_len)
         return model.to(device).eval(), digest
@@ -114,7 +114,7 @@ def inherit_run(cfg: ArchConfig, proxy: ProxySpec, task: TaskSpec, data: dict[in
                 model_sink: Callable[[TransformerLM], None] | None, parent_dir: str | Path | None
                 ) -> Iterator[RungReport]:
     """A trial's rung reports under inherit-and-distill: the parent converted to `cfg`, trained as the proxy says."""
-    from nas.proxy import _run
+    from nas.evaluation.proxy import _run
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -1,6 +1,6 @@
 """The proxy's seed noise on a task: the dense baseline's final quality at NOISE_SEEDS seeds, measured once per
 (proxy, task, budget) and cached under trials_db/noise/ so that a second study of the same proxy and task pays
-nothing; stored with each study (its adequacy record) as the tie margin of its front (nas.study_view).
+nothing; stored with each study (its adequacy record) as the tie margin of its front (nas.study.view).
 
 The adequacy check trains the dense baseline at the study's seed anyway; the other seeds train beside it, each in
 a process of its own (`NoiseJob`), so that on two cores the check takes about 1.5x its one-seed time, not 3x.
@@ -20,9 +20,9 @@ from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 from typing import Any
 
-from nas.data import TaskSpec
+from nas.evaluation.data import TaskSpec
+from nas.evaluation.proxy import ProxySpec
 from nas.profiles import REPO_ROOT
-from nas.proxy import ProxySpec
 
 NOISE_SEEDS = 3  # the dense baseline's seeds: the study's seed and the next two
 NOISE_DIR = Path(os.environ.get("NAS_NOISE_DIR") or REPO_ROOT / "trials_db" / "noise")  # env: tests keep their own
@@ -39,7 +39,7 @@ class SeedNoise:
     qualities: list[float]
     sd: float  # sample standard deviation of one seed's quality (ddof 1)
     seeds_per_trial: int  # proxy.seeds: a trial's quality is the mean of this many seeds
-    margin: float  # nas.study_view.tie_margin(sd, seeds_per_trial)
+    margin: float  # nas.study.view.tie_margin(sd, seeds_per_trial)
     key: str  # the cache key: digest of (proxy sizes and recipe, task, budget, seeds)
     cached: bool = False  # read from trials_db/noise/ rather than measured for this study
     wall_s: float = 0.0  # the measurement's wall time (when measured)
@@ -62,7 +62,7 @@ def noise_key(proxy: ProxySpec, task: TaskSpec, budget_tokens: int, seeds: list[
 def from_qualities(proxy: ProxySpec, task: TaskSpec, budget_tokens: int, by_seed: dict[int, float], key: str,
                    wall_s: float = 0.0) -> SeedNoise:
     """The noise record of measured qualities (seed -> final quality)."""
-    from nas.study_view import tie_margin
+    from nas.study.view import tie_margin
 
     seeds = sorted(by_seed)
     qualities = [float(by_seed[s]) for s in seeds]
@@ -101,8 +101,8 @@ def write_cache(noise: SeedNoise, root: Path | None = None) -> Path:
 def dense_quality(knobs: dict[str, Any], proxy: ProxySpec, task: TaskSpec, budget_tokens: int | None, seed: int,
                   threads: int, device: str, cache_dir: str | Path | None) -> float:
     """The final quality of one proxy run of `knobs` at `seed` (one process's work)."""
-    from nas.objective import quality
-    from nas.proxy import train_proxy
+    from nas.evaluation.proxy import train_proxy
+    from nas.evaluation.scoring import quality
 
     *_, last = train_proxy(knobs, proxy, task, budget_tokens=budget_tokens, seed=seed, threads=threads,
                            device=device, cache_dir=cache_dir)

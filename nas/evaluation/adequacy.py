@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from nas.data import TaskSpec, load_corpus
 from nas.device import resolve_device
+from nas.evaluation.data import TaskSpec, load_corpus
+from nas.evaluation.proxy import ProxySpec, train_proxy
+from nas.evaluation.scoring import evaluate, quality
 from nas.model.config import FORMATS, knobs_in
-from nas.objective import evaluate, quality
-from nas.proxy import ProxySpec, train_proxy
-from nas.space import SearchSpec
+from nas.study.space import SearchSpec
 
 RECALL_MARGIN = 0.15
 CONTEXT_GAIN = 0.03
@@ -47,14 +47,14 @@ _COARSENESS = {fmt: rank for rank, fmt in enumerate(FORMATS)}  # fp32 < bf16 < f
 @dataclass
 class Adequacy:
     """The outcome: passed, a one-line summary, the setting that would fix a failure, every check, and the dense
-    baseline's final quality (one seed of the proxy's seed noise, nas.noise)."""
+    baseline's final quality (one seed of the proxy's seed noise, nas.evaluation.noise)."""
 
     passed: bool
     summary: str
     fix: str | None
     checks: list[dict[str, Any]] = field(default_factory=list)
     quality: float | None = None
-    noise: dict[str, Any] | None = None  # nas.noise.SeedNoise as a dict: the proxy's seed noise on the task
+    noise: dict[str, Any] | None = None  # nas.evaluation.noise.SeedNoise as a dict: the proxy's seed noise on the task
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,9 +125,9 @@ def _sharing_configs(spec: SearchSpec) -> list[dict[str, Any]]:
 
 def _structure(knobs: dict[str, Any], proxy: ProxySpec, n_layers: int) -> tuple:
     """Which weights each layer position uses: the model's sharing structure at a depth."""
+    from nas.evaluation.proxy import proxy_sizes
     from nas.knobs import carry
     from nas.model.sharing import sublayer_maps
-    from nas.proxy import proxy_sizes
 
     arch = carry(knobs, {**proxy_sizes(proxy), "n_layers": n_layers}, what=f"{n_layers} layers")
     return (*map(tuple, sublayer_maps(arch)), arch.sharing == "ffn_block_diag")
@@ -173,9 +173,9 @@ def check_adequacy(spec: SearchSpec, proxy: ProxySpec, task: TaskSpec, *, budget
                    seed: int = 0, threads: int = 1, device: str = "auto", cache_dir: str | Path | None = None,
                    progress: bool = False, noise: bool = True, noise_root: Path | None = None) -> Adequacy:
     """Train the space's dense baseline at the proxy and check that it can resolve the space's knobs; with
-    `noise`, also the proxy's seed noise (nas.noise: cached under `noise_root`, else the other seeds trained in
-    parallel with this one)."""
-    from nas.noise import NoiseJob
+    `noise`, also the proxy's seed noise (nas.evaluation.noise: cached under `noise_root`, else the other seeds
+    trained in parallel with this one)."""
+    from nas.evaluation.noise import NoiseJob
 
     job = NoiseJob(spec.knobs(dict(spec.baseline)), proxy, task, budget_tokens, seed, threads=threads, device=device,
                    cache_dir=cache_dir, root=noise_root, train=noise) if noise else None
@@ -193,7 +193,7 @@ def check_adequacy(spec: SearchSpec, proxy: ProxySpec, task: TaskSpec, *, budget
 def _run_checks(spec: SearchSpec, proxy: ProxySpec, task: TaskSpec, budget_tokens: int | None, seed: int,
                 threads: int, device: str, cache_dir: str | Path | None, progress: bool) -> Adequacy:
     """check_adequacy's checks, from one training run of the dense baseline at `seed`."""
-    from nas.data import TaskData
+    from nas.evaluation.data import TaskData
 
     names = {p.name for p in spec.params} | set(spec.fixed)
     built: list[Any] = []

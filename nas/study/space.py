@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from nas.model.config import KNOB_FIELDS, ArchConfig, ConfigError, PrecisionConfig
-from nas.objectives import COMPUTE_KEYS, DEFAULT_COMPUTE
 from nas.profiles import REPO_ROOT, profile_names
+from nas.study.objectives import COMPUTE_KEYS, DEFAULT_COMPUTE
 
 SPACES_DIR = REPO_ROOT / "search_spaces"
 KNOBS = tuple(k for k in KNOB_FIELDS if k != "precision") + tuple(

@@ -2,7 +2,8 @@
 
 Sizes come from `target=<conf/target name>` or the model file, with `size.*` overrides; the recipe
 (steps, batch and micro-batch, lr, checkpoints, resume, evaluation, device, seed) from conf/train.yaml.
-`export=hf` also writes the trained model as a Hugging Face transformers folder (nas.export.hf), <out_dir>/hf.
+`export=hf` also writes the trained model as a Hugging Face transformers folder (nas.model.hf), <out_dir>/hf.
+Its parts: spec (the run's sizes and recipe), loop (the training loop), checkpoint (save, resume, export).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import Any
 
 from nas.model.config import ArchConfig
 from nas.profiles import hydra_entry
-from nas.trainer.loop import TrainResult, train
-from nas.trainer.spec import TrainSpec, sized_arch
+from nas.train.loop import TrainResult, train
+from nas.train.spec import TrainSpec, sized_arch
 
 __all__ = ["TrainResult", "TrainSpec", "run_from_config", "sized_arch", "train"]
 
@@ -27,7 +28,7 @@ def check_export(export: Any, arch: ArchConfig) -> None:
         return
     if export not in EXPORTS:
         raise ValueError(f"export={export!r} is invalid: expected null or one of {', '.join(EXPORTS)}")
-    from nas.export.hf import refusal, require_hf
+    from nas.model.hf import refusal, require_hf
 
     require_hf()
     refused = refusal(arch)
@@ -48,7 +49,7 @@ def run_from_config(conf: dict[str, Any]) -> TrainResult:
         summary += f" val_loss={result.evals[last]['val_loss']:.4f}"
     print(summary, flush=True)
     if conf.get("export") == "hf" and result.checkpoint is not None:
-        from nas.export.cli import export_checkpoint
+        from nas.train.checkpoint import export_checkpoint
 
         export_checkpoint(str(result.checkpoint), str(result.out_dir / "hf"), force=True)
     return result
@@ -58,6 +59,3 @@ def main() -> None:
     """The Hydra entry point; a bad value ends with one line on stderr and exit status 2."""
     hydra_entry("train", run_from_config)
 
-
-if __name__ == "__main__":
-    main()

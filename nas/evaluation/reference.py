@@ -13,7 +13,7 @@ from dataclasses import asdict, is_dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nas.proxy import ProxySpec
+    from nas.evaluation.proxy import ProxySpec
 
 DEPTH_FACTOR = 4
 CONTEXT_FACTOR = 4

@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 
-from nas.data import Batch, TaskData, load_task
 from nas.device import resolve_device
+from nas.evaluation.data import Batch, TaskData, load_task
+from nas.evaluation.optim import lr_at, seeded_start, set_lr
+from nas.evaluation.scoring import NonFiniteLoss, batch_to, evaluate, train_loss
 from nas.model import ArchConfig, TransformerLM
 from nas.model.precision import AdaptivePrecision
-from nas.objective import NonFiniteLoss, batch_to, evaluate, train_loss
-from nas.optim import lr_at, seeded_start, set_lr
-from nas.trainer.checkpoint import checkpoints, restore_rng_states, resume_state, rng_states, save_checkpoint
-from nas.trainer.spec import TrainSpec
+from nas.train.checkpoint import checkpoints, restore_rng_states, resume_state, rng_states, save_checkpoint
+from nas.train.spec import TrainSpec
 
 METRICS_FILE = "metrics.jsonl"
 

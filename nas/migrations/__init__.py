@@ -1,1 +1,0 @@
-"""Alembic migrations of the nas_* tables (run by nas.store.upgrade_schema)."""

@@ -1,0 +1,5 @@
+"""`python -m nas.train`."""
+
+from nas.train import main
+
+main()
