@@ -545,9 +545,10 @@ def compare_kinds(space: str, kinds: list[str], choice: Choice, runs: dict[str, 
     from nas.study.space import default_choice
 
     reference_of = choice.reference_for(space) or default_choice(space, "proxy") or "tiny"
-    out.append(f"## {space}: proxy kinds against the reference of {reference_of} (windows to it by "
-               f"{choice.window_rule}); wall per trial: the mean over the panel of a configuration's runs, its seeds "
-               f"summed (1 thread a run, 2 runs sharing 2 cores)")
+    windows = f" (windows to it by {choice.window_rule})" if any("window" in k for k in PANELS[space]) else ""
+    out.append(f"## {space}: proxy kinds against the reference of {reference_of}{windows}; wall per trial: the mean "
+               f"over the panel of a configuration's runs, its seeds summed, as recorded (1 thread a run, 2 or more "
+               f"runs sharing 2 cores)")
     out.append("| ranking | wall per trial (s) | Kendall tau-b | margin | resolved pairs right | iso-compute pairs "
                "right (resolved) | regret max |")
     out.append("|---|---:|---:|---:|---:|---:|---:|")
@@ -689,7 +690,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
         out.append("")
     if trains:
         out.append(f"wall {time.perf_counter() - start:.0f} s this run")
-    return [*out, summary(figures)]
+    return out if args.kinds else [*out, summary(figures)]
 
 
 def summary(figures: dict[str, Figures | None]) -> str:

@@ -145,3 +145,33 @@ def test_regenerate_refuses_a_command_that_would_train(tmp_path, capsys):
         F.regenerate(path, F.make_parser())
     assert exit_info.value.code == 2 and "expected a --report-only command" in capsys.readouterr().err
     assert path.read_text() == "#   python benchmarks/fidelity.py --space precision\n"  # nothing half-written
+
+
+def test_a_panel_window_reaches_the_reference_by_its_share_or_by_its_count():
+    from nas.evaluation.proxy import load_proxy
+    from nas.evaluation.reference import reference_proxy
+
+    units, reference = F.panel_units("sparse_attn"), reference_proxy(load_proxy("tiny"))
+    gated = {"attention": "local_global", "window": 4, "global_tokens": 4, "gate": "dynamic"}
+    assert (units.seq_len, reference.seq_len) == (64, 256)
+    assert F.in_units(gated, units, reference) == {**gated, "window": 16}  # 4 of 64 is 16 of 256; sinks a count
+    assert F.in_units(gated, units, reference, "context_tokens") == gated  # 4 tokens at any context
+    assert F.in_units(gated, units, units) == gated  # the panel's own units: unchanged
+    precision = F.PANELS["precision"][1]
+    assert F.in_units(precision, F.panel_units("precision"), reference) == precision  # as-is knobs keep their form
+
+
+def test_proxy_kinds_table_scores_each_kind_against_one_reference():
+    from nas.evaluation.proxy import load_proxy
+
+    choice = F.Choice(load_proxy("tiny"), reference_seeds=("head_grouping=3",))
+    out: list[str] = []
+    F.compare_kinds("head_grouping", ["tiny", "tiny:3", "tiny_deep8:2"], choice, F.load_runs(F.RUNS), out)
+    rows = {line.split(" |")[0]: line for line in out if line.startswith("| ")}
+    assert "windows" not in out[0] and "reference of tiny" in out[0]  # head_grouping's panel has no window
+    one, three = rows["| proxy tiny"].split(" | "), rows["| proxy tiny (mean of 3 seeds)"].split(" | ")
+    assert float(three[1]) > 2 * float(one[1])  # three seeds cost about three trials
+    assert one[2] == "0.200" and three[2] == "0.600"  # as the space's own report scores them
+    assert "| zero-cost: flops_ratio" in rows
+    missing = next(k for k in rows if k.startswith("| proxy tiny_deep8:2: "))  # not recorded: said, not scored
+    assert missing.endswith("runs recorded") and rows[missing].count("|") == 8
