@@ -4,12 +4,15 @@ Knobs are what a search varies; sizes are what a proxy, a reference or a target 
 of a size keeps its share, rounded to the nearest valid value (ties go to the larger):
 
 - window: a fraction of the context. A window of W at S positions becomes round(W * S' / S) at S'. The
-  long-range probes (MQAR distances, late-position loss) spread over the whole context, so a window that
-  sees the same share of the context sees the same share of the dependencies at any length.
-  The other rule on offer (`carry(..., rules={"window": "context_tokens"})`): the same count of tokens, clipped
-  to the destination's context (a published 512-token window is 512 positions of a 1024-position proxy, and
-  the whole context of a 64-position one). Which of the two tracks what a window costs in quality is the
-  question of issue #22's context ladder (not run here); the share stays the default until it is.
+  other rule on offer (`carry(..., rules={"window": "context_tokens"})`): the same count of tokens, clipped to
+  the destination's context (a published 512-token window is 512 positions of a 1024-position proxy, and the
+  whole context of a 64-position one). Neither keeps the long-range probes' coverage fixed: MQAR's distances are
+  log-uniform from 4 to S - 2 (a window of 1/8 of the context leaves 0.71, 0.58, 0.49 of the queries beyond it
+  at 64, 128, 256 positions), and late-position text depends on tokens. Issue #22's context ladder
+  (benchmarks/context_ladder.py, results/context_ladder_cpu.txt: the tiny proxy dense and windowed at 64, 128
+  and 256 positions, 2 seeds) could not tell the two apart: the spreads of a window's cost within the
+  configurations each rule calls equal (0.046 share, 0.045 count) are well inside the noise (0.112); at that
+  proxy's 1M tokens a window even improves late-position text. The share stays the default, undecided.
 - global_tokens: an absolute count. They are attention sinks / summary slots at the start of the sequence,
   whose use does not grow with the context; a count that does not fit below S' is refused.
 - kv_heads: a fraction of n_heads, as the nearest divisor of n_heads'.
