@@ -238,7 +238,8 @@ def non_embedding_params(params: dict[str, Any]) -> int:
     return params["unique"] - parts["embedding"]["unique"] - parts["unembedding"]["unique"]
 
 
-def zero_cost_axes(space: str, proxy: Any) -> tuple[str, list[tuple[str, list[float]]]]:
+def zero_cost_axes(space: str, proxy: Any, panel: list[dict[str, Any]] | None = None
+                   ) -> tuple[str, list[tuple[str, list[float]]]]:
     """The panel costed at the space's target as a search costs a trial (proxy_arch, then Coster.estimate): per
     compute objective of the space (primary first), then unique non-embedding parameters, the value of each
     configuration; and the target and hardware they were costed on."""
@@ -249,7 +250,7 @@ def zero_cost_axes(space: str, proxy: Any) -> tuple[str, list[tuple[str, list[fl
     coster = Coster(default_choice(space, "target") or "gpt_1b")  # conf/search.yaml's target; its hardware
     units = panel_units(space)  # the panel's own units: every proxy kind is ranked against the same costs
     spec = load(path_of(space), proxy_arch({}, proxy))
-    costs = [coster.estimate(proxy_arch(knobs, units)) for knobs in PANELS[space]]
+    costs = [coster.estimate(proxy_arch(knobs, units)) for knobs in (PANELS[space] if panel is None else panel)]
     axes = [(key, [float(getattr(c, key)) for c in costs]) for key in spec.objectives]
     axes.append(("non-embedding params", [float(non_embedding_params(c.params)) for c in costs]))
     return f"{coster.target} on {coster.hardware}", axes
@@ -291,6 +292,7 @@ class Choice:
     reference_seeds: tuple[str, ...] = ()
     noise_seeds: int = 1  # the dense baseline also trains at seeds seed .. seed + noise_seeds - 1, at both sizes
     window_rule: str = "context_share"  # how a panel window carries to the reference (nas/knobs.py's rules)
+    partial: bool = False  # report the configurations recorded so far (dense among them) instead of none
 
     def reference_for(self, space: str) -> str | None:
         """The proxy whose reference ranks `space` (None: the measured proxy's own)."""
@@ -417,16 +419,20 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     from nas.evaluation.reference import describe
 
     task, proxy, reference, _ = panel_runs(space, choice)
-    panel = PANELS[space]
     units = functools.partial(in_units, units=panel_units(space), window_rule=choice.window_rule)
     rows = [(knobs, recorded_runs(runs, "proxy", task, units(knobs, size=proxy), proxy, choice.seeds("proxy", space)),
              recorded_runs(runs, "reference", task, units(knobs, size=reference), reference,
                            choice.seeds("reference", space)))
-            for knobs in panel]
+            for knobs in PANELS[space]]
+    n_seeds = (choice.n_seeds("proxy", space), choice.n_seeds("reference", space))
+    rows = [row for row in rows if (len(row[1]), len(row[2])) == n_seeds]  # all, unless choice.partial
+    panel = [knobs for knobs, _, _ in rows]
     mean = lambda rs: sum(r["quality"] for r in rs) / len(rs)  # noqa: E731
     pq, rq = [mean(p) for _, p, _ in rows], [mean(r) for _, _, r in rows]
     rank = lambda xs: [sorted(xs).index(x) + 1 for x in xs]  # noqa: E731
-    out.append(f"## {space} (task {task.name}; {len(panel)} configurations, {choice.describe_seeds(space)})")
+    partial = f" of {len(PANELS[space])}" if len(panel) < len(PANELS[space]) else ""
+    out.append(f"## {space} (task {task.name}; {len(panel)}{partial} configurations"
+               f"{' (the rest not recorded yet)' if partial else ''}, {choice.describe_seeds(space)})")
     out.append(f"proxy     {describe(proxy)}; wall {sum(r['wall_s'] for _, p, _ in rows for r in p):.0f} s")
     out.append(f"reference {describe(reference)}; wall {sum(r['wall_s'] for _, _, ref in rows for r in ref):.0f} s")
     out.append("| configuration | proxy quality | rank | reference quality | rank |")
@@ -457,7 +463,7 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     out.append(f"pairs the reference resolves: {len(resolved_pairs(rq, noise))} of {len(rq) * (len(rq) - 1) // 2} "
                + (f"(they differ by more than two standard errors of its seed noise, {noise:.4f})" if sd else
                   "(no seed-noise estimate: every pair counts)"))
-    ranking_lines, figures = rankings(space, proxy, pq, rq, noise)
+    ranking_lines, figures = rankings(space, proxy, pq, rq, noise, panel)
     out.extend(ranking_lines)
     parents = {r["parent"]: r["parent_wall_s"] for _, p, _ in rows for r in p if "parent" in r}
     figures = replace(figures, trial_wall_s=sum(r["wall_s"] for _, p, _ in rows for r in p) / len(rows),
@@ -498,14 +504,15 @@ def score(predicted: list[float], reference: list[float], primary: list[float], 
                  tuple(budget_regret(predicted, reference, primary, b) for b in BUDGETS))
 
 
-def rankings(space: str, proxy: Any, pq: list[float], rq: list[float], noise: float) -> tuple[list[str], Figures]:
+def rankings(space: str, proxy: Any, pq: list[float], rq: list[float], noise: float, panel: list[dict[str, Any]]
+             ) -> tuple[list[str], Figures]:
     """The proxy's ranking and each zero-cost one (more compute = better) scored against the reference, and the
     proxy's calibration: the report's lines and the space's figures."""
-    where, axes = zero_cost_axes(space, proxy)
+    where, axes = zero_cost_axes(space, proxy, panel)
     primary_name, primary = axes[0]
     iso = iso_compute_pairs(primary)
     n_resolved = len([p for p in iso if p in resolved_pairs(rq, noise)])
-    pairs = ", ".join(f"{short_name(PANELS[space][i])} ~ {short_name(PANELS[space][j])}" for i, j in iso)
+    pairs = ", ".join(f"{short_name(panel[i])} ~ {short_name(panel[j])}" for i, j in iso)
     budgets = " / ".join(f"{b:g}" for b in BUDGETS)
     lines = [(f"zero-cost rankings: the panel costed at {where} (nas.cost, as a search costs a trial); more "
               f"compute = better, equal compute a tie; primary axis {primary_name}")]
@@ -635,6 +642,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help="how a panel window carries to the reference: the same share of its context (the "
                              "search's rule) or the same count of tokens (the reference runs recorded before "
                              "2026-12-03 trained this way)")
+    parser.add_argument("--partial", action="store_true",
+                        help="report a space from the configurations recorded so far (its dense baseline among them), "
+                             "saying how many of the panel's are missing, instead of not at all")
     parser.add_argument("--kinds", default=None, metavar="NAME[:N],...",
                         help="report only a table of these proxy kinds (N: seeds averaged) against one reference, "
                              "each at its wall time per trial, beside the zero-cost rankings (trains nothing)")
@@ -669,7 +679,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
     start = time.perf_counter()
     runs = load_runs(runs_path)
     choice = Choice(proxy, args.seed, args.proxy, tuple(args.reference_of or ()), tuple(args.proxy_seeds),
-                    tuple(args.reference_seeds), args.noise_seeds, args.reference_window_rule)
+                    tuple(args.reference_seeds), args.noise_seeds, args.reference_window_rule, args.partial)
     if trains:
         runs_path.parent.mkdir(parents=True, exist_ok=True)
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1 per run")
@@ -680,7 +690,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
             out.append("")
             continue
         todo = panel_runs(space, choice)[3]
-        if not all(t[0] in runs for t in todo):
+        dense_done = all(t[0] in runs for t in todo if not t[4])
+        if not all(t[0] in runs for t in todo) and not (choice.partial and dense_done):
             done = sum(t[0] in runs for t in todo)
             out.append(f"## {space}: not measured yet, {done} of {len(todo)} runs recorded "
                        f"(python benchmarks/fidelity.py --space {space}{choice.seed_flags(space)} trains the rest)")

@@ -175,3 +175,17 @@ def test_proxy_kinds_table_scores_each_kind_against_one_reference():
     assert "| zero-cost: flops_ratio" in rows
     missing = next(k for k in rows if k.startswith("| proxy tiny_deep8:2: "))  # not recorded: said, not scored
     assert missing.endswith("runs recorded") and rows[missing].count("|") == 8
+
+
+def test_partial_reports_the_recorded_configurations_and_says_how_many_are_missing():
+    from nas.evaluation.proxy import load_proxy
+
+    args = F.make_parser().parse_args(["--report-only", "--space", "sparse_attn", "--reference-of", "sparse_attn=tiny",
+                                       "--reference-window-rule", "context_tokens"])
+    assert F.run(args, F.make_parser())[0].startswith("## sparse_attn: not measured yet")  # the gated window 16
+    choice = F.Choice(load_proxy("tiny"), reference_of=("sparse_attn=tiny",), window_rule="context_tokens",
+                      partial=True)
+    out: list[str] = []
+    figures = F.report("sparse_attn", choice, F.load_runs(F.RUNS), out)
+    assert out[0].startswith("## sparse_attn (task long_range; 9 of 10 configurations (the rest not recorded yet)")
+    assert sum(line.startswith("| {") for line in out) == 8 and figures.tau is not None  # 8 windows + dense
