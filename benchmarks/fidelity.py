@@ -566,7 +566,7 @@ def compare_kinds(space: str, kinds: list[str], choice: Choice, runs: dict[str, 
         name, _, n = kind.partition(":")
         k_choice = replace(choice, proxy=name, proxy_seeds=(f"{space}={n or 1}",), reference_of=(reference_of,))
         todo = panel_runs(space, k_choice)[3]
-        if not all(t[0] in runs for t in todo):
+        if not all(t[0] in runs for t in todo) and not (choice.partial and all(t[0] in runs for t in todo if not t[4])):
             out.append(f"| proxy {kind}: {sum(t[0] in runs for t in todo)} of {len(todo)} runs recorded | | | | | | |")
             continue
         figures = report(space, k_choice, runs, [])
