@@ -6,6 +6,8 @@
     python benchmarks/fidelity.py --space precision --proxy-seeds 3    # the proxy's quality averaged over 3 seeds
     python benchmarks/fidelity.py --space precision --noise-seeds 2    # the dense baseline at 2 seeds, both sizes
     python benchmarks/fidelity.py --quick                              # smoke run of the machinery (tiny budgets)
+    python benchmarks/fidelity.py --space sharing --kinds tiny_deep,tiny_deep:3,tiny_deep8  # kinds, wall per trial
+    python benchmarks/fidelity.py --space sparse_attn --partial        # report what is recorded so far
     python benchmarks/fidelity.py --regenerate benchmarks/results/fidelity_cpu.txt  # its reports, from the run log
 
 For each space (sparse_attn, head_grouping, sharing, precision), every configuration of a fixed panel spanning
