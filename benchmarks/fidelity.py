@@ -568,7 +568,7 @@ def compare_kinds(space: str, kinds: list[str], choice: Choice, runs: dict[str, 
         name, _, n = kind.partition(":")
         k_choice = replace(choice, proxy=name, proxy_seeds=(f"{space}={n or 1}",), reference_of=(reference_of,))
         todo = panel_runs(space, k_choice)[3]
-        if not all(t[0] in runs for t in todo) and not (choice.partial and all(t[0] in runs for t in todo if not t[4])):
+        if not reportable(todo, runs, choice.partial):
             out.append(f"| proxy {kind}: {sum(t[0] in runs for t in todo)} of {len(todo)} runs recorded | | | | | | |")
             continue
         figures = report(space, k_choice, runs, [])
@@ -583,6 +583,11 @@ def compare_kinds(space: str, kinds: list[str], choice: Choice, runs: dict[str, 
         regrets = [g for g in sc.regrets if g is not None]
         out.append(f"| zero-cost: {label} | 0 | {fmt(sc.tau)} | - | {ratio(sc.resolved)} | {ratio(sc.iso)} "
                    f"({ratio(sc.iso_resolved)}) | {fmt(max(regrets) if regrets else None, '.4f')} |")
+
+
+def reportable(todo: list[tuple], runs: dict[str, dict[str, Any]], partial: bool) -> bool:
+    """Whether a space's runs (panel_runs' list) can be reported: all recorded, or (partial) its dense baseline's."""
+    return all(t[0] in runs for t in todo if partial is False or not t[4])
 
 
 NOISE_SEEDS_SHOWN = 10  # recorded dense runs at up to this many seeds are reported
@@ -692,8 +697,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
             out.append("")
             continue
         todo = panel_runs(space, choice)[3]
-        dense_done = all(t[0] in runs for t in todo if not t[4])
-        if not all(t[0] in runs for t in todo) and not (choice.partial and dense_done):
+        if not reportable(todo, runs, choice.partial):
             done = sum(t[0] in runs for t in todo)
             out.append(f"## {space}: not measured yet, {done} of {len(todo)} runs recorded "
                        f"(python benchmarks/fidelity.py --space {space}{choice.seed_flags(space)} trains the rest)")
