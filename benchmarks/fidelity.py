@@ -146,7 +146,8 @@ def train_one(key: str, role: str, proxy: dict[str, Any], task: dict[str, Any], 
     wall = time.perf_counter() - start
     row = {"key": key, "role": role, "proxy": spec.name, "task": task_spec.name, "knobs": knobs, "seed": seed,
            "arch": proxy_arch(knobs, spec).to_dict(), "quality": quality(final, task_spec),
-           "metrics": final.metrics, "wall_s": wall, "device": device}
+           "metrics": final.metrics, "wall_s": wall, "device": device,
+           "cpu_capability": torch.backends.cpu.get_cpu_capability()}  # AVX2 / AVX512: speed and float rounding differ
     if parent is not None:  # inherit: the cached parent's digest and its one-off training time (not in wall_s)
         row |= {"parent": parent[0], "parent_wall_s": parent[1]}
     return row
