@@ -74,11 +74,17 @@ PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in panel_units' (the space'
                 {"sharing": "all", "sharing_scope": "attention"}, {"sharing": "adjacent", "sharing_scope": "ffn"},
                 {"sharing": "cycle", "sharing_scope": "ffn"}, {"sharing": "cycle_rev", "sharing_scope": "attention"},
                 {"sharing": "adjacent", "sharing_scope": "both"},
-                {"sharing": "ffn_block_diag", "sharing_scope": "ffn"}],
+                {"sharing": "ffn_block_diag", "sharing_scope": "ffn"},
+                # equal unique parameters (issue #21 item 2): the FFN tied by three patterns; attention tied two
+                # ways beside the block-diagonal FFN
+                {"sharing": "cycle_rev", "sharing_scope": "ffn"}, {"sharing": "adjacent", "sharing_scope": "attention"}],
     "precision": [{}, _prec("bf16", "bf16", "bf16"), _prec("fp16", "fp16"), _prec("fp32", "fp8_e4m3"),
                   _prec("fp32", "fp8_e5m2"), _prec("fp8_e4m3", "fp8_e4m3"),
                   _prec("bf16", "adaptive", "fp32", "fp8_e5m2"),
-                  _prec("fp8_e5m2", "fp8_e5m2")],  # adaptive with e5m2 is the recipe's own assignment
+                  _prec("fp8_e5m2", "fp8_e5m2"),  # adaptive with e5m2 is the recipe's own assignment
+                  # equal modelled time (issue #21 item 2): 16-bit formats at fp32 embeddings; the FFN in e4m3,
+                  # e5m2 or adaptive (fp32, then e4m3) beside fp32 attention
+                  _prec("bf16", "bf16"), _prec("bf16", "fp16"), _prec("fp32", "adaptive")],
 }
 
 
