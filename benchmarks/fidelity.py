@@ -77,7 +77,8 @@ PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in panel_units' (the space'
                 {"sharing": "ffn_block_diag", "sharing_scope": "ffn"},
                 # equal unique parameters (issue #21 item 2): the FFN tied by three patterns; attention tied two
                 # ways beside the block-diagonal FFN
-                {"sharing": "cycle_rev", "sharing_scope": "ffn"}, {"sharing": "adjacent", "sharing_scope": "attention"}],
+                {"sharing": "cycle_rev", "sharing_scope": "ffn"},
+                {"sharing": "adjacent", "sharing_scope": "attention"}],
     "precision": [{}, _prec("bf16", "bf16", "bf16"), _prec("fp16", "fp16"), _prec("fp32", "fp8_e4m3"),
                   _prec("fp32", "fp8_e5m2"), _prec("fp8_e4m3", "fp8_e4m3"),
                   _prec("bf16", "adaptive", "fp32", "fp8_e5m2"),
@@ -205,6 +206,25 @@ def ordered_right(a: list[float], b: list[float], pairs: list[Pair]) -> int:
 def resolved_pairs(b: list[float], noise: float) -> list[Pair]:
     """The pairs (i < j) whose values in `b` differ by more than `noise`."""
     return [(i, j) for i in range(len(b)) for j in range(i + 1, len(b)) if abs(b[i] - b[j]) > noise]
+
+
+def seeds_to_resolve(gap: float, sd: float) -> float:
+    """Seeds per configuration at which two standard errors of a difference of two means, 2 sd sqrt(2 / n), fall
+    below `gap` (a recorded difference taken as the true one); inf for a gap of zero."""
+    return math.floor(8 * sd * sd / (gap * gap)) + 1 if gap else math.inf
+
+
+def unresolved_seeds_line(b: list[float], noise: float, sd: float, seeds: int) -> str:
+    """What would resolve the pairs `b` leaves within `noise`: the seeds per configuration that resolve half and
+    three quarters of them, if their recorded differences are the true ones."""
+    gaps = sorted(abs(b[i] - b[j]) for i in range(len(b)) for j in range(i + 1, len(b)) if abs(b[i] - b[j]) <= noise)
+    if not gaps:
+        return "pairs the reference leaves unresolved: none"
+    need = sorted(seeds_to_resolve(g, sd) for g in gaps)
+    at = [need[math.ceil(q * len(need)) - 1] for q in (0.5, 0.75)]
+    shown = [str(n) if n < math.inf else "never (equal)" for n in at]
+    return (f"pairs the reference leaves unresolved: {len(gaps)}; seeds per configuration that would resolve half "
+            f"of them: {shown[0]}, three quarters: {shown[1]} (now {seeds}; if their recorded gaps are the true ones)")
 
 
 ISO_TOLERANCE = 0.05  # two configurations are of equal compute within 5% of the larger on the primary axis
@@ -472,6 +492,8 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
     out.append(f"pairs the reference resolves: {len(resolved_pairs(rq, noise))} of {len(rq) * (len(rq) - 1) // 2} "
                + (f"(they differ by more than two standard errors of its seed noise, {noise:.4f})" if sd else
                   "(no seed-noise estimate: every pair counts)"))
+    if sd:
+        out.append(unresolved_seeds_line(rq, noise, sd[0], choice.n_seeds("reference", space)))
     ranking_lines, figures = rankings(space, proxy, pq, rq, noise, panel)
     out.extend(ranking_lines)
     parents = {r["parent"]: r["parent_wall_s"] for _, p, _ in rows for r in p if "parent" in r}
@@ -594,7 +616,7 @@ def compare_kinds(space: str, kinds: list[str], choice: Choice, runs: dict[str, 
 
 def reportable(todo: list[tuple], runs: dict[str, dict[str, Any]], partial: bool) -> bool:
     """Whether a space's runs (panel_runs' list) can be reported: all recorded, or (partial) its dense baseline's."""
-    return all(t[0] in runs for t in todo if partial is False or not t[4])
+    return all(t[0] in runs for t in todo if not partial or not t[4])
 
 
 NOISE_SEEDS_SHOWN = 10  # recorded dense runs at up to this many seeds are reported

@@ -39,6 +39,26 @@ def test_resolved_pairs_ignore_differences_within_the_margin():
     assert agree([1, 2, 3, 4], reference, 1.5) == (0, 0)
 
 
+def test_seeds_to_resolve_is_the_first_seed_count_whose_margin_resolves_the_gap():
+    sd = 0.037
+    for gap in (0.004, 0.013, 0.029, 0.05, 0.2):
+        margin = [2 * sd * math.sqrt(2 / n) for n in range(1, 2000)]  # resolved_pairs' margin at n seeds a mean
+        first = next(n for n, m in enumerate(margin, start=1) if F.resolved_pairs([0.0, gap], m))
+        assert F.seeds_to_resolve(gap, sd) == first
+    assert F.seeds_to_resolve(0.0, sd) == math.inf
+
+
+def test_unresolved_pairs_line_names_the_seeds_for_half_and_three_quarters():
+    # gaps 0.01, 0.02, 0.03 within a margin of 0.05 (sd 0.05 / (2 sqrt 2) ~ 0.0177); 0.05 and above resolved
+    sd = 0.05 / (2 * math.sqrt(2))
+    line = F.unresolved_seeds_line([0.0, 0.01, 0.03, 0.2], 0.05, sd, 1)
+    need = sorted(F.seeds_to_resolve(g, sd) for g in (0.01, 0.02, 0.03))  # 0.03 - 0.01, and 0.01, 0.03 from 0
+    assert line.startswith("pairs the reference leaves unresolved: 3;")
+    assert f"half of them: {need[1]}, three quarters: {need[2]} (now 1;" in line
+    assert "never (equal)" in F.unresolved_seeds_line([1.0, 1.0], 0.05, sd, 1)
+    assert F.unresolved_seeds_line([0.0, 1.0], 0.05, sd, 1).endswith("none")
+
+
 def test_iso_compute_pairs_are_within_five_percent_of_the_larger():
     compute = [1.0, 0.50, 0.52, 0.60, 0.63, 0.70, 0.70]
     # 0.52 - 0.50 = 0.02 <= 0.026; 0.63 - 0.60 = 0.03 <= 0.0315; 0.70 = 0.70; 0.70 - 0.63 = 0.07 > 0.035
