@@ -50,6 +50,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from nas.study.ranking import ISO_TOLERANCE, iso_compute_pairs, kendall_tau_b, ordered_right, resolved_pairs
+
 SPACES = ("sparse_attn", "head_grouping", "sharing", "precision")
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "fidelity_runs.jsonl"
@@ -195,19 +197,6 @@ def top_k_agreement(a: list[float], b: list[float], k: int = 3) -> float:
     return len(best(a) & best(b)) / k
 
 
-Pair = tuple[int, int]
-
-
-def ordered_right(a: list[float], b: list[float], pairs: list[Pair]) -> int:
-    """How many of `pairs` (i, j) `a` orders as `b` does; a tie in `a` orders nothing, so it is not right."""
-    return sum((a[i] < a[j]) == (b[i] < b[j]) and a[i] != a[j] for i, j in pairs)
-
-
-def resolved_pairs(b: list[float], noise: float) -> list[Pair]:
-    """The pairs (i < j) whose values in `b` differ by more than `noise`."""
-    return [(i, j) for i in range(len(b)) for j in range(i + 1, len(b)) if abs(b[i] - b[j]) > noise]
-
-
 def seeds_to_resolve(gap: float, sd: float) -> float:
     """Seeds per configuration at which two standard errors of a difference of two means, 2 sd sqrt(2 / n), fall
     below `gap` (a recorded difference taken as the true one); inf for a gap of zero."""
@@ -227,14 +216,7 @@ def unresolved_seeds_line(b: list[float], noise: float, sd: float, seeds: int) -
             f"of them: {shown[0]}, three quarters: {shown[1]} (now {seeds}; if their recorded gaps are the true ones)")
 
 
-ISO_TOLERANCE = 0.05  # two configurations are of equal compute within 5% of the larger on the primary axis
 BUDGETS = (0.5, 0.7, 0.9)  # decision budgets on the primary axis, as shares of the dense baseline's
-
-
-def iso_compute_pairs(compute: list[float], tolerance: float = ISO_TOLERANCE) -> list[Pair]:
-    """The pairs (i < j) whose compute differs by at most `tolerance` of the larger of the two."""
-    return [(i, j) for i in range(len(compute)) for j in range(i + 1, len(compute))
-            if abs(compute[i] - compute[j]) <= tolerance * max(compute[i], compute[j])]
 
 
 def budget_regret(predicted: list[float], reference: list[float], compute: list[float], budget: float
@@ -526,7 +508,6 @@ class Score:
 def score(predicted: list[float], reference: list[float], primary: list[float], noise: float) -> Score:
     """Score a ranking against the reference: `primary` is the panel's primary compute axis (ratios to dense),
     `noise` the reference difference a pair needs to count as resolved."""
-    from nas.export.fidelity import kendall_tau_b
 
     resolved, iso = resolved_pairs(reference, noise), iso_compute_pairs(primary)
     iso_resolved = [p for p in iso if p in resolved]

@@ -123,7 +123,7 @@ def borrowed(variant: str, knobs: dict[str, Any], variants: dict[str, dict[str, 
 
 def report(runs: list[dict[str, Any]], out: list[str]) -> list[dict[str, Any]]:
     """One table per recorded variant with the whole panel; its summary figures."""
-    from nas.export.fidelity import kendall_tau_b
+    from nas.study.ranking import kendall_tau_b
 
     panel = PANELS[SPACE]
     ref = reference_qualities()

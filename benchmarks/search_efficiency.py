@@ -127,7 +127,7 @@ def evaluate(table: Table, sampler: str, pruner: PrunerConf, base: dict[int, Bas
 
 def rung_fidelity(table: Table) -> str:
     """Kendall tau-b between each rung's quality and the final quality over the table: what a pruner can see."""
-    from nas.export.fidelity import kendall_tau_b
+    from nas.study.ranking import kendall_tau_b
 
     final = [e.quality for e in table.entries]
     taus = [f"step {r.step} {kendall_tau_b([e.rungs[i].quality for e in table.entries], final):.2f}"

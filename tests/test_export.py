@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nas.export.command import export, run_from_config
-from nas.export.fidelity import kendall_tau_b, top_points
+from nas.export.fidelity import top_points
 from nas.export.front import Policy, knee, load_points, pareto_front
 from nas.model.config import ArchConfig
 from nas.study.store import Store
@@ -267,13 +267,6 @@ def test_refusals_name_the_primary_objective_and_show_every_one(store2, tmp_path
 
 
 # ---- fidelity ----------------------------------------------------------------------------
-
-
-def test_kendall_tau_b_hand_computed():
-    assert kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)  # 5 concordant, 1 discordant
-    assert kendall_tau_b([1, 1, 2, 3], [1, 2, 2, 3]) == pytest.approx(0.8)  # C=4, D=0, one tie each: 4/sqrt(5*5)
-    assert kendall_tau_b([1, 2, 3], [3, 2, 1]) == -1.0
-    assert kendall_tau_b([1, 2, 3], [5, 5, 5]) is None
 
 
 def test_top_points_fills_from_the_rest(store):

@@ -111,7 +111,7 @@ def test_calibration_compares_quality_ratios_to_dense():
 
 def test_tau_b_against_scipy_when_installed():
     stats = pytest.importorskip("scipy.stats")
-    from nas.export.fidelity import kendall_tau_b
+    from nas.study.ranking import kendall_tau_b
 
     for predicted in (PROXY, [-c for c in PRIMARY]):
         assert kendall_tau_b(predicted, REFERENCE) == pytest.approx(stats.kendalltau(predicted, REFERENCE).statistic)

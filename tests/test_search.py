@@ -781,6 +781,8 @@ def test_a_study_stores_its_noise_and_its_front_and_summary_use_it(local_ray, tm
     assert progress[-1].endswith("front 4")  # the live count uses the same tie margin
     assert "quality noise: seed sd 1.0000 (3 seeds of the dense baseline; 1 per trial): differences within 2.8284 " \
            "are ties" in text and "indistinguishable at this proxy; decided by compute" in text
+    assert "free ranking (more flops_ratio = better quality) over 4 configurations" in text  # beside the proxy's
+    assert "separates 0 of 6 pairs beyond its noise (2.8284)" in text and "adds nothing the cost model" in text
     # without the noise the same trials make the plain front (dense, the worst and dearest, is dominated)
     plain = io.StringIO()
     _summary(SearchResult("noisy", result.url, {}, [r for r in result.front if not r["baseline"]], 1.0, None),

@@ -21,7 +21,7 @@ from nas.dashboard.proxy_checks import adequacy_html, fidelity_html
 from nas.dashboard.reader import StudyView
 from nas.dashboard.style import esc, num, params_text
 from nas.dashboard.table import SORTER, trial_table
-from nas.study.view import noise_verdict
+from nas.study.view import free_ranking_line, noise_verdict, quality_margin
 
 PLOTLY_JS = "plotly.min.js"
 BUILD_JSON = "build.json"  # page file -> digest of its data; a served page reloads when its entry changes
@@ -131,6 +131,7 @@ def study_page(view: StudyView, optuna_study: Any = None, refresh_s: float | Non
             "<h2>Proxy adequacy</h2>", adequacy_html(view),
             "<h2>Proxy fidelity</h2>", fidelity_html(view),
             "<h2>Pareto front</h2>", f'<p class="note" id="noise">{esc(_noise_line(view))}</p>',
+            f'<p class="note" id="free-ranking">{esc(_free_ranking_line(view))}</p>',
             figure_html(plot_pareto_front([view]), "pareto"),
             "<h3>Failed trials</h3>", _failed_html(view),
             "<h2>Hypervolume</h2>", figure_html(plot_hypervolume(view), "hypervolume"),
@@ -162,6 +163,11 @@ def combined_digest(views: Sequence[StudyView]) -> str:
 def _noise_line(view: StudyView) -> str:
     """The front's quality spread against the study's seed noise (nas.study.view.noise_verdict)."""
     return noise_verdict([t.quality for t in front(view) if t.quality is not None], view.adequacy)
+
+
+def _free_ranking_line(view: StudyView) -> str:
+    """The completed trials against the free ranking by the primary compute objective (nas.study.view)."""
+    return free_ranking_line(view.drawable(), lambda t: t.drawn, view.compute_keys[0], quality_margin(view.adequacy))
 
 
 def _best(view: StudyView, limit: int = 5) -> str:

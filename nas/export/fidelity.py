@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from nas.checks import check_int
@@ -12,30 +10,8 @@ from nas.evaluation.proxy import ProxySpec, train_proxy
 from nas.evaluation.reference import reference_proxy
 from nas.evaluation.scoring import quality
 from nas.export.front import Point, StudyPoints, load_points, pareto_front
+from nas.study.ranking import kendall_tau_b
 from nas.study.store import Fidelity, Store, code_version, now
-
-
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Kendall's tau-b rank correlation of two equal-length sequences; None when undefined (all tied)."""
-    if len(x) != len(y):
-        raise ValueError(f"kendall_tau_b: sequences of different lengths ({len(x)} and {len(y)})")
-    concordant = discordant = ties_x = ties_y = pairs = 0
-    for i in range(len(x)):
-        for j in range(i + 1, len(x)):
-            dx, dy = x[i] - x[j], y[i] - y[j]
-            pairs += 1
-            if dx == 0 and dy == 0:
-                ties_x, ties_y = ties_x + 1, ties_y + 1
-            elif dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = math.sqrt((pairs - ties_x) * (pairs - ties_y))
-    return (concordant - discordant) / denominator if denominator > 0 else None
 
 
 def top_points(points: list[Point], k: int) -> list[Point]:

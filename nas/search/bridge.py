@@ -31,7 +31,7 @@ from nas.study.objectives import QUALITY, names, values_dict
 from nas.study.pruner import COMPUTE_ATTR, ParetoPruner
 from nas.study.space import MAX_GRID, SearchSpec, SpaceError
 from nas.study.store import engine_kwargs, folder_lock, sqlite_file, tune_sqlite
-from nas.study.view import config_key, front
+from nas.study.view import config_key, free_ranking_line, front
 
 RUNG_SUFFIX = ".rungs"
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
@@ -292,6 +292,12 @@ class OptunaBridge:
         differences within `margin` ties (nas.study.view.front)."""
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         return front(done, lambda t: t.values, margin)
+
+    def free_ranking(self, margin: float = 0.0) -> str:
+        """Completed trials, one per configuration, against the free ranking by the primary compute objective
+        (nas.study.view.free_ranking_line)."""
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return free_ranking_line(done, lambda t: t.values, self.compute_keys[0], margin)
 
     def objectives(self, compute: tuple[float, ...], quality: float | None = None) -> dict[str, float]:
         """Objective name -> value as the store keeps it (quality only when known)."""

@@ -68,6 +68,7 @@ class SearchResult:
     front: list[dict[str, Any]]
     wall_s: float
     adequacy: dict[str, Any] | None = None  # the study's adequacy record (its seed noise: the front's tie margin)
+    free_ranking: str = ""  # the completed trials against the free ranking by the primary compute objective
 
 
 def validate(cfg: DictConfig | dict, space_source: str = "search_space") -> Setup:
@@ -275,9 +276,12 @@ def run_search(cfg: DictConfig | dict, *, trial_runner: TrialRunner | None = Non
         ray_start.shutdown()
     stored = store.study(conf.study)
     adequacy = stored.adequacy if stored is not None else None
-    front = [_front_row(t, setup.compute_keys, setup.spec.baseline) for t in bridge.front(quality_margin(adequacy))]
+    margin = quality_margin(adequacy)
+    front = [_front_row(t, setup.compute_keys, setup.spec.baseline) for t in bridge.front(margin)]
+    free_ranking = bridge.free_ranking(margin)
     store.close()
-    result = SearchResult(conf.study, setup.url, dict(counts), front, time.perf_counter() - t0, adequacy)
+    result = SearchResult(conf.study, setup.url, dict(counts), front, time.perf_counter() - t0, adequacy,
+                          free_ranking)
     if out is not None:
         _summary(result, setup.compute_keys, out, conf.dashboard)
     return result
@@ -380,6 +384,8 @@ def _summary(result: SearchResult, compute_keys: tuple[str, ...], out: TextIO, b
         compute = "".join(f"{row[k]:>20.4f}" for k in compute_keys)
         print(f"{row['number']:>5}  {row['quality']:>8.4f}  {compute}  {params}{tag}", file=out)
     print(noise_verdict([row["quality"] for row in result.front], result.adequacy), file=out)
+    if result.free_ranking:
+        print(result.free_ranking, file=out)
     print(f"dashboard: {_dashboard(result) if build_dashboard else _command(result, 'nas.dashboard')}", file=out)
     print(f"optuna-dashboard: {command('optuna-dashboard', shown_url(result.url))}", file=out)
     print(f"export: {_command(result, 'nas.export', policy='knee')}", file=out, flush=True)

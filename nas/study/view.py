@@ -10,6 +10,8 @@ It owns:
 - the quality noise: the study's tie margin on quality (`quality_margin`, from the proxy's seed noise stored with
   the study, nas.evaluation.noise) under which quality differences are ties when the front is built, and the summary's
   verdict on the front's spread (`noise_verdict`);
+- the free ranking beside the proxy's: one trial per configuration, ranked by quality and by the primary compute
+  objective (`free_ranking_line`, nas.study.ranking: what the proxy says that the cost model does not);
 - the hypervolume reference point and the hypervolume history, with one reference rule (`reference_point`).
 """
 
@@ -22,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 from nas.study.dominance import hypervolume, pareto_front
 from nas.study.objectives import QUALITY
+from nas.study.ranking import free_ranking_verdict
 
 REFERENCE_MARGIN = 0.1  # the reference point lies this share of each objective's range beyond its worst value
 TIE_SE = 2.0  # quality differences within this many standard errors of a difference of two trials are ties
@@ -112,6 +115,22 @@ def front(points: Sequence[P], vector_of: Callable[[P], Vector] = _own_vector, m
     for i in keep:
         first.setdefault(config_key(points[i].params), i)
     return [points[i] for i in sorted(first.values(), key=lambda i: (vectors[i][1:], vectors[i][0], points[i].number))]
+
+
+def distinct(points: Sequence[P]) -> list[P]:
+    """One point per configuration, the earliest trial of each, in trial order."""
+    first: dict[str, P] = {}
+    for p in sorted(points, key=lambda p: p.number):
+        first.setdefault(config_key(p.params), p)
+    return list(first.values())
+
+
+def free_ranking_line(points: Sequence[P], vector_of: Callable[[P], Vector], primary_name: str,
+                      margin: float) -> str:
+    """The study's completed trials (one per configuration) against the free ranking by the primary compute
+    objective, differences within `margin` (the study's `quality_margin`) ties: nas.study.ranking's verdict."""
+    vectors = [tuple(vector_of(p)) for p in distinct(points)]
+    return free_ranking_verdict([v[0] for v in vectors], [v[1] for v in vectors], primary_name, margin)
 
 
 def reference_point(vectors: Sequence[Vector]) -> tuple[float, ...] | None:

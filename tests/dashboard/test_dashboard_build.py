@@ -38,6 +38,8 @@ def test_build_writes_index_and_pages_without_touching_the_store(seeded, tmp_pat
     for div in ("pareto", "hypervolume", "curves", "parallel", "importance", "trials", "failed"):
         assert f'id="{div}"' in page
     assert "trial 5: RuntimeError: &lt;b&gt;out of memory&lt;/b&gt;" in page  # failed trials listed, escaped
+    assert re.search(r'id="free-ranking">free ranking \(more flops_ratio = better quality\) over \d+ '
+                     r"configurations: Kendall tau-b with the proxy&#x27;s quality", page)  # beside the proxy's
 
 
 def test_pages_are_offline(seeded, tmp_path: Path) -> None:
@@ -100,6 +102,7 @@ def test_studies_without_results_still_get_pages(tmp_path: Path) -> None:
     build(url, None, tmp_path)
     fresh, broken = (tmp_path / "fresh.html").read_text(), (tmp_path / "broken.html").read_text()
     assert "No intermediate reports yet." in fresh and "needs at least 2 completed trials" in fresh
+    assert "fewer than two configurations, nothing to compare" in fresh
     assert "trial 0: boom" in broken and 'id="curves"' in broken and 'id="pareto"' in broken
 
 
