@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from nas.export.command import export, run_from_config
 from nas.export.fidelity import top_points
-from nas.export.front import Policy, knee, load_points, pareto_front
+from nas.export.front import Policy, free_pick_line, knee, load_points, pareto_front, select
 from nas.model.config import ArchConfig
 from nas.study.store import Store
 
@@ -97,6 +98,24 @@ def test_policies_pick_the_expected_trial(store, tmp_path, policy, expected):
     assert done.point.number == expected
 
 
+def test_the_free_rule_is_reported_beside_a_budgeted_pick(store):
+    sp = load_points(store, "s1")
+    policy = Policy("max_quality", max_compute=0.65)  # trials 1 (1.02 at 0.50) and 3 (1.05 at 0.60) fit
+    chosen = select(sp, policy)
+    unmeasured = free_pick_line(sp, policy, chosen)
+    assert chosen.number == 1 and unmeasured.startswith("free rule (the most flops_ratio within max_compute=0.65): "
+                                                        "trial 3 (")
+    assert "the proxy's pick, trial 1, is better by 0.0300 (the proxy's seed noise is not measured" in unmeasured
+
+    def with_margin(margin: float):
+        study = dataclasses.replace(sp.study, adequacy={"noise": {"margin": margin, "sd": margin / 2.83}})
+        return free_pick_line(dataclasses.replace(sp, study=study), policy, chosen)
+
+    assert "better by 0.0300 beyond the proxy's seed noise (tie margin 0.0200)" in with_margin(0.02)
+    assert "within the proxy's seed noise (tie margin 0.0500): at this proxy the two are a tie" in with_margin(0.05)
+    assert free_pick_line(sp, Policy("knee"), chosen) is None
+
+
 def test_exported_file_is_the_target_arch_with_provenance(store, tmp_path):
     done = export(store, "s1", Policy("max_quality", max_compute=0.4), name="pick", model_dir=tmp_path / "model")
     text = done.path.read_text()
@@ -167,6 +186,7 @@ def test_cli_exports_and_refuses_in_one_line(store, tmp_path):
                         text=True, cwd=tmp_path, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert "exported trial 1" in ok.stdout and (tmp_path / "m" / "cli.yaml").is_file()
+    assert "free rule (the most flops_ratio within max_compute=0.55): trial 1, the same pick" in ok.stdout
     bad = subprocess.run(cmd + ["name=x/y"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["error: name='x/y' contains a path separator: expected a plain name, "

@@ -25,7 +25,7 @@ from typing import Any
 
 from nas.checks import check_bool, check_int
 from nas.evaluation.reference import describe
-from nas.export.front import Point, Policy, StudyPoints, load_points, select, select_expressible
+from nas.export.front import Point, Policy, StudyPoints, free_pick_line, load_points, select, select_expressible
 from nas.model.config import ArchConfig
 from nas.profiles import conf_dir, hydra_entry, strict_from_dict
 from nas.study.store import DEFAULT_URL, Fidelity, Store, StoreError, code_version, shown_url, sqlite_file
@@ -267,6 +267,9 @@ def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported | P
             print(f"exported {done.point.describe(done.compute_keys)} of study {opts.study!r} by "
                   f"policy={policy.name} -> {done.path}\ntrain it: python -m nas.train model={done.name}", file=out,
                   flush=True)
+            free = free_pick_line(load_points(store, opts.study), policy, done.point)
+            if free is not None:
+                print(free, file=out, flush=True)
         if opts.verify:
             from nas.export.fidelity import verify
 

@@ -200,6 +200,33 @@ def select(sp: StudyPoints, policy: Policy) -> Point:
     return min(ok, key=lambda p: (p.primary, p.quality, p.compute, p.number))
 
 
+def free_pick_line(sp: StudyPoints, policy: Policy, chosen: Point) -> str | None:
+    """For policy=max_quality, the free rule's pick under the same budget beside the proxy's: the point with the
+    most primary compute within it ("more compute = better quality", nas.study.ranking; a tie goes to the earliest
+    trial), and whether the proxy's preference is beyond the study's seed-noise tie margin. None for other
+    policies (they have no budget to spend)."""
+    if policy.name != "max_quality" or policy.max_compute is None:
+        return None
+    key = sp.compute_keys[0]
+    within = [p for p in sp.points if p.primary <= policy.max_compute]
+    most = max(p.primary for p in within)
+    free = min((p for p in within if p.primary == most), key=lambda p: p.number)
+    head = f"free rule (the most {key} within max_compute={policy.max_compute:g}): trial {free.number}"
+    if free.number == chosen.number:
+        return f"{head}, the same pick: the trained proxy did not change this decision"
+    margin = study_view.quality_margin(sp.study.adequacy)
+    gap = free.quality - chosen.quality
+    if margin <= 0:
+        noise = "(the proxy's seed noise is not measured for this study)"
+    elif gap > margin:
+        noise = f"beyond the proxy's seed noise (tie margin {margin:.4f})"
+    else:
+        noise = (f"within the proxy's seed noise (tie margin {margin:.4f}): at this proxy the two are a tie, and "
+                 "the free pick is as good an answer")
+    return (f"{head} ({free.describe(sp.compute_keys)}); the proxy's pick, trial {chosen.number}, is better by "
+            f"{gap:.4f} {noise}")
+
+
 def select_expressible(sp: StudyPoints, policy: Policy, refuse: Callable[[Point], str | None],
                        fmt: str) -> tuple[Point, list[tuple[Point, str]]]:
     """The point the policy picks among those a format can express (`refuse`: why not, or None), and the refused
