@@ -50,7 +50,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nas.study.ranking import ISO_TOLERANCE, iso_compute_pairs, kendall_tau_b, ordered_right, resolved_pairs
+from nas.study.ranking import (
+    ISO_TOLERANCE,
+    Pair,
+    beyond_compute,
+    iso_compute_pairs,
+    kendall_tau_b,
+    ordered_right,
+    resolved_pairs,
+)
+from nas.study.view import tie_margin
 
 SPACES = ("sparse_attn", "head_grouping", "sharing", "precision")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -470,13 +479,15 @@ def report(space: str, choice: Choice, runs: dict[str, dict[str, Any]], out: lis
                    if sd else f"{role} seed sd: no estimate ({size.name}: no configuration has two recorded seeds)")
     sd = sds["reference"]
     # two standard errors of a difference of two means over the reference's seeds; no estimate: every pair counts
-    noise = 2 * sd[0] * math.sqrt(2 / choice.n_seeds("reference", space)) if sd else 0.0
+    noise = tie_margin(sd[0], choice.n_seeds("reference", space)) if sd else 0.0
+    proxy_sd = sds["proxy"]  # the proxy's own tie margin: differences a search's front treats as ties
+    proxy_margin = tie_margin(proxy_sd[0], choice.n_seeds("proxy", space)) if proxy_sd else 0.0
     out.append(f"pairs the reference resolves: {len(resolved_pairs(rq, noise))} of {len(rq) * (len(rq) - 1) // 2} "
                + (f"(they differ by more than two standard errors of its seed noise, {noise:.4f})" if sd else
                   "(no seed-noise estimate: every pair counts)"))
     if sd:
         out.append(unresolved_seeds_line(rq, noise, sd[0], choice.n_seeds("reference", space)))
-    ranking_lines, figures = rankings(space, proxy, pq, rq, noise, panel)
+    ranking_lines, figures = rankings(space, proxy, pq, rq, noise, panel, proxy_margin)
     out.extend(ranking_lines)
     parents = {r["parent"]: r["parent_wall_s"] for _, p, _ in rows for r in p if "parent" in r}
     figures = replace(figures, trial_wall_s=sum(r["wall_s"] for _, p, _ in rows for r in p) / len(rows),
@@ -516,10 +527,11 @@ def score(predicted: list[float], reference: list[float], primary: list[float], 
                  tuple(budget_regret(predicted, reference, primary, b) for b in BUDGETS))
 
 
-def rankings(space: str, proxy: Any, pq: list[float], rq: list[float], noise: float, panel: list[dict[str, Any]]
-             ) -> tuple[list[str], Figures]:
-    """The proxy's ranking and each zero-cost one (more compute = better) scored against the reference, and the
-    proxy's calibration: the report's lines and the space's figures."""
+def rankings(space: str, proxy: Any, pq: list[float], rq: list[float], noise: float, panel: list[dict[str, Any]],
+             proxy_margin: float = 0.0) -> tuple[list[str], Figures]:
+    """The proxy's ranking and each zero-cost one (more compute = better) scored against the reference, the pairs
+    where the proxy contradicts the free ranking beyond `proxy_margin` (its own tie margin) checked against the
+    reference, and the proxy's calibration: the report's lines and the space's figures."""
     where, axes = zero_cost_axes(space, proxy, panel)
     primary_name, primary = axes[0]
     iso = iso_compute_pairs(primary)
@@ -551,9 +563,28 @@ def rankings(space: str, proxy: Any, pq: list[float], rq: list[float], noise: fl
     margin = None if own[1].tau is None or best is None else own[1].tau - best[1]  # best: the first of equal ones
     lines.append(f"margin: the proxy's tau-b minus the best zero-cost tau-b ({best[0] if best else '-'}) = "
                  f"{fmt(margin, '+.3f')}")
+    lines.append(beyond_compute_line(pq, rq, primary, primary_name, proxy_margin, noise))
     right, n = own[1].iso_resolved
     regrets = [g for g in own[1].regrets if g is not None]
     return lines, Figures(own[1].tau, margin, right / n if n else None, max(regrets) if regrets else None, scores)
+
+
+def beyond_compute_line(pq: list[float], rq: list[float], primary: list[float], primary_name: str,
+                        proxy_margin: float, noise: float) -> str:
+    """Where the proxy tells a search more than the free ranking (nas.study.ranking.beyond_compute: pairs it
+    separates beyond its own tie margin against compute or at equal compute), how often the reference agrees."""
+    against, equal = beyond_compute(pq, primary, proxy_margin)
+    resolved = set(resolved_pairs(rq, noise))
+
+    def checked(pairs: list[Pair]) -> str:
+        sure = [p for p in pairs if p in resolved]
+        return (f"the reference orders {ordered_right(pq, rq, pairs)} of them the proxy's way "
+                f"({ordered_right(pq, rq, sure)} of the {len(sure)} it resolves)")
+
+    beyond = (f"beyond its own seed noise (tie margin {proxy_margin:.4f})" if proxy_margin else
+              "(no proxy noise estimate: by any difference)")
+    return (f"where the proxy contradicts the free ranking {beyond}: {len(against)} pairs against {primary_name}, "
+            f"{checked(against)}; {len(equal)} equal-compute pairs, {checked(equal)}")
 
 
 def compare_kinds(space: str, kinds: list[str], choice: Choice, runs: dict[str, dict[str, Any]], out: list[str]

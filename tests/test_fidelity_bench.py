@@ -59,6 +59,17 @@ def test_unresolved_pairs_line_names_the_seeds_for_half_and_three_quarters():
     assert F.unresolved_seeds_line([0.0, 1.0], 0.05, sd, 1).endswith("none")
 
 
+def test_where_the_proxy_contradicts_the_free_ranking_the_reference_judges_it():
+    # the proxy puts 1 ahead of 2 and 3 ahead of 2 against compute (the reference: 2 ahead of both, resolved),
+    # and 1 ahead of 3 at equal compute (the reference agrees, resolved)
+    line = F.beyond_compute_line([1.0, 2.0, 3.0, 2.5], [1.0, 2.0, 1.5, 2.6], [1.0, 0.25, 0.5, 0.26], "flops_ratio",
+                                 0.1, 0.2)
+    assert line == ("where the proxy contradicts the free ranking beyond its own seed noise (tie margin 0.1000): 2 "
+                    "pairs against flops_ratio, the reference orders 0 of them the proxy's way (0 of the 2 it "
+                    "resolves); 1 equal-compute pairs, the reference orders 1 of them the proxy's way (1 of the 1 it "
+                    "resolves)")
+
+
 def test_iso_compute_pairs_are_within_five_percent_of_the_larger():
     compute = [1.0, 0.50, 0.52, 0.60, 0.63, 0.70, 0.70]
     # 0.52 - 0.50 = 0.02 <= 0.026; 0.63 - 0.60 = 0.03 <= 0.0315; 0.70 = 0.70; 0.70 - 0.63 = 0.07 > 0.035

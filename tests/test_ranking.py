@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nas.study.ranking import free_ranking_verdict, kendall_tau_b
+from nas.study.ranking import beyond_compute, free_ranking_verdict, kendall_tau_b
 
 
 def test_kendall_tau_b_hand_computed():
@@ -34,3 +34,10 @@ def test_free_ranking_verdict_within_the_noise_and_without_it():
     assert "undefined" in free_ranking_verdict([2.0, 2.0], [1.0, 0.4], "flops_ratio", 0.0)
     assert free_ranking_verdict([2.0], [1.0], "flops_ratio", 0.0).endswith("fewer than two configurations, "
                                                                              "nothing to compare")
+
+
+def test_beyond_compute_is_what_the_free_ranking_cannot_say():
+    # 1 is cheaper than 2 and better, 3 cheaper than 2 and better: against compute; 1 and 3 are equal compute
+    against, equal = beyond_compute([1.0, 2.0, 3.0, 2.5], [1.0, 0.25, 0.5, 0.26], 0.1)
+    assert against == [(1, 2), (2, 3)] and equal == [(1, 3)]
+    assert beyond_compute([1.0, 2.0, 3.0, 2.5], [1.0, 0.25, 0.5, 0.26], 0.6) == ([(1, 2)], [])  # 0.5 apart: ties

@@ -55,6 +55,17 @@ def iso_compute_pairs(compute: Sequence[float], tolerance: float = ISO_TOLERANCE
             if abs(compute[i] - compute[j]) <= tolerance * max(compute[i], compute[j])]
 
 
+def beyond_compute(qualities: Sequence[float], primary: Sequence[float], margin: float) -> tuple[list[Pair],
+                                                                                                  list[Pair]]:
+    """The pairs a proxy's `qualities` separate by more than `margin` that the free ranking (more `primary` compute
+    = better quality) cannot give: those ordered against compute, and those of equal compute (ISO_TOLERANCE)."""
+    iso = set(iso_compute_pairs(primary))
+    separated = resolved_pairs(qualities, margin)
+    against = [(i, j) for i, j in separated if (i, j) not in iso
+               and (qualities[i] < qualities[j]) != (primary[i] > primary[j])]
+    return against, [p for p in separated if p in iso]
+
+
 def free_ranking_verdict(qualities: Sequence[float], primary: Sequence[float], primary_name: str,
                          margin: float) -> str:
     """One line on what a study's proxy says beyond the free ranking (more `primary` compute = better quality;
@@ -65,11 +76,11 @@ def free_ranking_verdict(qualities: Sequence[float], primary: Sequence[float], p
     if len(qualities) < 2:
         return f"{head}: fewer than two configurations, nothing to compare"
     tau = kendall_tau_b(qualities, [-c for c in primary])
-    iso = set(iso_compute_pairs(primary))
+    iso = iso_compute_pairs(primary)
     separated = resolved_pairs(qualities, margin)
-    equal = [p for p in separated if p in iso]
-    follow = ordered_right(qualities, [-c for c in primary], [p for p in separated if p not in iso])
-    against = len(separated) - len(equal) - follow
+    contrary, equal = beyond_compute(qualities, primary, margin)
+    against = len(contrary)
+    follow = len(separated) - against - len(equal)
     n_pairs = len(qualities) * (len(qualities) - 1) // 2
     beyond = f"beyond its noise ({margin:.4f})" if margin > 0 else "by any difference (its noise is not measured)"
     agreement = "undefined (one compute or one quality)" if tau is None else f"{tau:.3f}"
