@@ -87,9 +87,10 @@ PANELS: dict[str, list[dict[str, Any]]] = {  # knobs in panel_units' (the space'
                 {"sharing": "adjacent", "sharing_scope": "both"},
                 {"sharing": "ffn_block_diag", "sharing_scope": "ffn"},
                 # equal unique parameters (issue #21 item 2): the FFN tied by three patterns; attention tied two
-                # ways beside the block-diagonal FFN
+                # ways beside the block-diagonal FFN; whole layers tied by three patterns
                 {"sharing": "cycle_rev", "sharing_scope": "ffn"},
-                {"sharing": "adjacent", "sharing_scope": "attention"}],
+                {"sharing": "adjacent", "sharing_scope": "attention"},
+                {"sharing": "cycle", "sharing_scope": "both"}, {"sharing": "cycle_rev", "sharing_scope": "both"}],
     "precision": [{}, _prec("bf16", "bf16", "bf16"), _prec("fp16", "fp16"), _prec("fp32", "fp8_e4m3"),
                   _prec("fp32", "fp8_e5m2"), _prec("fp8_e4m3", "fp8_e4m3"),
                   _prec("bf16", "adaptive", "fp32", "fp8_e5m2"),
