@@ -520,7 +520,6 @@ class Score:
 def score(predicted: list[float], reference: list[float], primary: list[float], noise: float) -> Score:
     """Score a ranking against the reference: `primary` is the panel's primary compute axis (ratios to dense),
     `noise` the reference difference a pair needs to count as resolved."""
-
     resolved, iso = resolved_pairs(reference, noise), iso_compute_pairs(primary)
     iso_resolved = [p for p in iso if p in resolved]
     count = lambda pairs: (ordered_right(predicted, reference, pairs), len(pairs))  # noqa: E731

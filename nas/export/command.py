@@ -19,7 +19,7 @@ import datetime as dt
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class Exported:
     name: str
     path: Path
     fidelity: Fidelity | None = None
+    free_pick: str | None = None  # policy=max_quality: the free rule's pick under the same budget (free_pick_line)
 
 
 def check_name(name: str) -> None:
@@ -196,7 +197,7 @@ def export(store: Store, study: str, policy: Policy, *, name: str | None = None,
         raise ValueError(f"{path}: cannot write it: {err.strerror or err}") from err
     finally:
         partial.unlink(missing_ok=True)
-    return Exported(point, sp.compute_keys, name, path)
+    return Exported(point, sp.compute_keys, name, path, free_pick=free_pick_line(sp, policy, point))
 
 
 def point_arch(point: Point) -> ArchConfig:
@@ -267,9 +268,8 @@ def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported | P
             print(f"exported {done.point.describe(done.compute_keys)} of study {opts.study!r} by "
                   f"policy={policy.name} -> {done.path}\ntrain it: python -m nas.train model={done.name}", file=out,
                   flush=True)
-            free = free_pick_line(load_points(store, opts.study), policy, done.point)
-            if free is not None:
-                print(free, file=out, flush=True)
+            if done.free_pick is not None:
+                print(done.free_pick, file=out, flush=True)
         if opts.verify:
             from nas.export.fidelity import verify
 
@@ -281,7 +281,7 @@ def run_from_config(conf: dict[str, Any], out: Any = sys.stdout) -> Exported | P
                   f"{describe(fidelity.reference or {})}: proxy quality "
                   f"{[round(q, 4) for q in fidelity.proxy_quality]}, reference "
                   f"{[round(q, 4) for q in fidelity.long_quality]}, Kendall tau-b = {tau}", file=out, flush=True)
-            done = Exported(done.point, done.compute_keys, done.name, done.path, fidelity)
+            done = replace(done, fidelity=fidelity)
         return done
     finally:
         store.close()
